@@ -1,0 +1,160 @@
+"""Advantage estimators (R8) and their broadcast onto segments — pure functions behind a small registry.
+
+The contract, checked by :func:`check_groups` and by the tests:
+
+* a group is the G rollouts of one task in one step (``Rollout.group_id``), never a segment or a row;
+* each rollout has one outcome (its reward), computed while the rollout is one record;
+* the rollout's advantage is broadcast to every segment of that rollout, onto *that segment's own* loss mask;
+* an overlong rollout gets mask 0 on all its segments when overlong masking is on (R9); whether it still counts in
+  its group's mean/std is a separate, explicit choice (``include_in_stats``).
+
+Estimators take per-rollout arrays and return per-rollout advantages:
+
+* ``rollout`` (paper Eq. 3, default): ``A_j = (R_j − mean_g) / (std_g + eps)`` over the rollouts of group g;
+* ``segment`` (Eq. 4 ablation): the same, but the mean/std run over segments — rollout j's reward is repeated once per
+  context segment — so rollouts with more summaries weigh more in the statistics.
+
+``std`` is the population standard deviation. A group with no rollout in its statistics gets advantage 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from supo.types import Rollout
+
+AdvantageFn = Callable[..., np.ndarray]
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {}
+
+
+def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
+    def deco(fn: AdvantageFn) -> AdvantageFn:
+        if name in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage estimator {name!r} is already registered")
+        ADVANTAGE_ESTIMATORS[name] = fn
+        return fn
+
+    return deco
+
+
+def _group_normalize(rewards: np.ndarray, groups: Sequence[str], weights: np.ndarray, eps: float) -> np.ndarray:
+    """(R − weighted mean) / (weighted population std + eps), per group; weight 0 = not in the statistics."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    out = np.zeros_like(rewards)
+    groups_arr = np.asarray(groups)
+    for g in dict.fromkeys(groups):
+        idx = np.flatnonzero(groups_arr == g)
+        w = weights[idx]
+        if w.sum() <= 0:
+            continue
+        mean = float(np.sum(w * rewards[idx]) / w.sum())
+        std = float(np.sqrt(np.sum(w * (rewards[idx] - mean) ** 2) / w.sum()))
+        out[idx] = (rewards[idx] - mean) / (std + eps)
+    return out
+
+
+@register_advantage("rollout")
+def rollout_advantage(rewards, groups, num_segments, include_in_stats, eps: float = 1e-6) -> np.ndarray:
+    """Paper Eq. 3: group statistics over rollouts (each rollout counts once, whatever its segment count)."""
+    return _group_normalize(rewards, groups, np.asarray(include_in_stats, dtype=np.float64), eps)
+
+
+@register_advantage("segment")
+def segment_advantage(rewards, groups, num_segments, include_in_stats, eps: float = 1e-6) -> np.ndarray:
+    """Eq. 4 ablation: group statistics over segments (a rollout's reward repeated once per context segment)."""
+    w = np.asarray(include_in_stats, dtype=np.float64) * np.asarray(num_segments, dtype=np.float64)
+    return _group_normalize(rewards, groups, w, eps)
+
+
+@dataclass(frozen=True)
+class RolloutAdvantages:
+    """Per-rollout results: the advantage and whether the rollout's segments are trained (mask kept)."""
+
+    advantages: np.ndarray
+    trainable: np.ndarray  # bool: False = every segment's loss mask is zeroed (overlong masking, R9)
+    degenerate_groups: int  # groups whose rewards (in the statistics) are all equal
+    num_groups: int
+
+
+def check_groups(rollouts: Sequence[Rollout]) -> None:
+    """Raise ``ValueError`` if a group mixes tasks or repeats a rollout index (the grouping contract)."""
+    seen: dict[str, str] = {}
+    indices: dict[str, set[int]] = {}
+    for r in rollouts:
+        task = seen.setdefault(r.group_id, r.task_id)
+        if task != r.task_id:
+            raise ValueError(f"group {r.group_id!r} mixes tasks {task!r} and {r.task_id!r}")
+        idx = indices.setdefault(r.group_id, set())
+        if r.index in idx:
+            raise ValueError(f"group {r.group_id!r} has two rollouts with index {r.index}")
+        idx.add(r.index)
+
+
+def compute_advantages(
+    rollouts: Sequence[Rollout],
+    estimator: str = "rollout",
+    *,
+    overlong_mask: bool = True,
+    overlong_in_group_stats: bool = True,
+    eps: float = 1e-6,
+) -> RolloutAdvantages:
+    """Per-rollout advantages with the chosen estimator, plus which rollouts keep their loss mask."""
+    if estimator not in ADVANTAGE_ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {estimator!r}; choose one of {', '.join(ADVANTAGE_ESTIMATORS)}")
+    check_groups(rollouts)
+    rewards = np.array([r.reward for r in rollouts], dtype=np.float64)
+    groups = [r.group_id for r in rollouts]
+    overlong = np.array([r.overlong for r in rollouts], dtype=bool)
+    nseg = np.array([max(1, len(r.context_segments)) for r in rollouts], dtype=np.float64)
+    include = ~overlong if not overlong_in_group_stats else np.ones(len(rollouts), dtype=bool)
+    adv = ADVANTAGE_ESTIMATORS[estimator](rewards, groups, nseg, include, eps=eps)
+    trainable = ~overlong if overlong_mask else np.ones(len(rollouts), dtype=bool)
+    degenerate = 0
+    ga = np.asarray(groups)
+    unique = list(dict.fromkeys(groups))
+    for g in unique:
+        idx = np.flatnonzero((ga == g) & include)
+        if len(idx) == 0 or np.all(rewards[idx] == rewards[idx][0]):
+            degenerate += 1
+    return RolloutAdvantages(adv, trainable, degenerate, len(unique))
+
+
+@dataclass
+class TrainingSample:
+    """One segment ready for the loss: its token ids, the loss mask after masking, and per-token advantages."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    loss_mask: list[int]
+    old_logprobs: list[float]
+    advantages: list[float]
+    rollout: int  # index of the rollout in the step's list (for checks and metrics)
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.response_ids)
+
+
+def broadcast(rollouts: Sequence[Rollout], result: RolloutAdvantages) -> list[TrainingSample]:
+    """Broadcast each rollout's advantage onto each of its segments' *own* loss masks (trigger samples included)."""
+    samples = []
+    for j, r in enumerate(rollouts):
+        a = float(result.advantages[j])
+        keep = bool(result.trainable[j])
+        for seg in r.segments:
+            mask = list(seg.response_mask) if keep else [0] * len(seg.response_mask)
+            samples.append(
+                TrainingSample(
+                    prompt_ids=list(seg.prompt_ids),
+                    response_ids=list(seg.response_ids),
+                    loss_mask=mask,
+                    old_logprobs=list(seg.logprobs),
+                    advantages=[a * m for m in mask],
+                    rollout=j,
+                )
+            )
+    return samples

@@ -1,0 +1,106 @@
+"""Reading and writing the data files: task splits, demonstrations, rollouts (parquet / JSONL).
+
+Every reader checks what it reads and names the file, row and column of anything wrong — a missing file, a missing
+column, a malformed row — instead of failing deep inside training or silently dropping data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from supo.types import Rollout, Segment, Task
+
+TASK_COLUMNS = ("id", "env", "env_config", "split", "prompt", "reference", "difficulty")
+DEMO_COLUMNS = ("task_id", "segment_index", "kind", "prompt_ids", "response_ids", "response_mask")
+
+
+class DataError(ValueError):
+    """A data file is missing or malformed."""
+
+
+def _read_parquet(path: Path, columns: Sequence[str], what: str) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(f"{what} file {path} does not exist; run `supo-cli prepare` first")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises many types for a corrupt file
+        raise DataError(f"{what} file {path} is not a readable parquet file: {e.__class__.__name__}: {e}") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{what} file {path} lacks column(s) {missing}; expected {list(columns)}")
+    return df
+
+
+def split_path(data_dir: str | Path, split: str) -> Path:
+    return Path(data_dir) / f"{split}.parquet"
+
+
+def write_tasks(tasks: Sequence[Task], path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([t.to_row() for t in tasks], columns=list(TASK_COLUMNS)).to_parquet(path, index=False)
+
+
+def read_tasks(path: str | Path) -> list[Task]:
+    path = Path(path)
+    df = _read_parquet(path, TASK_COLUMNS, "tasks")
+    tasks: list[Task] = []
+    ids: set[str] = set()
+    for i, row in enumerate(df.to_dict("records")):
+        try:
+            task = Task.from_row(row)
+            if not isinstance(task.prompt, list) or not all(
+                isinstance(m, dict) and {"role", "content"} <= set(m) for m in task.prompt
+            ):
+                raise ValueError("prompt must be a list of {role, content} messages")
+            if not isinstance(task.env_config, dict):
+                raise ValueError("env_config must be a JSON object")
+        except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
+            raise DataError(f"{path}, row {i} (id {row.get('id')!r}): {e}") from None
+        if task.id in ids:
+            raise DataError(f"{path}, row {i}: duplicate task id {task.id!r}")
+        ids.add(task.id)
+        tasks.append(task)
+    if not tasks:
+        raise DataError(f"tasks file {path} holds no rows")
+    return tasks
+
+
+def write_demos(rollouts: Sequence[Rollout], path: str | Path) -> int:
+    """Write every segment (and trigger-action sample) of the expert rollouts; returns the row count."""
+    rows = []
+    for r in rollouts:
+        for s in r.segments:
+            rows.append({"task_id": r.task_id, "segment_index": s.index, "kind": s.kind, "prompt_ids": s.prompt_ids,
+                         "response_ids": s.response_ids, "response_mask": s.response_mask,
+                         "reward": r.reward, "num_summaries": r.num_summaries})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(path, index=False)
+    return len(rows)
+
+
+def read_demos(path: str | Path, vocab_size: int | None = None) -> list[Segment]:
+    path = Path(path)
+    df = _read_parquet(path, DEMO_COLUMNS, "demonstrations")
+    segs = []
+    for i, row in enumerate(df.to_dict("records")):
+        try:
+            p, r, m = (list(map(int, row[c])) for c in ("prompt_ids", "response_ids", "response_mask"))
+            if vocab_size is not None and any(not 0 <= t < vocab_size for t in p + r):
+                raise ValueError(f"token id outside the vocabulary (size {vocab_size})")
+            segs.append(Segment(p, r, m, [0.0] * len(r), index=int(row["segment_index"]), kind=str(row["kind"])))
+        except (ValueError, TypeError) as e:
+            raise DataError(f"{path}, row {i} (task {row.get('task_id')!r}): {e}") from None
+    if not segs:
+        raise DataError(f"demonstrations file {path} holds no rows")
+    return segs
+
+
+def write_rollouts_jsonl(rollouts: Sequence[Rollout], path: str | Path, with_tokens: bool = False) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for r in rollouts:
+            f.write(json.dumps(r.to_record(with_tokens=with_tokens)) + "\n")

@@ -1,0 +1,232 @@
+"""The procedural function-calling environment (CodeGym-like): fold a hidden array through tools.
+
+A hidden array of ``n`` values (0..value_max) is reachable only through tools. The API graph:
+
+* ``Observe()`` — returns the array's length; no prerequisite;
+* ``Get(i)`` — returns value ``i``; requires ``Observe``;
+* the family's fold helper — ``Max(a, b)`` (family ``max``) or ``Add(a, b)`` = (a + b) mod 100 (family ``sum``);
+  requires ``Get``;
+* ``Done(answer)`` — submits the answer and ends the episode; reward 1 iff it equals the fold of the whole array.
+
+The expert needs ``2n + 1`` calls (Observe, Get(0), then Get(i) + fold for i ≥ 1, then Done), so the history outgrows
+the working context while the state to carry (next index, running value) stays two numbers. Tasks are synthesised
+from the graph: the target tool is ``Done``; the query names only the goal and hides the prerequisite calls.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from supo.envs.base import Tool, ToolCallError, ToolEnv, format_tool_call, parse_tool_call
+from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN
+from supo.types import Task
+
+FAMILIES: dict[str, dict[str, str]] = {
+    "max": {"fold": "Max", "goal": "the maximum", "value": "running max", "doc": "returns the larger of a and b"},
+    "sum": {"fold": "Add", "goal": "the sum modulo 100", "value": "running sum", "doc": "returns (a + b) mod 100"},
+}
+
+SYSTEM_PROMPT = (
+    "You solve tasks by calling tools. Call exactly one tool per turn, written as "
+    '<tool_call>{{"name": NAME, "parameters": {{...}}}}</tool_call>. Wait for each result.\nTools:\n{tools}'
+)
+USER_PROMPT = "Find {goal} of a hidden array of {n} values."
+
+
+def fold(family: str, values: list[int]) -> int:
+    if family == "max":
+        return max(values)
+    if family == "sum":
+        return sum(values) % 100
+    raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+
+
+class ArrayEnv(ToolEnv):
+    """One episode over one task's hidden array."""
+
+    def __init__(self, family: str, values: list[int]) -> None:
+        super().__init__()
+        if family not in FAMILIES:
+            raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+        if not values:
+            raise ValueError("the hidden array is empty")
+        self.family, self.values = family, list(values)
+        self.answer = fold(family, self.values)
+        spec = FAMILIES[family]
+        fold_fn = (lambda a, b: str(max(a, b))) if family == "max" else (lambda a, b: str((a + b) % 100))
+        self.tools = {
+            "Observe": Tool("Observe", "returns the length of the hidden array", fn=self._observe),
+            "Get": Tool("Get", "returns the value at index i", {"i": int}, ("Observe",), fn=self._get),
+            spec["fold"]: Tool(spec["fold"], spec["doc"], {"a": int, "b": int}, ("Get",), fn=fold_fn),
+            "Done": Tool("Done", "submits the final answer and ends the task", {"answer": int}, fn=self._done,
+                         final=True),
+        }
+
+    def _observe(self) -> str:
+        return f"length {len(self.values)}"
+
+    def _get(self, i: int) -> str:
+        if not 0 <= i < len(self.values):
+            raise ToolCallError(f"index {i} out of range 0..{len(self.values) - 1}")
+        return str(self.values[i])
+
+    def _done(self, answer: int) -> str:
+        self.reward = 1.0 if answer == self.answer else 0.0
+        return "correct" if self.reward else "incorrect"
+
+
+def make_env(task: Task) -> ArrayEnv:
+    cfg = task.env_config
+    try:
+        return ArrayEnv(cfg["family"], [int(v) for v in cfg["values"]])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"task {task.id}: bad env_config for the array env ({e})") from None
+
+
+def task_prompt(family: str, n: int) -> list[dict[str, str]]:
+    env = ArrayEnv(family, [0] * n)
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT.format(tools=env.tool_specs())},
+        {"role": "user", "content": USER_PROMPT.format(goal=FAMILIES[family]["goal"], n=n)},
+    ]
+
+
+def make_tasks(split: str, num: int, min_len: int, max_len: int, families: list[str], value_max: int,
+               seed: int) -> list[Task]:
+    """Synthesise ``num`` seeded tasks; array lengths uniform in [min_len, max_len]."""
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"env.families: unknown family {unknown}; choose from {', '.join(FAMILIES)}")
+    rng = random.Random(f"{seed}-{split}")
+    tasks = []
+    for k in range(num):
+        family = families[k % len(families)]
+        n = rng.randint(min_len, max_len)
+        values = [rng.randint(0, value_max) for _ in range(n)]
+        tasks.append(
+            Task(
+                id=f"{split}-{k:05d}",
+                env="array",
+                env_config={"family": family, "values": values},
+                split=split,
+                prompt=task_prompt(family, n),
+                reference=str(fold(family, values)),
+                difficulty=2 * n + 1,
+            )
+        )
+    return tasks
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the scripted expert
+
+
+@dataclass
+class _ExpertState:
+    observed: bool = False
+    next: int = 0  # the next index to Get
+    cur: int | None = None  # the running value over values[0:next]
+    pending: int | None = None  # a value fetched by Get(next) but not yet folded
+
+
+class ArrayExpert:
+    """Solves the task with ``2n + 1`` calls; its summaries carry a wrong running value at ``error_rate``.
+
+    The rollout loop tells it what happened: :meth:`observe` after each (action, observation), :meth:`drop` when the
+    trigger drops the last pair from the context, :meth:`summarize` when asked for a summary. After a summary the
+    expert continues from what it wrote — a wrong summary leads to a wrong answer, the imperfection RL can fix.
+    """
+
+    def __init__(self, task: Task, error_rate: float = 0.0, seed: int = 0) -> None:
+        self.family = task.env_config["family"]
+        self.n = len(task.env_config["values"])
+        self.value_max = 99
+        self.error_rate = error_rate
+        self.rng = random.Random(f"expert-{seed}-{task.id}")
+        self.state = _ExpertState()
+        self._history: list[_ExpertState] = []
+        self.summary_errors = 0
+
+    def act(self) -> str:
+        s = self.state
+        if not s.observed:
+            return format_tool_call("Observe")
+        if s.pending is not None:
+            return format_tool_call(FAMILIES[self.family]["fold"], a=s.cur, b=s.pending)
+        if s.next >= self.n:
+            return format_tool_call("Done", answer=s.cur if s.cur is not None else 0)
+        return format_tool_call("Get", i=s.next)
+
+    def observe(self, action: str, observation: str) -> None:
+        self._history.append(copy.copy(self.state))
+        s = self.state
+        try:
+            call = parse_tool_call(action)
+        except ToolCallError:
+            return
+        if observation.startswith("Error"):
+            return
+        if call.name == "Observe":
+            s.observed = True
+        elif call.name == "Get":
+            v = int(observation)
+            if s.cur is None:
+                s.cur, s.next = v, s.next + 1
+            else:
+                s.pending = v
+        elif call.name == FAMILIES[self.family]["fold"]:
+            s.cur, s.pending, s.next = int(observation), None, s.next + 1
+
+    def drop(self) -> None:
+        """The last (action, observation) left the context: forget what it taught."""
+        if self._history:
+            self.state = self._history.pop()
+
+    def summarize(self) -> str:
+        s = self.state
+        value = s.cur
+        if value is not None and self.rng.random() < self.error_rate:
+            value = self.rng.choice([v for v in range(self.value_max + 1) if v != s.cur])
+            self.summary_errors += 1
+        self.state = _ExpertState(observed=s.observed, next=s.next, cur=value, pending=None)
+        self._history.clear()
+        return summary_text(self.family, s.next, value)
+
+
+def summary_text(family: str, next_index: int, value: int | None) -> str:
+    shown = "none" if value is None else str(value)
+    return f"{SUMMARY_OPEN}next index {next_index}, {FAMILIES[family]['value']} {shown}{SUMMARY_CLOSE}"
+
+
+def corpus(tasks: list[Task]) -> list[str]:
+    """The text pieces the tokenizer is trained on: prompts, expert actions, observations and summaries."""
+    texts: list[str] = []
+    for t in tasks:
+        texts.extend(m["content"] for m in t.prompt)
+        env, expert = make_env(t), ArrayExpert(t)
+        env.reset()
+        for _ in range(2 * len(env.values) + 2):
+            a = expert.act()
+            obs, done, _, _ = env.step(a)
+            texts.extend([a, obs])
+            expert.observe(a, obs)
+            if done:
+                break
+        for nxt in (0, len(env.values) // 2):
+            texts.append(summary_text(t.env_config["family"], nxt, env.values[0]))
+    return texts
+
+
+def expert_factory(task: Task, error_rate: float, seed: int) -> ArrayExpert:
+    return ArrayExpert(task, error_rate=error_rate, seed=seed)
+
+
+SPEC: dict[str, Any] = {
+    "make_tasks": make_tasks,
+    "make_env": make_env,
+    "make_expert": expert_factory,
+    "corpus": corpus,
+}

@@ -1,0 +1,166 @@
+"""The environment protocol (CodeGym-compatible) and a strict tool-call parser.
+
+An environment is ``reset() -> observation`` and ``step(action_text) -> (observation, done, reward, info)``. A malformed
+or unknown call returns an ``Error: ...`` observation and the episode goes on — ``step`` never raises.
+
+Tool calls are JSON ``{"name": ..., "parameters": {...}}`` inside ``<tool_call>...</tool_call>``, parsed with
+``json.loads`` (never ``eval``), size- and depth-limited.
+
+Tools form an API graph: a tool is callable once all of its prerequisites have run (FunReason-MT's legality check).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from supo.models import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+
+MAX_ACTION_CHARS = 4096
+MAX_JSON_DEPTH = 4
+_CALL_RE = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)" + re.escape(TOOL_CALL_CLOSE), re.S)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    parameters: dict[str, Any]
+
+
+class ToolCallError(ValueError):
+    """A tool call that cannot be parsed; its message becomes the ``Error:`` observation."""
+
+
+def _depth(obj: Any, level: int = 0) -> int:
+    if isinstance(obj, dict):
+        return max([_depth(v, level + 1) for v in obj.values()], default=level + 1)
+    if isinstance(obj, list):
+        return max([_depth(v, level + 1) for v in obj], default=level + 1)
+    return level
+
+
+def parse_tool_call(text: str) -> ToolCall:
+    """Extract exactly one tool call from an action text, or raise :class:`ToolCallError` saying what is wrong."""
+    if len(text) > MAX_ACTION_CHARS:
+        raise ToolCallError(f"action is {len(text)} characters long; the limit is {MAX_ACTION_CHARS}")
+    calls = _CALL_RE.findall(text)
+    if not calls:
+        raise ToolCallError(f"no {TOOL_CALL_OPEN}...{TOOL_CALL_CLOSE} found in the response")
+    if len(calls) > 1:
+        raise ToolCallError(f"{len(calls)} tool calls in one turn; make exactly one")
+    body = calls[0].strip()
+    try:
+        obj = json.loads(body)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ToolCallError(f"tool call is not valid JSON ({e.__class__.__name__}: {str(e)[:80]})") from None
+    if not isinstance(obj, dict):
+        raise ToolCallError("tool call must be a JSON object with keys name and parameters")
+    if _depth(obj) > MAX_JSON_DEPTH:
+        raise ToolCallError(f"tool call nests deeper than {MAX_JSON_DEPTH} levels")
+    extra = set(obj) - {"name", "parameters"}
+    if extra:
+        raise ToolCallError(f"unexpected keys {sorted(extra)} in the tool call; use name and parameters")
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        raise ToolCallError("tool call lacks a string 'name'")
+    params = obj.get("parameters", {})
+    if not isinstance(params, dict):
+        raise ToolCallError("'parameters' must be a JSON object")
+    return ToolCall(name=name, parameters=params)
+
+
+def format_tool_call(name: str, **parameters: Any) -> str:
+    """The canonical text of a tool call (what the expert writes)."""
+    return f"{TOOL_CALL_OPEN}{json.dumps({'name': name, 'parameters': parameters})}{TOOL_CALL_CLOSE}"
+
+
+@dataclass
+class Tool:
+    """One callable tool: its parameters (name → python type), prerequisites and implementation."""
+
+    name: str
+    doc: str
+    params: dict[str, type] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
+    fn: Callable[..., str] | None = None
+    final: bool = False  # calling it ends the episode
+
+    def signature(self) -> str:
+        args = ", ".join(f"{k}: {t.__name__}" for k, t in self.params.items())
+        return f"{self.name}({args})"
+
+
+class ToolEnv:
+    """Base class: dispatches parsed tool calls to :class:`Tool` s, enforcing types and the API graph.
+
+    Subclasses set ``self.tools`` in ``__init__`` and implement ``_answer_reward(answer) -> float``.
+    """
+
+    tools: dict[str, Tool]
+
+    def __init__(self) -> None:
+        self.called: set[str] = set()
+        self.done = False
+        self.reward = 0.0
+        self.steps = 0
+
+    def reset(self) -> str:
+        self.called = set()
+        self.done = False
+        self.reward = 0.0
+        self.steps = 0
+        return "ready"
+
+    def _check_params(self, tool: Tool, params: dict[str, Any]) -> dict[str, Any]:
+        missing = [k for k in tool.params if k not in params]
+        if missing:
+            raise ToolCallError(f"{tool.name} is missing parameter(s) {missing}; signature {tool.signature()}")
+        unknown = [k for k in params if k not in tool.params]
+        if unknown:
+            raise ToolCallError(f"{tool.name} got unknown parameter(s) {unknown}; signature {tool.signature()}")
+        out = {}
+        for k, typ in tool.params.items():
+            v = params[k]
+            if typ is int and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ToolCallError(f"{tool.name}: parameter {k} must be an integer, got {type(v).__name__}")
+            if typ is str and not isinstance(v, str):
+                raise ToolCallError(f"{tool.name}: parameter {k} must be a string, got {type(v).__name__}")
+            if typ is str and len(v) > 256:
+                raise ToolCallError(f"{tool.name}: parameter {k} is {len(v)} characters long; the limit is 256")
+            out[k] = v
+        return out
+
+    def step(self, action_text: str) -> tuple[str, bool, float, dict[str, Any]]:
+        """Apply one action. Never raises: every problem becomes an ``Error:`` observation."""
+        self.steps += 1
+        if self.done:
+            return "Error: the episode is over", True, self.reward, {"error": "done"}
+        try:
+            call = parse_tool_call(action_text)
+            tool = self.tools.get(call.name)
+            if tool is None:
+                raise ToolCallError(f"unknown tool {call.name[:40]!r}; available: {', '.join(self.tools)}")
+            missing = [r for r in tool.requires if r not in self.called]
+            if missing:
+                raise ToolCallError(f"{tool.name} requires {', '.join(missing)} to be called first")
+            args = self._check_params(tool, call.parameters)
+            obs = tool.fn(**args) if tool.fn is not None else ""
+        except ToolCallError as e:
+            return f"Error: {e}", False, 0.0, {"error": str(e)}
+        except Exception as e:  # an exception inside a tool is the tool's failure, not the episode's
+            return f"Error: {tool.name} failed: {e.__class__.__name__}: {str(e)[:120]}", False, 0.0, {"error": repr(e)}
+        self.called.add(tool.name)
+        if tool.final:
+            self.done = True
+            return obs, True, self.reward, {"tool": tool.name}
+        return obs, False, 0.0, {"tool": tool.name}
+
+    def tool_specs(self) -> str:
+        lines = []
+        for t in self.tools.values():
+            req = f" Requires {', '.join(t.requires)}." if t.requires else ""
+            lines.append(f"- {t.signature()}: {t.doc}.{req}")
+        return "\n".join(lines)

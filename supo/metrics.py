@@ -1,0 +1,36 @@
+"""Rollout metrics in the one vocabulary shared by MLflow, DVC metrics and reports (DESIGN §6)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from supo.types import Rollout
+
+
+def rollout_metrics(rollouts: Sequence[Rollout], *, working_context: int, max_summaries: int) -> dict[str, float]:
+    """Success, context, summary and token metrics of a batch of rollouts."""
+    if not rollouts:
+        raise ValueError("no rollouts to measure")
+    n = len(rollouts)
+    summaries = sum(r.num_summaries for r in rollouts)
+    contexts = [c for r in rollouts for c in r.context_lengths] or [0]
+    groups: dict[str, list[float]] = {}
+    for r in rollouts:
+        groups.setdefault(r.group_id, []).append(r.reward)
+    return {
+        "success_rate": float(np.mean([1.0 if (r.finished and r.reward > 0) else 0.0 for r in rollouts])),
+        "mean_reward": float(np.mean([r.reward for r in rollouts])),
+        "mean_tool_calls": float(np.mean([r.tool_calls for r in rollouts])),
+        "mean_summaries": summaries / n,
+        "summary_format_miss_rate": (sum(r.summary_format_misses for r in rollouts) / summaries) if summaries else 0.0,
+        "mean_working_context_tokens": float(np.mean(contexts)),
+        "max_working_context_tokens": float(max(contexts)),
+        "effective_context_tokens": float(working_context * (max_summaries + 1)),
+        "overlong_rate": float(np.mean([r.overlong for r in rollouts])),
+        "degenerate_group_frac": float(np.mean([len(set(v)) == 1 for v in groups.values()])),
+        "segments_per_rollout": float(np.mean([len(r.context_segments) for r in rollouts])),
+        "tokens_generated": float(sum(r.tokens_generated for r in rollouts)),
+        "tokens_processed": float(sum(r.tokens_processed for r in rollouts)),
+    }

@@ -1,0 +1,95 @@
+"""`supo-cli prepare`: tasks, tokenizer, tiny model and expert demonstrations — all built locally.
+
+Outputs (under ``paths.data`` and ``paths.model``):
+
+* ``train.parquet`` / ``test.parquet`` — the task splits (the test split needs more steps than the train split);
+* the tokenizer (byte-level BPE trained on the task text) and a randomly initialised Qwen2, in HF format;
+* ``demos.parquet`` — expert demonstrations produced by the *same* agent loop as training, with summary turns and
+  trigger-action samples (R5b), the expert's summaries wrong at ``expert.summary_error_rate``;
+* ``prepare_metrics.json`` — counts and the expert's own metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from supo.config import Config
+from supo.data import split_path, write_demos, write_tasks
+from supo.envs import get_env_spec
+from supo.metrics import rollout_metrics
+from supo.models import IM_END, build_model, build_tokenizer, num_parameters
+from supo.rollout.agent_loop import run_rollouts
+from supo.rollout.expert_policy import ExpertPolicy
+from supo.runtime import build_runtime
+
+
+def build_tasks(cfg: Config):
+    spec, e = get_env_spec(cfg.env.name), cfg.env
+    train = spec["make_tasks"]("train", e.num_train, e.train_min_len, e.train_max_len, e.families, e.value_max, cfg.seed)
+    test = spec["make_tasks"]("test", e.num_test, e.test_min_len, e.test_max_len, e.families, e.value_max, cfg.seed)
+    return train, test
+
+
+def tokenizer_corpus(cfg: Config, train, test) -> list[str]:
+    spec = get_env_spec(cfg.env.name)
+    texts = spec["corpus"](train[:400] + test[:100])
+    texts += [cfg.prompts.summary_instruction, cfg.prompts.continuation + "\n"] * 50
+    texts += [f"{role}\n" for role in ("system", "user", "assistant", "tool")] * 200
+    return texts
+
+
+def run_expert(cfg: Config, tasks, tokenizer, *, num: int, error_rate: float, max_summaries: int, seed: int,
+               model_dir: str | Path):
+    """Roll the scripted expert through the agent loop; returns its rollouts (the demonstrations)."""
+    spec = get_env_spec(cfg.env.name)
+    rng = random.Random(seed)
+    chosen = [tasks[i % len(tasks)] for i in rng.sample(range(max(num, len(tasks))), num)] if num else []
+    rt = build_runtime(cfg, model_dir, chosen or tasks[:1], max_summaries=max_summaries,
+                       working_context=cfg.budget.working_context, tokenizer=tokenizer)
+    rt.settings.train_trigger_action = True  # demonstrations always carry the trigger action (R5b)
+    experts = {k: spec["make_expert"](t, error_rate, seed + k) for k, t in enumerate(chosen)}
+    policy = ExpertPolicy(tokenizer, experts, tokenizer.convert_tokens_to_ids(IM_END))
+    items = [(t, f"demo-{k}", 0) for k, t in enumerate(chosen)]
+    return run_rollouts(items, policy, tokenizer, rt.templates, rt.settings, spec["make_env"], seed=seed)
+
+
+def prepare(cfg: Config, *, log=print) -> dict:
+    data_dir, model_dir = Path(cfg.paths.data), Path(cfg.paths.model)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    train, test = build_tasks(cfg)
+    write_tasks(train, split_path(data_dir, "train"))
+    write_tasks(test, split_path(data_dir, "test"))
+    log(f"tasks: {len(train)} train (lengths {cfg.env.train_min_len}..{cfg.env.train_max_len}), "
+        f"{len(test)} test (lengths {cfg.env.test_min_len}..{cfg.env.test_max_len})")
+
+    tok = build_tokenizer(tokenizer_corpus(cfg, train, test), cfg.model.vocab_size, model_dir)
+    model = build_model(tok, cfg.model, cfg.seed, model_dir)
+    log(f"tokenizer: {len(tok)} tokens; model: Qwen2 with {num_parameters(model) / 1e6:.2f}M parameters -> {model_dir}")
+
+    demos = run_expert(cfg, train, tok, num=cfg.expert.num_demos, error_rate=cfg.expert.summary_error_rate,
+                       max_summaries=cfg.expert.max_summaries, seed=cfg.seed, model_dir=model_dir)
+    rows = write_demos(demos, data_dir / "demos.parquet")
+    m = rollout_metrics(demos, working_context=cfg.budget.working_context, max_summaries=cfg.expert.max_summaries)
+    clean = run_expert(cfg, test, tok, num=min(len(test), 256), error_rate=0.0,
+                       max_summaries=cfg.expert.max_summaries, seed=cfg.seed + 1, model_dir=model_dir)
+    clean_m = rollout_metrics(clean, working_context=cfg.budget.working_context, max_summaries=cfg.expert.max_summaries)
+    stats = {
+        "num_train_tasks": len(train),
+        "num_test_tasks": len(test),
+        "vocab_size": len(tok),
+        "model_parameters": num_parameters(model),
+        "demo_episodes": len(demos),
+        "demo_rows": rows,
+        "demo_success_rate": m["success_rate"],
+        "demo_mean_summaries": m["mean_summaries"],
+        "demo_mean_tool_calls": m["mean_tool_calls"],
+        "demo_mean_working_context_tokens": m["mean_working_context_tokens"],
+        "expert_test_success_rate_no_errors": clean_m["success_rate"],
+        "expert_test_mean_summaries": clean_m["mean_summaries"],
+    }
+    (data_dir / "prepare_metrics.json").write_text(json.dumps(stats, indent=2) + "\n")
+    log(f"demonstrations: {len(demos)} episodes -> {rows} rows; expert success {m['success_rate']:.3f} with "
+        f"{m['mean_summaries']:.2f} summaries/episode (summary error rate {cfg.expert.summary_error_rate})")
+    return stats

@@ -1,0 +1,232 @@
+"""The summarization-augmented agent loop (R1–R6, R12): one code path for training, evaluation and demonstrations.
+
+All live rollouts of a call advance together: each loop iteration sends every live rollout's context to the policy in
+one batched ``generate`` call, then steps the environments.
+
+Per rollout (SUPO; GRPO is the same with S = 0):
+
+1. the context starts as the task's initial prompt;
+2. the policy samples an action; the environment answers; the pair is appended (action mask 1, observation mask 0);
+3. a final answer ends the rollout; otherwise, if the working context ≥ L (R2): the last (action, observation) pair is
+   dropped from the context (the environment keeps its side effect; the dropped action becomes a trigger-action
+   sample, R5b), and if fewer than S summaries were made the summary instruction is appended and the same policy
+   writes the summary, closing the segment; the next segment's prompt is initial prompt + continuation + summary
+   content (R3). With S summaries used, the rollout ends overlong (R4);
+4. H actions without an answer, or a generation that cannot fit the engine, also end it overlong (R4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from supo.rollout.templates import Templates, prompt_ids, summary_content
+from supo.types import Rollout, Segment, Task
+
+
+@dataclass
+class GenRequest:
+    """One generation: the context ids, what is being generated, and its budget."""
+
+    key: int
+    context: list[int]
+    kind: str  # "action" or "summary"
+    max_tokens: int
+    seed: int
+
+
+@dataclass
+class GenResult:
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str = "stop"
+
+
+class Policy(Protocol):
+    """What the loop samples from: a vLLM engine in training/eval, a scripted expert for demonstrations."""
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]: ...
+
+    def on_step(self, key: int, action: str, observation: str) -> None: ...
+
+    def on_drop(self, key: int) -> None: ...
+
+
+@dataclass
+class LoopSettings:
+    """The budgets one loop runs under (derived from the config; S and W differ between train and eval)."""
+
+    trigger: int  # L
+    max_summaries: int  # S
+    max_steps: int  # H
+    max_turn_tokens: int
+    max_summary_tokens: int
+    max_obs_tokens: int
+    engine_max_len: int
+    train_trigger_action: bool = True
+
+
+@dataclass
+class _Live:
+    task: Task
+    env: Any
+    rollout: Rollout
+    seed: int
+    base_prompt: list[int]  # the initial prompt without its final assistant header
+    prompt: list[int]
+    resp: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)
+    lps: list[float] = field(default_factory=list)
+    phase: str = "action"
+    steps: int = 0
+    turns: int = 0
+    seg_index: int = 0
+    peak: int = 0
+
+    @property
+    def context_len(self) -> int:
+        return len(self.prompt) + len(self.resp)
+
+    def extend(self, ids: list[int], mask: int, lps: list[float] | None = None) -> None:
+        self.resp.extend(ids)
+        self.mask.extend([mask] * len(ids))
+        self.lps.extend(lps if lps is not None else [0.0] * len(ids))
+
+
+def run_rollouts(
+    items: Sequence[tuple[Task, str, int]],
+    policy: Policy,
+    tokenizer,
+    templates: Templates,
+    settings: LoopSettings,
+    make_env: Callable[[Task], Any],
+    *,
+    seed: int = 0,
+    keep_transcript: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> list[Rollout]:
+    """Run one rollout per ``(task, group_id, index)`` item, all batched together; return them in item order."""
+    live: list[_Live] = []
+    for key, (task, group_id, index) in enumerate(items):
+        env = make_env(task)
+        env.reset()
+        p = prompt_ids(tokenizer, task)
+        base = p[: len(p) - len(templates.assistant_header)]
+        if p[len(base):] != templates.assistant_header:
+            raise ValueError(f"task {task.id}: the chat template's generation prompt is not the assistant header")
+        r = Rollout(task_id=task.id, group_id=group_id, index=index)
+        live.append(_Live(task, env, r, seed=(seed * 1_000_003 + key * 7919) % (2**31), base_prompt=base, prompt=p))
+    rollouts = [lv.rollout for lv in live]
+    active = list(range(len(live)))
+    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731 - parsing only
+
+    while active:
+        requests, order = [], []
+        for k in active:
+            lv = live[k]
+            budget = settings.max_turn_tokens if lv.phase == "action" else settings.max_summary_tokens
+            room = settings.engine_max_len - lv.context_len
+            if room < 1:
+                _finish(lv, templates, reward=0.0, overlong="engine_limit")
+                continue
+            requests.append(GenRequest(k, lv.prompt + lv.resp, lv.phase, min(budget, room),
+                                       (lv.seed + 104_729 * lv.turns) % (2**31)))
+            order.append(k)
+        if not requests:
+            break
+        results = policy.generate(requests)
+        for k, req, res in zip(order, requests, results):
+            lv = live[k]
+            ids, lps = list(res.token_ids), list(res.logprobs)
+            lv.turns += 1
+            lv.rollout.tokens_generated += len(ids)
+            lv.rollout.tokens_processed += len(req.context) + len(ids)
+            if lv.phase == "summary":
+                _summarize(lv, ids, lps, templates, keep_transcript, decode)
+                continue
+            text = decode(ids)
+            lv.steps += 1
+            lv.rollout.tool_calls += 1
+            observation, done, reward, _info = lv.env.step(text)
+            if keep_transcript:
+                lv.rollout.transcript.append(f"[action] {text}\n[obs] {observation}")
+            if done:
+                lv.extend(ids, 1, lps)
+                lv.rollout.answer = text
+                _finish(lv, templates, reward=float(reward), overlong=None)
+                continue
+            pair_start = len(lv.resp)
+            lv.extend(ids, 1, lps)
+            obs_ids = tokenizer.encode(observation, add_special_tokens=False)[: settings.max_obs_tokens]
+            lv.extend(templates.obs_prefix + obs_ids + templates.obs_suffix, 0)
+            policy.on_step(k, text, observation)
+            lv.peak = max(lv.peak, lv.context_len)
+            if lv.context_len >= settings.trigger:
+                _drop_pair(lv, pair_start, len(ids), settings)
+                policy.on_drop(k)
+                if lv.rollout.num_summaries < settings.max_summaries:
+                    lv.extend(templates.summary_request, 0)
+                    lv.phase = "summary"
+                else:
+                    _finish(lv, templates, reward=0.0, overlong="max_summaries")
+                continue
+            if lv.steps >= settings.max_steps:
+                _finish(lv, templates, reward=0.0, overlong="max_steps")
+        active = [k for k in active if live[k].phase != "done"]
+        if progress is not None:
+            progress(len(live) - len(active))
+    return rollouts
+
+
+def _drop_pair(lv: _Live, pair_start: int, action_len: int, settings: LoopSettings) -> None:
+    """R2: remove the last (action, observation) from the context; keep the action as a trigger-action sample."""
+    if settings.train_trigger_action:
+        lv.rollout.segments.append(
+            Segment(
+                prompt_ids=lv.prompt + lv.resp[:pair_start],
+                response_ids=lv.resp[pair_start : pair_start + action_len],
+                response_mask=lv.mask[pair_start : pair_start + action_len],
+                logprobs=lv.lps[pair_start : pair_start + action_len],
+                index=lv.seg_index,
+                kind="trigger_action",
+            )
+        )
+    del lv.resp[pair_start:], lv.mask[pair_start:], lv.lps[pair_start:]
+
+
+def _close_segment(lv: _Live, is_last: bool) -> None:
+    lv.rollout.context_lengths.append(max(lv.peak, lv.context_len))
+    if lv.resp:
+        lv.rollout.segments.append(
+            Segment(prompt_ids=list(lv.prompt), response_ids=lv.resp, response_mask=lv.mask, logprobs=lv.lps,
+                    index=lv.seg_index, is_last=is_last)
+        )
+    lv.resp, lv.mask, lv.lps = [], [], []
+    lv.seg_index += 1
+    lv.peak = 0
+
+
+def _summarize(lv: _Live, ids: list[int], lps: list[float], t: Templates, keep_transcript: bool, decode) -> None:
+    """R3: close the segment with the summary; the next segment starts from initial prompt + continuation + summary."""
+    lv.extend(ids, 1, lps)
+    lv.peak = max(lv.peak, lv.context_len)
+    content, well_formed = summary_content(ids, t)
+    lv.rollout.num_summaries += 1
+    lv.rollout.summary_format_misses += 0 if well_formed else 1
+    if keep_transcript:
+        lv.rollout.transcript.append(f"[summary] {decode(ids)}")
+    _close_segment(lv, is_last=False)
+    lv.prompt = lv.base_prompt + t.continuation_prefix + content + t.continuation_suffix
+    lv.phase = "action"
+
+
+def _finish(lv: _Live, t: Templates, reward: float, overlong: str | None) -> None:
+    r = lv.rollout
+    r.reward = reward
+    r.finished = overlong is None
+    r.overlong = overlong is not None
+    r.overlong_reason = overlong
+    lv.peak = max(lv.peak, lv.context_len)
+    _close_segment(lv, is_last=True)
+    lv.phase = "done"

@@ -1,0 +1,39 @@
+"""Shared set-up of a run: tokenizer, templates, derived budgets (validated) and the loop settings for a given S, W."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from supo.config import Budgets, Config, derive_budgets, validate_budgets
+from supo.models import load_tokenizer
+from supo.rollout.agent_loop import LoopSettings
+from supo.rollout.templates import Templates, prompt_ids
+from supo.types import Task
+
+
+@dataclass
+class Runtime:
+    tokenizer: object
+    templates: Templates
+    budgets: Budgets
+    settings: LoopSettings
+
+
+def build_runtime(cfg: Config, model_dir: str | Path, tasks: Sequence[Task], *, max_summaries: int,
+                  working_context: int, wc_field: str = "budget.working_context", tokenizer=None) -> Runtime:
+    """Load the tokenizer, derive the budgets for (S, W), check them against the tasks' prompts, build settings."""
+    tok = tokenizer if tokenizer is not None else load_tokenizer(model_dir)
+    t = Templates.build(tok, cfg.prompts.summary_instruction, cfg.prompts.continuation)
+    longest = max(len(prompt_ids(tok, task)) for task in tasks)
+    budgets = derive_budgets(cfg, working_context=working_context, summary_chunk_len=len(t.summary_request),
+                             continuation_chunk_len=t.continuation_overhead, max_prompt_len=longest,
+                             obs_overhead=t.obs_overhead)
+    validate_budgets(cfg, budgets, working_context=working_context, wc_field=wc_field)
+    b = cfg.budget
+    settings = LoopSettings(trigger=budgets.trigger, max_summaries=max_summaries, max_steps=b.max_steps,
+                            max_turn_tokens=b.max_turn_tokens, max_summary_tokens=b.max_summary_tokens,
+                            max_obs_tokens=b.max_obs_tokens, engine_max_len=cfg.engine.max_model_len,
+                            train_trigger_action=cfg.train.train_trigger_action)
+    return Runtime(tok, t, budgets, settings)

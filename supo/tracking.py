@@ -1,0 +1,451 @@
+"""MLflow tracking: tracking-URI resolution, a thin run context manager, and the UI server.
+
+Everything here talks to MLflow through an explicit ``mlflow.MlflowClient(tracking_uri=...)``
+instead of the global ``mlflow.start_run`` state, so several stores (e.g. one per test) can be
+used in one process without interfering.  Logging is synchronous.
+
+Notes from the feasibility study (research/feasibility.md §4):
+
+* ``sqlite:///mlflow.db`` works; the file store (``./mlruns``) is refused by MLflow 3.17.
+* ``mlflow ui`` leaves orphaned ``huey_consumer`` processes when only its main process is
+  signalled, so the UI is started in its own process group and the whole group is stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.utils.validation import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
+
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "PARAMS_PER_BATCH",
+    "Tracker",
+    "find_runs",
+    "flatten_params",
+    "resolve_tracking_uri",
+    "serve_ui",
+    "start_ui",
+    "stop_ui",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+"""Tracking URI used when neither the CLI flag, the environment nor the config sets one."""
+
+PARAMS_PER_BATCH = min(100, MAX_PARAMS_TAGS_PER_BATCH)
+"""Params are sent with ``log_batch`` in chunks of this many."""
+
+_PARENT_RUN_TAG = "mlflow.parentRunId"
+_SQLITE_PREFIX = "sqlite:///"
+
+
+# --------------------------------------------------------------------------------------------
+# Tracking URI
+# --------------------------------------------------------------------------------------------
+
+
+def sqlite_db_path(uri: str) -> Path | None:
+    """Return the database file of a ``sqlite:///`` URI, or None for other URIs.
+
+    ``sqlite:///rel/path.db`` is relative to the current directory and ``sqlite:////abs.db``
+    is absolute (the usual SQLAlchemy convention). In-memory databases give None.
+    """
+    if not uri.startswith(_SQLITE_PREFIX):
+        return None
+    path = uri[len(_SQLITE_PREFIX) :].split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return None
+    return Path(path)
+
+
+def resolve_tracking_uri(flag: str | None, config_uri: str = DEFAULT_TRACKING_URI) -> str:
+    """Pick the tracking URI: the CLI flag, else ``$MLFLOW_TRACKING_URI``, else the config value.
+
+    Empty strings count as unset; an empty config value falls back to ``sqlite:///mlflow.db``.
+    For a ``sqlite:///`` URI the database's parent folder is created so MLflow can open it.
+    """
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    uri = flag or env_uri or config_uri or DEFAULT_TRACKING_URI
+    db_path = sqlite_db_path(uri)
+    if db_path is not None:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+# --------------------------------------------------------------------------------------------
+# Params helpers
+# --------------------------------------------------------------------------------------------
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings into dotted keys: ``{"train": {"lr": 1e-6}}`` -> ``{"train.lr": 1e-6}``."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        full_key = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, full_key))
+        else:
+            flat[full_key] = value
+    return flat
+
+
+def _param_value(value: Any) -> str:
+    """Stringify a param value and truncate it to MLflow's param value limit."""
+    return str(value)[:MAX_PARAM_VAL_LENGTH]
+
+
+def _tag_value(value: Any) -> str:
+    """Stringify a tag value and truncate it to MLflow's tag value limit."""
+    return str(value)[:MAX_TAG_VAL_LENGTH]
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    """Yield consecutive slices of ``items`` of at most ``size`` elements."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _is_finite_number(value: Any) -> bool:
+    """True for real numbers (bools excluded) that are neither NaN nor infinite."""
+    if value is None or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _default_artifact_location(uri: str, experiment: str) -> str | None:
+    """For a sqlite store, keep artifacts next to the database instead of in ``./mlruns``.
+
+    Returns None (MLflow's default) for other stores, e.g. a tracking server that proxies
+    artifacts itself.
+    """
+    db_path = sqlite_db_path(uri)
+    if db_path is None:
+        return None
+    safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment).strip("._") or "default"
+    return (db_path.parent.resolve() / "mlartifacts" / safe_name).as_uri()
+
+
+def _get_or_create_experiment(client: MlflowClient, uri: str, name: str) -> str:
+    """Return the id of experiment ``name``, creating it when missing."""
+    if not name:
+        raise ValueError("MLflow experiment name must be a non-empty string")
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=_default_artifact_location(uri, name))
+        except MlflowException:
+            # Another process may have created it in between; anything else re-raises below.
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage != "active":
+        raise ValueError(
+            f"MLflow experiment {name!r} in {uri} is deleted; restore it "
+            f"(`mlflow experiments restore --experiment-id {experiment.experiment_id}`) or use another name"
+        )
+    return experiment.experiment_id
+
+
+# --------------------------------------------------------------------------------------------
+# Tracker
+# --------------------------------------------------------------------------------------------
+
+
+class Tracker:
+    """One MLflow run, as a context manager.
+
+    Creates the experiment if missing and a new run (nested under ``parent_run_id`` when given),
+    or reopens ``resume_run_id`` (status set back to RUNNING; params it already has are not
+    logged again). ``with Tracker(...) as t:`` ends the run FINISHED, or FAILED when an exception
+    escapes the block.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        run_name: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+        resume_run_id: str | None = None,
+    ) -> None:
+        """Open the run; see the class docstring. ``params`` may be flat (dotted keys) or nested."""
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_id = _get_or_create_experiment(self.client, uri, experiment)
+        self._ended = False
+
+        run_tags = {key: _tag_value(value) for key, value in (tags or {}).items()}
+        if parent_run_id:
+            self._require_run(parent_run_id, "parent_run_id")
+            run_tags[_PARENT_RUN_TAG] = parent_run_id
+
+        if resume_run_id:
+            run = self._require_run(resume_run_id, "resume_run_id")
+            if run.info.experiment_id != self.experiment_id:
+                raise ValueError(
+                    f"cannot resume run {resume_run_id}: it belongs to experiment id "
+                    f"{run.info.experiment_id}, not to {experiment!r} (id {self.experiment_id})"
+                )
+            self._run_id = resume_run_id
+            self.client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            existing_params = dict(run.data.params)
+            if run_tags:
+                self.set_tags(run_tags)
+        else:
+            run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=run_name)
+            self._run_id = run.info.run_id
+            existing_params = {}
+        self.run_name = run.info.run_name
+        self._log_params(flatten_params(params or {}), existing_params)
+
+    # -- context manager ----------------------------------------------------------------------
+
+    def __enter__(self) -> Tracker:
+        """Return the tracker itself; the run is already open."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """End the run FAILED when an exception escapes the block, FINISHED otherwise."""
+        self.end("FAILED" if exc_type is not None else "FINISHED")
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        """The MLflow run id."""
+        return self._run_id
+
+    # -- logging ------------------------------------------------------------------------------
+
+    def log_metrics(self, metrics: Mapping[str, float | None], step: int) -> None:
+        """Log metrics at ``step``; None, NaN, infinite and non-numeric values are skipped silently."""
+        timestamp = int(time.time() * 1000)
+        entries = [
+            Metric(key=key, value=float(value), timestamp=timestamp, step=int(step))
+            for key, value in metrics.items()
+            if _is_finite_number(value)
+        ]
+        for chunk in _chunks(entries, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self._run_id, metrics=chunk, synchronous=True)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log further params (flat or nested); keys the run already has are skipped."""
+        existing = dict(self.client.get_run(self._run_id).data.params)
+        self._log_params(flatten_params(params), existing)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags on the run (values stringified and truncated to MLflow's tag limit)."""
+        entries = [RunTag(key, _tag_value(value)) for key, value in tags.items()]
+        for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(self._run_id, tags=chunk, synchronous=True)
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        """Store ``obj`` as a JSON or YAML artifact (format chosen by ``artifact_file``'s suffix)."""
+        self.client.log_dict(self._run_id, obj, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Store ``text`` as the artifact ``artifact_file``."""
+        self.client.log_text(self._run_id, text, artifact_file)
+
+    def log_artifact(self, local_path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Upload one local file (or, for a folder, its contents) under ``artifact_path``."""
+        path = Path(local_path)
+        if not path.exists():
+            raise FileNotFoundError(f"cannot log artifact {path}: no such file or folder")
+        if path.is_dir():
+            self.client.log_artifacts(self._run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self._run_id, str(path), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Terminate the run with ``status`` (FINISHED, FAILED or KILLED); later calls do nothing."""
+        if self._ended:
+            return
+        if status not in ("FINISHED", "FAILED", "KILLED"):
+            raise ValueError(f"run end status must be FINISHED, FAILED or KILLED, got {status!r}")
+        self.client.set_terminated(self._run_id, status=status)
+        self._ended = True
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _require_run(self, run_id: str, what: str) -> Run:
+        """Fetch run ``run_id`` or raise a ValueError naming the argument it came from."""
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException as err:
+            raise ValueError(f"{what}={run_id!r}: no such run in {self.uri} ({err.message})") from err
+
+    def _log_params(self, params: Mapping[str, Any], existing: Mapping[str, str]) -> None:
+        """Log ``params`` in chunks, skipping keys in ``existing`` (MLflow params are immutable)."""
+        entries: list[Param] = []
+        for key, value in params.items():
+            text = _param_value(value)
+            if key in existing:
+                if existing[key] != text:
+                    log.warning(
+                        "run %s already has param %r=%r; keeping it (new value %r not logged)",
+                        self._run_id, key, existing[key], text,
+                    )
+                continue
+            entries.append(Param(key, text))
+        for chunk in _chunks(entries, PARAMS_PER_BATCH):
+            self.client.log_batch(self._run_id, params=chunk, synchronous=True)
+
+
+def find_runs(uri: str, experiment: str, filter_string: str = "") -> list[Run]:
+    """All runs of ``experiment`` in store ``uri`` matching ``filter_string`` (newest first).
+
+    A missing experiment gives an empty list.
+    """
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs: list[Run] = []
+    page_token: str | None = None
+    while True:
+        page = client.search_runs(
+            [exp.experiment_id],
+            filter_string=filter_string,
+            max_results=1000,
+            order_by=["attributes.start_time DESC"],
+            page_token=page_token,
+        )
+        runs.extend(page)
+        page_token = page.token
+        if not page_token:
+            return runs
+
+
+# --------------------------------------------------------------------------------------------
+# UI server
+# --------------------------------------------------------------------------------------------
+
+
+def start_ui(
+    uri: str, host: str = "127.0.0.1", port: int = 5000, *, quiet: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start ``mlflow ui`` for store ``uri`` in a new process group (session) and return it.
+
+    With ``quiet`` its output is discarded; otherwise it goes to this process's stdout/stderr.
+    Stop it with :func:`stop_ui`, which signals the whole group.
+    """
+    cmd = [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", uri,
+        "--host", host,
+        "--port", str(port),
+    ]
+    output = subprocess.DEVNULL if quiet else None
+    return subprocess.Popen(cmd, start_new_session=True, stdout=output, stderr=output)
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while any process of group ``pgid`` exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_stopped(proc: subprocess.Popen[bytes], pgid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for the leader to exit (reaping it) and the group to empty."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leader_done = proc.poll() is not None
+        if leader_done and not _group_alive(pgid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def stop_ui(
+    proc: subprocess.Popen[bytes],
+    timeouts: tuple[float, float, float] = (10.0, 5.0, 5.0),
+) -> int:
+    """Stop a UI started by :func:`start_ui` and every process of its group; return its exit code.
+
+    Sends SIGINT to the group, then SIGTERM, then SIGKILL, waiting ``timeouts`` seconds after
+    each for the group to empty. Child processes that outlive the main one (mlflow's
+    ``huey_consumer`` workers) are signalled too. A negative code means a signal ended it.
+    """
+    pgid = proc.pid  # start_new_session=True makes the child the leader of its own group
+    for sig, timeout in zip((signal.SIGINT, signal.SIGTERM, signal.SIGKILL), timeouts, strict=True):
+        if _wait_stopped(proc, pgid, 0):
+            break
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+        if _wait_stopped(proc, pgid, timeout):
+            break
+    else:
+        if _group_alive(pgid):
+            log.warning("processes of MLflow UI group %d survived SIGKILL", pgid)
+    return proc.wait()
+
+
+class _Terminated(Exception):
+    """Raised in the main thread when SIGTERM arrives during :func:`serve_ui`."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    """Signal handler turning SIGTERM into :class:`_Terminated`."""
+    raise _Terminated(f"received signal {signum}")
+
+
+def serve_ui(uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:
+    """Run ``mlflow ui`` in the foreground until it exits, Ctrl-C or SIGTERM; return its exit code.
+
+    On interruption the UI's whole process group is stopped (see :func:`stop_ui`).
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    proc = start_ui(uri, host, port)
+    try:
+        print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)", flush=True)
+        proc.wait()
+    except (KeyboardInterrupt, _Terminated):
+        pass
+    finally:
+        code = stop_ui(proc)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    return code
