@@ -123,7 +123,7 @@ def train(
     tags = {"stage": "train", "arm": arm, "algo": algo, "max_summaries": str(cfg.train_max_summaries)}
     with _tracker(cfg, f"train-{arm}", tracking_uri, tags) as tr, _progress(cfg.train.steps, f"train {arm}") as pb:
         task = pb.add_task("train", total=cfg.train.steps, info="")
-        run(cfg, init=init, out=out, tracker=tr, log=typer.echo,
+        run(cfg, init=init, out=out, arm=arm, tracker=tr, log=typer.echo,
             progress=lambda n, m: pb.update(task, completed=n, info=f"reward {m['mean_reward']:.3f} "
                                                                     f"summaries {m['mean_summaries']:.2f}"))
 

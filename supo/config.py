@@ -58,6 +58,7 @@ class PathsConfig:
     checkpoints: str = F("checkpoints", "training checkpoints, one folder per arm")
     evals: str = F("evals", "eval outputs: metrics JSON and rollouts, one folder per (arm, S_eval)")
     reports: str = F("reports", "generated report files")
+    metrics: str = F("metrics", "small per-stage metrics JSON files declared as DVC metrics")
 
 
 @dataclass
@@ -68,7 +69,8 @@ class EnvConfig:
     families: list[str] = F(["max", "sum"], "task families to draw from (array env: max, sum)")
     train_min_len: int = F(6, "shortest hidden array in the train split")
     train_max_len: int = F(14, "longest hidden array in the train split")
-    test_min_len: int = F(18, "shortest hidden array in the test split (must need more steps than train)")
+    test_min_len: int = F(18, "shortest hidden array in the test split (the test split must need more steps than the "
+                                 "train split on average)")
     test_max_len: int = F(24, "longest hidden array in the test split")
     value_max: int = F(99, "array values are drawn from 0..value_max")
     num_train: int = F(2000, "tasks in the train split")
@@ -411,6 +413,9 @@ def validate(cfg: Config) -> None:
              f"need 1 ≤ min ≤ max, got {env.train_min_len}..{env.train_max_len}")
     _require(1 <= env.test_min_len <= env.test_max_len, "env.test_min_len/test_max_len",
              f"need 1 ≤ min ≤ max, got {env.test_min_len}..{env.test_max_len}")
+    _require(env.test_min_len + env.test_max_len > env.train_min_len + env.train_max_len, "env.test_min_len",
+             f"the test split ({env.test_min_len}..{env.test_max_len}) must need more steps than the train split "
+             f"({env.train_min_len}..{env.train_max_len}) on average")
     _require(env.num_train >= 1 and env.num_test >= 1, "env.num_train/num_test", "splits must not be empty")
     _require(1 <= env.value_max, "env.value_max", f"must be ≥ 1, got {env.value_max}")
     _require(m.hidden_size % m.num_heads == 0, "model.num_heads",

@@ -6,7 +6,7 @@ Outputs (under ``paths.data`` and ``paths.model``):
 * the tokenizer (byte-level BPE trained on the task text) and a randomly initialised Qwen2, in HF format;
 * ``demos.parquet`` — expert demonstrations produced by the *same* agent loop as training, with summary turns and
   trigger-action samples (R5b), the expert's summaries wrong at ``expert.summary_error_rate``;
-* ``prepare_metrics.json`` — counts and the expert's own metrics.
+* ``paths.metrics/prepare.json`` — counts and the expert's own metrics.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def prepare(cfg: Config, *, log=print) -> dict:
         "expert_test_success_rate_no_errors": clean_m["success_rate"],
         "expert_test_mean_summaries": clean_m["mean_summaries"],
     }
-    (data_dir / "prepare_metrics.json").write_text(json.dumps(stats, indent=2) + "\n")
+    Path(cfg.paths.metrics).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.paths.metrics) / "prepare.json").write_text(json.dumps(stats, indent=2) + "\n")
     log(f"demonstrations: {len(demos)} episodes -> {rows} rows; expert success {m['success_rate']:.3f} with "
         f"{m['mean_summaries']:.2f} summaries/episode (summary error rate {cfg.expert.summary_error_rate})")
     return stats

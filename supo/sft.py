@@ -72,6 +72,7 @@ def run_sft(cfg: Config, *, tracker=None, progress=None, log=print) -> dict:
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     result = {"sft_steps": s.steps, "sft_rows": len(samples), "sft_final_loss_ema": ema, "sft_seconds": seconds}
-    (out / "sft_metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    Path(cfg.paths.metrics).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.paths.metrics) / "sft.json").write_text(json.dumps(result, indent=2) + "\n")
     log(f"sft: {s.steps} steps on {len(samples)} rows in {seconds:.0f}s, loss {ema:.4f} -> {out}")
     return result

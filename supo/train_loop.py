@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ from supo.runtime import build_runtime
 from supo.trainer.policy_trainer import PolicyTrainer
 
 RUN_FILE = "supo_run.json"
+SUMMARY_KEYS = ("mean_reward", "success_rate", "mean_summaries", "mean_tool_calls", "overlong_rate")
 
 
 def sample_step_tasks(tasks, step: int, k: int, seed: int):
@@ -35,7 +35,8 @@ def sample_step_tasks(tasks, step: int, k: int, seed: int):
     return rng.sample(tasks, min(k, len(tasks)))
 
 
-def train(cfg: Config, *, init: str | Path, out: str | Path, tracker=None, progress=None, log=print) -> dict:
+def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = None, tracker=None, progress=None,
+          log=print) -> dict:
     """Run ``train.steps`` RL steps from the model at ``init``; write an HF checkpoint to ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,29 +85,34 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, tracker=None, progr
         if progress is not None:
             progress(step + 1, m)
         if cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < cfg.train.steps:
-            _save(model, rt.tokenizer, out / f"step_{step + 1:05d}", cfg, tracker, history)
-    _save(model, rt.tokenizer, out, cfg, tracker, history)
+            _save(model, rt.tokenizer, out / f"step_{step + 1:05d}", cfg, tracker, history, arm or cfg.train.algo)
+    arm = arm or cfg.train.algo
+    _save(model, rt.tokenizer, out, cfg, tracker, history, arm)
     write_rollouts_jsonl(rollouts, out / "last_rollouts.jsonl")
     first, last = history[0], history[-1]
+    summary = {"arm": arm, "steps": len(history), **{f"first_{k}": first[k] for k in SUMMARY_KEYS},
+               **{f"last_{k}": last[k] for k in SUMMARY_KEYS},
+               "mean_step_seconds": sum(h["step_seconds"] for h in history) / len(history),
+               "mean_engine_tokens_per_second": sum(h["engine_tokens_per_second"] for h in history) / len(history)}
+    Path(cfg.paths.metrics).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.paths.metrics) / f"train-{arm}.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(f"train: reward {first['mean_reward']:.3f} -> {last['mean_reward']:.3f}, summaries/rollout "
         f"{last['mean_summaries']:.2f}; checkpoint -> {out}")
     return {"history": history, "engine_start_seconds": engine.start_seconds}
 
 
-def _save(model, tokenizer, path: Path, cfg: Config, tracker, history) -> None:
+def _save(model, tokenizer, path: Path, cfg: Config, tracker, history, arm: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
-    run = {"algo": cfg.train.algo, "max_summaries": cfg.train_max_summaries,
+    run = {"arm": arm, "algo": cfg.train.algo, "max_summaries": cfg.train_max_summaries,
            "working_context": cfg.budget.working_context, "steps_done": len(history),
            "mlflow_run_id": tracker.run_id if tracker is not None else None}
     (path / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
-    (path / "train_metrics.json").write_text(json.dumps({"arm": cfg.train.algo, "history": history}, indent=1) + "\n")
+    (path / "train_metrics.json").write_text(json.dumps({"arm": arm, "history": history}, indent=1) + "\n")
 
 
 def read_run_info(checkpoint: str | Path) -> dict:
     p = Path(checkpoint) / RUN_FILE
     return json.loads(p.read_text()) if p.exists() else {}
 
-
-__all__ = ["train", "read_run_info", "sample_step_tasks", "asdict"]

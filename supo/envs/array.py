@@ -110,7 +110,7 @@ def make_tasks(split: str, num: int, min_len: int, max_len: int, families: list[
             Task(
                 id=f"{split}-{k:05d}",
                 env="array",
-                env_config={"family": family, "values": values},
+                env_config={"family": family, "values": values, "value_max": value_max},
                 split=split,
                 prompt=task_prompt(family, n),
                 reference=str(fold(family, values)),
@@ -142,8 +142,9 @@ class ArrayExpert:
 
     def __init__(self, task: Task, error_rate: float = 0.0, seed: int = 0) -> None:
         self.family = task.env_config["family"]
-        self.n = len(task.env_config["values"])
-        self.value_max = 99
+        self.values = [int(v) for v in task.env_config["values"]]
+        self.n = len(self.values)
+        self.value_max = int(task.env_config.get("value_max", max(99, *self.values)))
         self.error_rate = error_rate
         self.rng = random.Random(f"expert-{seed}-{task.id}")
         self.state = _ExpertState()
@@ -185,11 +186,18 @@ class ArrayExpert:
         if self._history:
             self.state = self._history.pop()
 
+    def _wrong_value(self, cur: int, nxt: int) -> int:
+        """A running value that differs from ``cur`` and, where one exists, changes the final answer."""
+        answer = fold(self.family, self.values)
+        others = [v for v in range(self.value_max + 1) if v != cur]
+        changing = [v for v in others if fold(self.family, [v, *self.values[nxt:]]) != answer]
+        return self.rng.choice(changing or others)
+
     def summarize(self) -> str:
         s = self.state
         value = s.cur
         if value is not None and self.rng.random() < self.error_rate:
-            value = self.rng.choice([v for v in range(self.value_max + 1) if v != s.cur])
+            value = self._wrong_value(s.cur, s.next)
             self.summary_errors += 1
         self.state = _ExpertState(observed=s.observed, next=s.next, cur=value, pending=None)
         self._history.clear()

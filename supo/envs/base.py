@@ -34,12 +34,17 @@ class ToolCallError(ValueError):
     """A tool call that cannot be parsed; its message becomes the ``Error:`` observation."""
 
 
-def _depth(obj: Any, level: int = 0) -> int:
-    if isinstance(obj, dict):
-        return max([_depth(v, level + 1) for v in obj.values()], default=level + 1)
-    if isinstance(obj, list):
-        return max([_depth(v, level + 1) for v in obj], default=level + 1)
-    return level
+def _too_deep(obj: Any, limit: int) -> bool:
+    """True when containers nest deeper than ``limit`` (iterative: no recursion limit to hit)."""
+    stack = [(obj, 0)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, (dict, list)):
+            if level + 1 > limit:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((c, level + 1) for c in children)
+    return False
 
 
 def parse_tool_call(text: str) -> ToolCall:
@@ -58,7 +63,7 @@ def parse_tool_call(text: str) -> ToolCall:
         raise ToolCallError(f"tool call is not valid JSON ({e.__class__.__name__}: {str(e)[:80]})") from None
     if not isinstance(obj, dict):
         raise ToolCallError("tool call must be a JSON object with keys name and parameters")
-    if _depth(obj) > MAX_JSON_DEPTH:
+    if _too_deep(obj, MAX_JSON_DEPTH):
         raise ToolCallError(f"tool call nests deeper than {MAX_JSON_DEPTH} levels")
     extra = set(obj) - {"name", "parameters"}
     if extra:
@@ -136,6 +141,7 @@ class ToolEnv:
     def step(self, action_text: str) -> tuple[str, bool, float, dict[str, Any]]:
         """Apply one action. Never raises: every problem becomes an ``Error:`` observation."""
         self.steps += 1
+        tool: Tool | None = None
         if self.done:
             return "Error: the episode is over", True, self.reward, {"error": "done"}
         try:
@@ -151,7 +157,8 @@ class ToolEnv:
         except ToolCallError as e:
             return f"Error: {e}", False, 0.0, {"error": str(e)}
         except Exception as e:  # an exception inside a tool is the tool's failure, not the episode's
-            return f"Error: {tool.name} failed: {e.__class__.__name__}: {str(e)[:120]}", False, 0.0, {"error": repr(e)}
+            where = tool.name if tool is not None else "the tool call"
+            return f"Error: {where} failed: {e.__class__.__name__}: {str(e)[:120]}", False, 0.0, {"error": repr(e)}
         self.called.add(tool.name)
         if tool.final:
             self.done = True

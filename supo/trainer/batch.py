@@ -34,8 +34,12 @@ class Batch:
         return float(self.loss_mask.sum())
 
 
-def collate(samples: Sequence[TrainingSample], pad_id: int, max_len: int | None = None) -> Batch:
-    """Right-pad samples into one batch; raise if a sample is longer than ``max_len``."""
+def collate(samples: Sequence[TrainingSample], pad_id: int, max_len: int | None = None,
+            dtype: torch.dtype = torch.float32) -> Batch:
+    """Right-pad samples into one batch; raise if a sample is longer than ``max_len``.
+
+    ``dtype`` is the float type of the per-token tensors (the policy's dtype; float64 keeps exactness in tests).
+    """
     lengths = [s.length for s in samples]
     T = max(lengths)
     if max_len is not None and T > max_len:
@@ -43,9 +47,9 @@ def collate(samples: Sequence[TrainingSample], pad_id: int, max_len: int | None 
     B = len(samples)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     attn = torch.zeros((B, T), dtype=torch.long)
-    mask = torch.zeros((B, T - 1), dtype=torch.float32)
-    old = torch.zeros((B, T - 1), dtype=torch.float32)
-    adv = torch.zeros((B, T - 1), dtype=torch.float32)
+    mask = torch.zeros((B, T - 1), dtype=dtype)
+    old = torch.zeros((B, T - 1), dtype=dtype)
+    adv = torch.zeros((B, T - 1), dtype=dtype)
     for b, s in enumerate(samples):
         seq = s.prompt_ids + s.response_ids
         ids[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
@@ -53,9 +57,9 @@ def collate(samples: Sequence[TrainingSample], pad_id: int, max_len: int | None 
         P, R = len(s.prompt_ids), len(s.response_ids)
         if R:
             sl = slice(P - 1, P - 1 + R)
-            mask[b, sl] = torch.tensor(s.loss_mask, dtype=torch.float32)
-            old[b, sl] = torch.tensor(s.old_logprobs, dtype=torch.float32)
-            adv[b, sl] = torch.tensor(s.advantages, dtype=torch.float32)
+            mask[b, sl] = torch.tensor(s.loss_mask, dtype=dtype)
+            old[b, sl] = torch.tensor(s.old_logprobs, dtype=dtype)
+            adv[b, sl] = torch.tensor(s.advantages, dtype=dtype)
     return Batch(ids, attn, ids[:, 1:].clone(), mask, old, adv)
 
 

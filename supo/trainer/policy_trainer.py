@@ -23,7 +23,9 @@ from supo.trainer.batch import Batch, collate, micro_batches, split_minibatches
 def token_logprobs(model, batch: Batch, with_entropy: bool = False):
     """Log-probs of ``batch.targets`` under ``model`` ([B, T-1]); also per-position entropy when asked."""
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-    logits = out.logits[:, :-1, :].float()
+    logits = out.logits[:, :-1, :]
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # half-precision models: compute log-probs in float32; float64 stays float64
     logp = torch.log_softmax(logits, dim=-1)
     lp = torch.gather(logp, -1, batch.targets.unsqueeze(-1)).squeeze(-1)
     ent = entropy_from_logits(logits) if with_entropy else None
@@ -59,6 +61,7 @@ class PolicyTrainer:
             for p in self.ref.parameters():
                 p.requires_grad_(False)
         self.updates = 0
+        self.dtype = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
 
     def update(self, samples: Sequence[TrainingSample]) -> UpdateStats:
         """One RL update: exactly ``mini_batches × ppo_epochs`` optimizer steps."""
@@ -73,11 +76,12 @@ class PolicyTrainer:
                                        pad_id=self.pad_id)
             for chunk in chunks:
                 n_tokens = float(sum(sum(s.loss_mask) for s in chunk))
-                total_tokens += int(n_tokens)
+                if epoch == 0:
+                    total_tokens += int(n_tokens)
                 self.optimizer.zero_grad(set_to_none=True)
                 chunk_loss = chunk_clip = chunk_kl = chunk_ent = 0.0
                 for micro in micro_batches(chunk, cfg.micro_batch_size):
-                    batch = collate(micro, self.pad_id, self.max_seq_len)
+                    batch = collate(micro, self.pad_id, self.max_seq_len, dtype=self.dtype)
                     lp, ent = token_logprobs(self.model, batch, with_entropy=cfg.entropy_coef > 0)
                     loss, st = policy_loss(cfg.policy_loss, lp, batch.old_logprobs, batch.advantages,
                                            batch.loss_mask, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
@@ -115,6 +119,6 @@ class PolicyTrainer:
 
 def sft_loss(model, samples: Sequence[TrainingSample], pad_id: int, max_seq_len: int | None = None) -> torch.Tensor:
     """Cross-entropy on the mask-1 (policy) tokens, token-mean over the batch."""
-    batch = collate(samples, pad_id, max_seq_len)
+    batch = collate(samples, pad_id, max_seq_len, dtype=next(model.parameters()).dtype)
     lp, _ = token_logprobs(model, batch)
     return -(lp * batch.loss_mask).sum() / batch.loss_mask.sum().clamp_min(1.0)

@@ -1,0 +1,241 @@
+"""Invariants of the summarization-augmented agent loop (R1–R6), on the real tokenizer, env and expert policy.
+
+A recording wrapper around the scripted expert plays the policy: it records every token list it "samples" and gives
+each token a distinct behaviour log-prob, so the tests can check that masks and log-probs land exactly on sampled
+tokens, that nothing is re-tokenized, and that triggers, drops and resets follow R2–R5.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from supo.config import load_config
+from supo.envs.array import ArrayExpert, make_env, make_tasks
+from supo.models import IM_END, build_tokenizer
+from supo.rollout.agent_loop import GenResult, LoopSettings, run_rollouts
+from supo.rollout.expert_policy import ExpertPolicy
+from supo.rollout.templates import Templates, prompt_ids
+from supo.envs.array import corpus
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tasks = make_tasks("train", 40, 6, 14, ["max", "sum"], 99, seed=3)
+    cfg = load_config(None)
+    tok = build_tokenizer(corpus(tasks) + [cfg.prompts.summary_instruction, cfg.prompts.continuation + "\n"] * 20
+                          + ["system\n", "user\n", "assistant\n", "tool\n"] * 50, 1024,
+                          tmp_path_factory.mktemp("tok"))
+    templates = Templates.build(tok, cfg.prompts.summary_instruction, cfg.prompts.continuation)
+    return tasks, tok, templates
+
+
+class Recording(ExpertPolicy):
+    """The expert, recording what it samples; log-probs are distinct negative numbers per generated token."""
+
+    def __init__(self, tok, tasks, eos, *, error_rate=0.0, mutate=None):
+        super().__init__(tok, {k: ArrayExpert(t, error_rate=error_rate, seed=k) for k, t in enumerate(tasks)}, eos)
+        self.sampled: dict[int, list[tuple[str, list[int], list[float]]]] = {}
+        self.counter = 0
+        self.mutate = mutate
+
+    def generate(self, requests):
+        results = super().generate(requests)
+        out = []
+        for req, res in zip(requests, results):
+            ids = self.mutate(req, res.token_ids) if self.mutate else res.token_ids
+            lps = [-(self.counter + i + 1) / 1000.0 for i in range(len(ids))]
+            self.counter += len(ids)
+            self.sampled.setdefault(req.key, []).append((req.kind, list(ids), lps))
+            out.append(GenResult(ids, lps))
+        return out
+
+
+def settings(L=120, S=8, H=100, max_len=400, trigger_action=True):
+    return LoopSettings(trigger=L, max_summaries=S, max_steps=H, max_turn_tokens=24, max_summary_tokens=24,
+                        max_obs_tokens=24, engine_max_len=max_len, train_trigger_action=trigger_action)
+
+
+def run(setup, st, policy=None, tasks=None, **kw):
+    all_tasks, tok, t = setup
+    tasks = tasks or all_tasks
+    policy = policy or Recording(tok, tasks, t.eos_id, **kw)
+    items = [(task, f"{task.id}@0", 0) for task in tasks]
+    return run_rollouts(items, policy, tok, t, st, make_env), policy
+
+
+def test_expert_rollouts_succeed_with_summaries(setup):
+    rollouts, _ = run(setup, settings())
+    assert all(r.finished and r.reward == 1.0 for r in rollouts)
+    assert sum(r.num_summaries for r in rollouts) > 0
+    for r in rollouts:
+        assert len(r.context_segments) == r.num_summaries + 1  # R5: I summaries -> I + 1 segments
+        assert len(r.context_lengths) == r.num_summaries + 1
+        assert sum(s.is_last for s in r.context_segments) == 1 and r.context_segments[-1].is_last
+
+
+def test_trigger_fires_at_L_and_drops_the_last_pair(setup):
+    _, tok, t = setup
+    L = 120
+    rollouts, pol = run(setup, settings(L=L))
+    checked = 0
+    for r in rollouts:
+        segs = r.context_segments
+        triggers = [s for s in r.segments if s.kind == "trigger_action"]
+        assert len(triggers) == r.num_summaries  # every summary had a dropped trigger action (R5b)
+        for seg, trig in zip(segs[:-1], triggers):
+            # the segment ends with: ... context-before-drop | v_sum | summary
+            resp = seg.response_ids
+            starts = [i for i in range(len(resp)) if resp[i:i + len(t.summary_request)] == t.summary_request]
+            assert len(starts) == 1
+            i = starts[0]
+            before = seg.prompt_ids + resp[:i]
+            assert len(before) < L, "after the drop the context is below L"
+            # the trigger sample was sampled from exactly that context, and re-adding its pair reaches L
+            assert trig.prompt_ids == before
+            dropped_len = len(trig.response_ids) + t.obs_overhead + 1
+            assert len(before) + dropped_len >= L
+            assert all(m == 1 for m in trig.response_mask)
+            checked += 1
+    assert checked > 0
+
+
+def test_reset_prompt_is_initial_prompt_plus_continuation_plus_summary(setup):
+    tasks, tok, t = setup
+    rollouts, pol = run(setup, settings())
+    checked = 0
+    for key, r in enumerate(rollouts):
+        p0 = prompt_ids(tok, tasks[key])
+        base = p0[: len(p0) - len(t.assistant_header)]
+        summaries = [ids for kind, ids, _ in pol.sampled[key] if kind == "summary"]
+        segs = r.context_segments
+        assert segs[0].prompt_ids == p0
+        for prev_summary, seg in zip(summaries, segs[1:]):
+            ids = prev_summary[:-1]  # drop the end-of-turn token
+            content = ids[ids.index(t.summary_open_id) + 1: ids.index(t.summary_close_id)]
+            assert seg.prompt_ids == base + t.continuation_prefix + content + t.continuation_suffix
+            checked += 1
+    assert checked > 0
+
+
+def test_masks_and_logprobs_exactly_on_sampled_tokens(setup):
+    rollouts, pol = run(setup, settings())
+    for key, r in enumerate(rollouts):
+        sampled = pol.sampled[key]
+        # every sampled token list appears, in order, as a maximal mask-1 run with its own log-probs
+        runs = []
+        for seg in r.segments:
+            cur_ids, cur_lp = [], []
+            for tid, m, lp in zip(seg.response_ids, seg.response_mask, seg.logprobs):
+                if m:
+                    cur_ids.append(tid)
+                    cur_lp.append(lp)
+                else:
+                    assert lp == 0.0, "log-probs only on sampled tokens"
+                    if cur_ids:
+                        runs.append((seg.kind, cur_ids, cur_lp))
+                        cur_ids, cur_lp = [], []
+            if cur_ids:
+                runs.append((seg.kind, cur_ids, cur_lp))
+        # trigger actions are duplicated: once in their sample; they were removed from the context segment
+        ctx_runs = [(ids, lp) for kind, ids, lp in runs if kind == "segment"]
+        trig_runs = [(ids, lp) for kind, ids, lp in runs if kind == "trigger_action"]
+        sampled_pairs = [(ids, lp) for _, ids, lp in sampled]
+        assert sorted(map(str, ctx_runs + trig_runs)) == sorted(map(str, sampled_pairs))
+
+
+def test_no_retokenization_of_sampled_ids(setup):
+    """A policy that samples a non-canonical tokenization: the loop must store those exact ids."""
+    tasks, tok, t = setup
+
+    def charwise(req, ids):
+        if req.kind != "action":
+            return ids
+        text = tok.decode(ids[:-1], skip_special_tokens=False)
+        chars = []
+        for ch in text.replace("<tool_call>", "\0").replace("</tool_call>", "\1"):
+            if ch == "\0":
+                chars.append(tok.convert_tokens_to_ids("<tool_call>"))
+            elif ch == "\1":
+                chars.append(tok.convert_tokens_to_ids("</tool_call>"))
+            else:
+                chars.extend(tok.encode(ch, add_special_tokens=False))
+        return chars + [ids[-1]]
+
+    rollouts, pol = run(setup, settings(L=600, max_len=1000), tasks=tasks[:4], mutate=charwise)
+    for key, r in enumerate(rollouts):
+        assert r.finished and r.reward == 1.0  # the char-level ids decode to the same actions
+        first_action = pol.sampled[key][0][1]
+        assert r.context_segments[0].response_ids[: len(first_action)] == first_action
+        canonical = tok.encode(tok.decode(first_action[:-1], skip_special_tokens=False), add_special_tokens=False)
+        assert canonical != first_action[:-1], "the test must use a non-canonical tokenization"
+
+
+def test_grpo_s0_ends_overlong_at_L(setup):
+    tasks, _, _ = setup
+    rollouts, _ = run(setup, settings(L=240, S=0))
+    long = [r for r, task in zip(rollouts, tasks) if len(task.env_config["values"]) >= 12]
+    short = [r for r, task in zip(rollouts, tasks) if len(task.env_config["values"]) <= 6]
+    assert long and all(r.overlong and r.overlong_reason == "max_summaries" for r in long)
+    assert all(r.num_summaries == 0 and len(r.context_segments) == 1 for r in rollouts)
+    assert all(r.finished for r in short)
+    assert all(max(r.context_lengths) < 240 + 24 + 7 + 24 + 1 for r in rollouts)
+
+
+def test_trigger_action_samples_are_optional(setup):
+    rollouts, _ = run(setup, settings(trigger_action=False))
+    assert all(s.kind == "segment" for r in rollouts for s in r.segments)
+    assert sum(r.num_summaries for r in rollouts) > 0
+
+
+def test_max_steps_ends_overlong(setup):
+    rollouts, _ = run(setup, settings(H=5))
+    assert all(r.overlong and r.overlong_reason == "max_steps" and r.tool_calls == 5 for r in rollouts)
+
+
+def test_engine_limit_ends_overlong(setup):
+    tasks, tok, _ = setup
+    longest = max(len(prompt_ids(tok, task)) for task in tasks)
+    rollouts, _ = run(setup, settings(L=10_000, max_len=longest + 40))
+    assert any(r.overlong_reason == "engine_limit" for r in rollouts)
+    assert all(r.finished or r.overlong_reason == "engine_limit" for r in rollouts)
+
+
+def test_malformed_actions_become_errors_and_the_rollout_goes_on(setup):
+    tasks, tok, t = setup
+    rng = random.Random(0)
+
+    def garbage(req, ids):
+        if req.kind == "action":
+            return [rng.randrange(len(tok)) for _ in range(5)] + [t.eos_id]
+        return ids
+
+    rollouts, _ = run(setup, settings(H=12), tasks=tasks[:6], mutate=garbage)
+    for r in rollouts:
+        assert r.tool_calls == 12 or r.overlong
+        assert not r.finished
+
+
+def test_summary_without_tags_is_used_whole_and_counted(setup):
+    tasks, tok, t = setup
+
+    def untagged(req, ids):
+        if req.kind == "summary":
+            return [i for i in ids if i not in (t.summary_open_id, t.summary_close_id)]
+        return ids
+
+    rollouts, pol = run(setup, settings(), tasks=tasks[:10], mutate=untagged)
+    with_summaries = [(k, r) for k, r in enumerate(rollouts) if r.num_summaries]
+    assert with_summaries
+    for k, r in with_summaries:
+        assert r.summary_format_misses == r.num_summaries
+        s_ids = next(ids for kind, ids, _ in pol.sampled[k] if kind == "summary")
+        seg1 = r.context_segments[1]
+        assert seg1.prompt_ids[-len(t.continuation_suffix) - (len(s_ids) - 1): -len(t.continuation_suffix)] \
+            == s_ids[:-1]
+
+
+def test_expert_policy_end_token(setup):
+    _, tok, t = setup
+    assert t.eos_id == tok.convert_tokens_to_ids(IM_END)

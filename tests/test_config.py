@@ -1,0 +1,351 @@
+"""Tests for supo.config: loading, documentation of every field, type and range checks, overrides, derived budgets."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from supo.config import (
+    Budgets,
+    Config,
+    ConfigError,
+    derive_budgets,
+    describe,
+    load_config,
+    parse_override,
+    validate_budgets,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _leaf_fields(cls: type = Config, prefix: str = ""):
+    """(dotted name, dataclasses.Field) for every leaf field of the config tree."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _leaf_fields(hints[f.name], prefix + f.name + ".")
+        else:
+            yield prefix + f.name, f
+
+
+def _all_fields(cls: type = Config, prefix: str = ""):
+    """Every field, sections included."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        yield prefix + f.name, f
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _all_fields(hints[f.name], prefix + f.name + ".")
+
+
+def _write_yaml(tmp_path: Path, data: dict) -> Path:
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# loading and documentation
+
+
+def test_defaults_load_and_validate():
+    cfg = load_config(None)
+    assert isinstance(cfg, Config)
+    assert cfg == Config()
+    assert cfg.train.algo == "supo"
+    assert cfg.budget.trigger_tokens == math.ceil(cfg.budget.trigger_frac * cfg.budget.working_context)
+
+
+def test_repo_params_yaml_loads_and_matches_file():
+    path = REPO_ROOT / "params.yaml"
+    cfg = load_config(path)
+    raw = yaml.safe_load(path.read_text())
+    flat = cfg.flat()
+
+    def walk(prefix: str, node):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(f"{prefix}{k}.", v)
+            else:
+                assert flat[f"{prefix}{k}"] == v, f"{prefix}{k}"
+
+    walk("", raw)
+
+
+def test_every_field_has_help_text():
+    names = []
+    for name, f in _all_fields():
+        help_text = f.metadata.get("help")
+        assert isinstance(help_text, str) and help_text.strip(), f"{name} has no metadata['help']"
+        names.append(name)
+    # the walk really covered the tree
+    assert "train.lr" in names and "budget.working_context" in names and "engine.max_model_len" in names
+
+
+def test_describe_returns_one_row_per_leaf_field():
+    rows = describe()
+    leaf_names = [name for name, _ in _leaf_fields()]
+    assert [r[0] for r in rows] == leaf_names
+    assert set(leaf_names) == set(Config().flat())
+    for name, default, help_text in rows:
+        assert isinstance(default, str) and default, name
+        assert help_text.strip(), name
+
+
+def test_missing_config_file_raises(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# unknown keys and wrong types
+
+
+def test_unknown_key_names_dotted_path_and_suggests_close_match(tmp_path):
+    path = _write_yaml(tmp_path, {"train": {"lrr": 1e-5}})
+    with pytest.raises(ConfigError) as ei:
+        load_config(path)
+    msg = str(ei.value)
+    assert "train.lrr" in msg
+    assert "did you mean train.lr" in msg
+
+
+def test_unknown_key_in_override_suggests_close_match():
+    with pytest.raises(ConfigError) as ei:
+        load_config(None, overrides=["budget.max_sumaries=2"])
+    msg = str(ei.value)
+    assert "budget.max_sumaries" in msg and "budget.max_summaries" in msg
+
+
+def test_unknown_section_suggests_close_match():
+    with pytest.raises(ConfigError) as ei:
+        load_config(None, overrides={"trian.lr": 1e-5})
+    assert "trian" in str(ei.value) and "train" in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("train.steps", "ten"),  # string for int
+        ("train.steps", True),  # bool for int
+        ("train.steps", 2.5),  # non-integral float for int
+        ("budget.working_context", "224"),  # numeric-looking string is still a string
+        ("train.lr", "fast"),  # string for float
+        ("train.lr", False),  # bool for float
+        ("train.overlong_mask", 1),  # int for bool
+        ("train.overlong_mask", "yes"),  # string for bool
+        ("train.algo", 3),  # int for str
+        ("eval.sweep", 3),  # scalar for list
+        ("eval.sweep", [0, "x"]),  # wrong list item
+    ],
+)
+def test_wrong_type_rejected_naming_field(key, value):
+    with pytest.raises(ConfigError) as ei:
+        load_config(None, overrides={key: value})
+    assert key in str(ei.value)
+
+
+def test_section_given_as_scalar_rejected():
+    with pytest.raises(ConfigError, match="train"):
+        load_config(None, overrides={"train": 5})
+
+
+def test_integral_float_accepted_for_int():
+    cfg = load_config(None, overrides={"train.steps": 12.0})
+    assert cfg.train.steps == 12 and isinstance(cfg.train.steps, int)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ranges and conflicts
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field_name"),
+    [
+        ({"budget.max_summaries": -1}, "budget.max_summaries"),
+        ({"train.algo": "ppo"}, "train.algo"),
+        ({"train.advantage": "token"}, "train.advantage"),
+        ({"budget.trigger_frac": 0.0}, "budget.trigger_frac"),
+        ({"budget.trigger_frac": 1.01}, "budget.trigger_frac"),
+        ({"rollout.group_size": 1}, "rollout.group_size"),
+        ({"model.hidden_size": 128, "model.num_heads": 8}, "model.num_heads"),  # head size 16
+        ({"model.hidden_size": 96, "model.num_heads": 2}, "model.num_heads"),  # head size 48
+        ({"model.hidden_size": 128, "model.num_heads": 3}, "model.num_heads"),  # not divisible
+        ({"model.max_position_embeddings": 256, "engine.max_model_len": 320}, "model.max_position_embeddings"),
+        ({"env.train_min_len": 15, "env.train_max_len": 14}, "env.train_min_len"),
+        ({"env.train_min_len": 0, "env.train_max_len": 14}, "env.train_min_len"),
+        ({"env.test_min_len": 25, "env.test_max_len": 24}, "env.test_min_len"),
+        ({"budget.working_context": 0}, "budget.working_context"),
+        ({"budget.max_steps": 0}, "budget.max_steps"),
+        ({"rollout.top_p": 0.0}, "rollout.top_p"),
+        ({"expert.summary_error_rate": 1.5}, "expert.summary_error_rate"),
+        ({"eval.split": "valid"}, "eval.split"),
+        ({"eval.sweep": [0, -1]}, "eval.sweep"),
+        ({"env.name": "codegym"}, "env.name"),
+        ({"train.policy_loss": "nope"}, "train.policy_loss"),
+    ],
+)
+def test_out_of_range_or_inconsistent_value_names_field(overrides, field_name):
+    with pytest.raises(ConfigError) as ei:
+        load_config(None, overrides=overrides)
+    assert field_name in str(ei.value)
+
+
+def test_trigger_frac_one_is_allowed():
+    cfg = load_config(None, overrides={"budget.trigger_frac": 1.0, "budget.working_context": 200})
+    assert cfg.budget.trigger_tokens == 200
+
+
+def test_accepted_head_sizes_pass():
+    cfg = load_config(None, overrides={"model.hidden_size": 128, "model.num_heads": 4, "model.num_kv_heads": 2})
+    assert cfg.model.hidden_size // cfg.model.num_heads == 32
+    cfg = load_config(None, overrides={"model.hidden_size": 64, "model.num_heads": 1, "model.num_kv_heads": 1})
+    assert cfg.model.hidden_size // cfg.model.num_heads == 64
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# overrides
+
+
+def test_parse_override_float_in_exponent_notation():
+    key, value = parse_override("train.lr=1e-5")
+    assert key == "train.lr"
+    assert isinstance(value, float) and value == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("train.steps=7", ("train.steps", 7)),
+        ("train.lr=0.5", ("train.lr", 0.5)),
+        ("train.lr=2E-3", ("train.lr", 2e-3)),
+        ("eval.sweep=[0, 2, 4]", ("eval.sweep", [0, 2, 4])),
+        ("env.families=[max]", ("env.families", ["max"])),
+        ("train.overlong_mask=false", ("train.overlong_mask", False)),
+        ("train.overlong_mask=true", ("train.overlong_mask", True)),
+        ("train.algo=grpo", ("train.algo", "grpo")),
+        ("tracking.experiment=exp-1", ("tracking.experiment", "exp-1")),
+        (" train.steps = 3", ("train.steps", 3)),
+    ],
+)
+def test_parse_override_values(text, expected):
+    key, value = parse_override(text)
+    assert (key, value) == expected
+    assert type(value) is type(expected[1])
+
+
+def test_parse_override_without_equals_raises():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_override("train.lr")
+
+
+def test_overrides_applied_on_top_of_file(tmp_path):
+    path = _write_yaml(tmp_path, {"train": {"lr": 0.01, "steps": 5}})
+    cfg = load_config(path, overrides=["train.lr=1e-5", "eval.sweep=[1, 2]", "train.overlong_mask=false"])
+    assert cfg.train.lr == pytest.approx(1e-5)
+    assert cfg.train.steps == 5
+    assert cfg.eval.sweep == [1, 2]
+    assert cfg.train.overlong_mask is False
+
+
+def test_train_max_summaries_zero_for_grpo():
+    cfg = load_config(None, overrides={"train.algo": "grpo", "budget.max_summaries": 5})
+    assert cfg.train_max_summaries == 0
+    cfg = load_config(None, overrides={"train.algo": "supo", "budget.max_summaries": 5})
+    assert cfg.train_max_summaries == 5
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# derived budgets
+
+
+BUDGET_KNOBS = {
+    "budget.working_context": 224,
+    "budget.trigger_frac": 0.95,
+    "budget.max_turn_tokens": 24,
+    "budget.max_summary_tokens": 24,
+    "budget.max_obs_tokens": 24,
+    "engine.max_model_len": 320,
+    "model.max_position_embeddings": 1024,
+    "train.max_seq_len": 0,
+}
+
+
+def _budget_cfg(**extra) -> Config:
+    """A config with explicit length knobs (independent of the defaults): L = ceil(0.95 × 224) = 213."""
+    return load_config(None, overrides={**BUDGET_KNOBS, **extra})
+
+
+def _budgets(cfg: Config, **kw) -> Budgets:
+    args = dict(working_context=cfg.budget.working_context, summary_chunk_len=30, continuation_chunk_len=10,
+                max_prompt_len=60, obs_overhead=5)
+    args.update(kw)
+    return derive_budgets(cfg, **args)
+
+
+def test_derive_budgets_arithmetic():
+    cfg = _budget_cfg()
+    b = _budgets(cfg)
+    assert b.trigger == 213  # ceil(0.95 * 224)
+    assert b.obs_chunk == 5 + 24
+    assert b.engine_needed == 213 + max(24, 30 + 24) + 29
+    assert b.trainer_needed == 213 + max(24, 30 + 24)
+    assert (b.summary_prompt, b.continuation, b.max_prompt) == (30, 10, 60)
+    validate_budgets(cfg, b, working_context=224)  # 296 ≤ 320: passes
+
+
+def test_derive_budgets_turn_longer_than_summary():
+    cfg = _budget_cfg(**{"budget.max_turn_tokens": 100})
+    b = _budgets(cfg, summary_chunk_len=30)
+    assert b.engine_needed == 213 + 100 + 29 and b.trainer_needed == 213 + 100
+
+
+def test_working_context_smaller_than_prompt_names_working_context():
+    cfg = _budget_cfg()
+    b = _budgets(cfg, max_prompt_len=250)
+    with pytest.raises(ConfigError) as ei:
+        validate_budgets(cfg, b, working_context=224)
+    assert "budget.working_context" in str(ei.value)
+
+
+def test_working_context_without_room_after_reset_names_working_context():
+    cfg = _budget_cfg()
+    # 180 + 10 + 24 + 24 = 238 > L = 213, although the prompt itself fits under L
+    b = _budgets(cfg, max_prompt_len=180)
+    with pytest.raises(ConfigError) as ei:
+        validate_budgets(cfg, b, working_context=224)
+    assert "budget.working_context" in str(ei.value)
+
+
+def test_eval_working_context_field_is_named_when_given():
+    cfg = _budget_cfg()
+    b = _budgets(cfg, working_context=64)
+    with pytest.raises(ConfigError) as ei:
+        validate_budgets(cfg, b, working_context=64, wc_field="eval.working_context")
+    assert "eval.working_context" in str(ei.value)
+
+
+def test_engine_limit_below_derived_budget_names_max_model_len():
+    cfg = _budget_cfg()
+    b = _budgets(cfg, summary_chunk_len=100)  # 213 + 124 + 29 = 366 > 320
+    assert b.engine_needed == 366
+    with pytest.raises(ConfigError) as ei:
+        validate_budgets(cfg, b, working_context=224)
+    assert "engine.max_model_len" in str(ei.value)
+    assert "366" in str(ei.value)
+    # raising the engine limit to exactly the derived budget fixes it
+    cfg_ok = _budget_cfg(**{"engine.max_model_len": 366})
+    validate_budgets(cfg_ok, b, working_context=224)
+
+
+def test_trainer_limit_below_longest_segment_names_max_seq_len():
+    cfg = _budget_cfg(**{"train.max_seq_len": 100})
+    with pytest.raises(ConfigError) as ei:
+        validate_budgets(cfg, _budgets(cfg), working_context=224)
+    assert "train.max_seq_len" in str(ei.value)
+    validate_budgets(_budget_cfg(**{"train.max_seq_len": 267}), _budgets(cfg), working_context=224)  # 213 + 54

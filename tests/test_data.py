@@ -1,0 +1,216 @@
+"""Tests for supo.data: parquet task splits and demonstrations, and the errors that name the file, row and column."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from supo.data import (
+    DEMO_COLUMNS,
+    TASK_COLUMNS,
+    DataError,
+    read_demos,
+    read_tasks,
+    split_path,
+    write_demos,
+    write_rollouts_jsonl,
+    write_tasks,
+)
+from supo.envs.array import make_tasks
+from supo.types import Rollout, Segment
+
+
+@pytest.fixture
+def tasks():
+    return make_tasks("train", 12, 2, 6, ["max", "sum"], 99, seed=5)
+
+
+def _rows(tasks):
+    return [t.to_row() for t in tasks]
+
+
+def _write_rows(path, rows):
+    pd.DataFrame(rows).to_parquet(path, index=False)
+    return path
+
+
+def _rollout(task_id: str, vocab: int = 50) -> Rollout:
+    s0 = Segment([1, 2, 3], [4, 5, 6, 7], [1, 1, 0, 1], [0.0] * 4, index=0)
+    t0 = Segment([1, 2, 3, 4], [8, 9], [1, 1], [0.0, 0.0], index=0, kind="trigger_action")
+    s1 = Segment([1, 2, 10], [11, vocab - 1], [1, 1], [0.0, 0.0], index=1, is_last=True)
+    return Rollout(task_id=task_id, group_id=f"{task_id}@0", index=0, reward=1.0, finished=True, num_summaries=1,
+                   segments=[s0, s1, t0])
+
+
+def _demo_row(i: int, **kw):
+    row = {"task_id": f"t{i}", "segment_index": 0, "kind": "segment", "prompt_ids": [1, 2], "response_ids": [3, 4],
+           "response_mask": [1, 0], "reward": 1.0, "num_summaries": 0}
+    row.update(kw)
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tasks
+
+
+def test_tasks_round_trip(tmp_path, tasks):
+    path = split_path(tmp_path / "data", "train")
+    assert path.name == "train.parquet"
+    write_tasks(tasks, path)  # creates the folder
+    back = read_tasks(path)
+    assert back == tasks
+    assert all(isinstance(t.difficulty, int) and isinstance(t.env_config["values"][0], int) for t in back)
+
+
+def test_missing_tasks_file_points_to_prepare(tmp_path):
+    with pytest.raises(DataError) as ei:
+        read_tasks(tmp_path / "train.parquet")
+    assert "supo-cli prepare" in str(ei.value)
+    assert "train.parquet" in str(ei.value)
+
+
+def test_unreadable_tasks_file(tmp_path):
+    path = tmp_path / "train.parquet"
+    path.write_text("this is not parquet")
+    with pytest.raises(DataError, match="parquet"):
+        read_tasks(path)
+
+
+@pytest.mark.parametrize("column", TASK_COLUMNS)
+def test_tasks_file_missing_a_column_names_it(tmp_path, tasks, column):
+    rows = [{k: v for k, v in r.items() if k != column} for r in _rows(tasks)]
+    path = _write_rows(tmp_path / "train.parquet", rows)
+    with pytest.raises(DataError) as ei:
+        read_tasks(path)
+    assert repr(column) in str(ei.value) or column in str(ei.value)
+    assert "lacks column" in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    ("column", "bad"),
+    [
+        ("prompt", '[{"role": "user", "content": "hi"'),  # truncated JSON
+        ("prompt", "not json at all"),
+        ("prompt", '{"role": "user"}'),  # JSON, but not a list of messages
+        ("prompt", '[{"role": "user"}]'),  # a message without content
+        ("env_config", "{family: max}"),
+        ("env_config", "[1, 2]"),
+        ("difficulty", "hard"),
+    ],
+)
+def test_malformed_row_names_row_index(tmp_path, tasks, column, bad):
+    rows = _rows(tasks)
+    rows[3][column] = bad
+    if column == "difficulty":
+        for r in rows:
+            r[column] = str(r[column])
+        rows[3][column] = bad
+    path = _write_rows(tmp_path / "train.parquet", rows)
+    with pytest.raises(DataError) as ei:
+        read_tasks(path)
+    msg = str(ei.value)
+    assert "row 3" in msg
+    assert tasks[3].id in msg
+    assert "train.parquet" in msg
+
+
+def test_duplicate_task_ids_rejected(tmp_path, tasks):
+    rows = _rows(tasks)
+    rows[7]["id"] = rows[2]["id"]
+    path = _write_rows(tmp_path / "train.parquet", rows)
+    with pytest.raises(DataError) as ei:
+        read_tasks(path)
+    assert "duplicate" in str(ei.value) and "row 7" in str(ei.value) and rows[2]["id"] in str(ei.value)
+
+
+def test_empty_tasks_file_rejected(tmp_path):
+    path = tmp_path / "train.parquet"
+    pd.DataFrame({c: pd.Series([], dtype=object) for c in TASK_COLUMNS}).to_parquet(path, index=False)
+    with pytest.raises(DataError, match="no rows"):
+        read_tasks(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# demonstrations
+
+
+def test_demos_round_trip(tmp_path):
+    rollouts = [_rollout("a"), _rollout("b")]
+    path = tmp_path / "demos" / "demos.parquet"
+    n = write_demos(rollouts, path)
+    assert n == 6
+    segs = read_demos(path, vocab_size=50)
+    expected = [s for r in rollouts for s in r.segments]
+    assert len(segs) == len(expected)
+    for got, want in zip(segs, expected):
+        assert (got.prompt_ids, got.response_ids, got.response_mask) == (want.prompt_ids, want.response_ids,
+                                                                          want.response_mask)
+        assert (got.index, got.kind) == (want.index, want.kind)
+        assert got.logprobs == [0.0] * len(want.response_ids)
+        assert all(type(t) is int for t in got.prompt_ids + got.response_ids + got.response_mask)
+
+
+def test_missing_demos_file_points_to_prepare(tmp_path):
+    with pytest.raises(DataError, match="supo-cli prepare"):
+        read_demos(tmp_path / "demos.parquet")
+
+
+@pytest.mark.parametrize("column", DEMO_COLUMNS)
+def test_demos_file_missing_a_column_names_it(tmp_path, column):
+    rows = [{k: v for k, v in _demo_row(i).items() if k != column} for i in range(3)]
+    path = _write_rows(tmp_path / "demos.parquet", rows)
+    with pytest.raises(DataError) as ei:
+        read_demos(path)
+    assert column in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"response_ids": [3, 50]},  # id == vocab size
+        {"prompt_ids": [1, 999]},
+        {"prompt_ids": [-1, 2]},
+    ],
+)
+def test_demo_with_out_of_vocab_token_names_row(tmp_path, bad):
+    rows = [_demo_row(i) for i in range(5)]
+    rows[2].update(bad)
+    path = _write_rows(tmp_path / "demos.parquet", rows)
+    with pytest.raises(DataError) as ei:
+        read_demos(path, vocab_size=50)
+    assert "row 2" in str(ei.value) and "'t2'" in str(ei.value)
+    assert "vocabulary" in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"response_mask": [1]},  # shorter than response_ids
+        {"response_mask": [1, 0, 1]},  # longer
+        {"response_mask": [1, 2]},  # not 0/1
+        {"prompt_ids": []},  # empty prompt
+        {"kind": "summary"},  # unknown kind
+        {"prompt_ids": None},
+    ],
+)
+def test_malformed_demo_names_row(tmp_path, bad):
+    rows = [_demo_row(i) for i in range(5)]
+    rows[4].update(bad)
+    path = _write_rows(tmp_path / "demos.parquet", rows)
+    with pytest.raises(DataError) as ei:
+        read_demos(path, vocab_size=50)
+    assert "row 4" in str(ei.value) and "'t4'" in str(ei.value)
+
+
+def test_rollouts_jsonl(tmp_path):
+    path = tmp_path / "out" / "rollouts.jsonl"
+    write_rollouts_jsonl([_rollout("a"), _rollout("b")], path)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    rec = json.loads(lines[0])
+    assert rec["task_id"] == "a" and rec["num_segments"] == 2 and "segments" not in rec
+    write_rollouts_jsonl([_rollout("a")], path, with_tokens=True)
+    rec = json.loads(path.read_text())
+    assert [s["kind"] for s in rec["segments"]] == ["segment", "segment", "trigger_action"]
