@@ -68,8 +68,8 @@ class EnvConfig:
     name: str = F("array", "environment in the registry `supo.envs.ENVS`")
     families: list[str] = F(["max", "sum"], "task families to draw from (array env: max, sum)")
     train_min_len: int = F(6, "shortest hidden array in the train split")
-    train_max_len: int = F(14, "longest hidden array in the train split")
-    test_min_len: int = F(18, "shortest hidden array in the test split (the test split must need more steps than the "
+    train_max_len: int = F(24, "longest hidden array in the train split")
+    test_min_len: int = F(16, "shortest hidden array in the test split (the test split must need more steps than the "
                                  "train split on average)")
     test_max_len: int = F(24, "longest hidden array in the test split")
     value_max: int = F(99, "array values are drawn from 0..value_max")
@@ -82,7 +82,7 @@ class ExpertConfig:
     """The scripted expert that writes warm-start demonstrations (its summaries deliberately imperfect)."""
 
     num_demos: int = F(3000, "expert episodes rendered as demonstrations (drawn from the train split)")
-    summary_error_rate: float = F(0.25, "probability that one expert summary carries a wrong running value")
+    summary_error_rate: float = F(0.2, "probability that one expert summary carries a wrong running value")
     max_summaries: int = F(8, "summaries the expert may use per demonstration")
 
 
@@ -151,7 +151,7 @@ class EngineConfig:
 class SFTConfig:
     """Warm start on the expert demonstrations (`supo-cli sft`)."""
 
-    steps: int = F(400, "optimizer steps")
+    steps: int = F(600, "optimizer steps")
     batch_size: int = F(32, "segments per optimizer step")
     lr: float = F(2e-3, "peak learning rate (AdamW, linear warm-up then cosine to 10%)")
     warmup_steps: int = F(30, "linear warm-up steps")
