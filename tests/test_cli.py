@@ -1,0 +1,188 @@
+"""The CLI end to end on the tiny model: prepare → sft → train → eval → report with the real vLLM engine and a real
+MLflow sqlite store; `dvc repro` twice on a miniature params file; and bad input failing early with a clear error."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "env": {"num_train": 60, "num_test": 8, "train_min_len": 6, "train_max_len": 12, "test_min_len": 10,
+            "test_max_len": 14},
+    "expert": {"num_demos": 80},
+    "model": {"hidden_size": 64, "num_heads": 1, "num_kv_heads": 1, "num_layers": 2, "intermediate_size": 128},
+    "budget": {"max_summaries": 2},
+    "rollout": {"group_size": 2, "tasks_per_step": 2},
+    "sft": {"steps": 20, "batch_size": 8},
+    "train": {"steps": 2, "log_rollouts_every": 1},
+    "eval": {"num_tasks": 4, "max_summaries": 2, "sweep": [0, 2]},
+}
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def write_params(folder: Path, extra: dict | None = None) -> Path:
+    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), _merge(TINY, extra or {}))
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def cli(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = {**os.environ, "SUPO_PROGRESS": "0", **(env or {})}
+    e.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=cwd, env=e, capture_output=True, text=True,
+                          timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"supo-cli {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_help_lists_every_command():
+    out = cli("--help", cwd=REPO).stdout
+    for command in ("prepare", "sft", "train", "eval", "report", "ui"):
+        assert command in out
+    train_help = cli("train", "--help", cwd=REPO).stdout
+    assert "--algo" in train_help and "grpo" in train_help
+    eval_help = cli("eval", "--help", cwd=REPO).stdout
+    for flag in ("--checkpoint", "--max-summaries", "--working-context", "--split"):
+        assert flag in eval_help
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "--algo", "ppo"], "train.algo"),
+        (["train", "-S", "budget.max_summaries=-1"], "budget.max_summaries"),
+        (["train", "-S", "train.lrr=1"], "train.lr"),
+        (["train", "-S", "budget.trigger_frac=1.5"], "budget.trigger_frac"),
+        (["eval", "--checkpoint", "no/such/checkpoint"], "no/such/checkpoint"),
+        (["eval", "--checkpoint", ".", "--max-summaries", "-2"], "eval.max_summaries"),
+    ],
+)
+def test_bad_input_fails_early_naming_what_is_wrong(tmp_path, args, needle):
+    write_params(tmp_path)
+    proc = cli(*args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    write_params(folder)
+    cli("prepare", cwd=folder)
+    return folder
+
+
+def test_prepare_writes_splits_model_and_demonstrations(prepared):
+    import pandas as pd
+
+    from supo.data import read_tasks
+
+    train, test = read_tasks(prepared / "data/train.parquet"), read_tasks(prepared / "data/test.parquet")
+    assert len(train) == 60 and len(test) == 8
+    mean = lambda ts: sum(len(t.env_config["values"]) for t in ts) / len(ts)  # noqa: E731
+    assert mean(test) > mean(train)  # the test split needs more steps
+    demos = pd.read_parquet(prepared / "data/demos.parquet")
+    assert {"segment", "trigger_action"} <= set(demos["kind"])  # summary segments and R5b samples
+    stats = json.loads((prepared / "metrics/prepare.json").read_text())
+    assert stats["demo_mean_summaries"] > 0
+    for f in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert (prepared / "models/init" / f).exists()
+
+
+def test_missing_or_malformed_data_is_named(prepared, tmp_path):
+    shutil.copytree(prepared, tmp_path / "run")
+    run = tmp_path / "run"
+    (run / "data/demos.parquet").write_bytes(b"not a parquet file")
+    proc = cli("sft", cwd=run, check=False)
+    assert proc.returncode == 2 and "demos.parquet" in proc.stderr and "Traceback" not in proc.stderr
+    (run / "data/train.parquet").unlink()
+    proc = cli("train", "--init", "models/init", cwd=run, check=False)
+    assert proc.returncode == 2 and "train.parquet" in proc.stderr and "supo-cli prepare" in proc.stderr
+
+
+def test_engine_limit_and_working_context_checked_against_the_tokenizer(prepared):
+    proc = cli("train", "--init", "models/init", "-S", "engine.max_model_len=200", "-S",
+               "model.max_position_embeddings=1024", cwd=prepared, check=False)
+    assert proc.returncode == 2 and "engine.max_model_len" in proc.stderr and "derived budget" in proc.stderr
+    proc = cli("train", "--init", "models/init", "-S", "budget.working_context=16", cwd=prepared, check=False)
+    assert proc.returncode == 2 and "budget.working_context" in proc.stderr and "initial prompt" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sft_train_eval_report_with_vllm_and_mlflow(prepared):
+    from mlflow import MlflowClient
+
+    cli("sft", cwd=prepared)
+    assert (prepared / "models/sft/model.safetensors").exists()
+    cli("train", "--algo", "supo", cwd=prepared)
+    ckpt = prepared / "checkpoints/supo"
+    assert (ckpt / "model.safetensors").exists() and (ckpt / "config.json").exists()
+    hist = json.loads((ckpt / "train_metrics.json").read_text())["history"]
+    assert [h["step"] for h in hist] == [0, 1]
+    for h in hist:
+        assert h["optimizer_steps"] == 2 and h["weight_sync_seconds"] > 0 and h["train_tokens"] >= 0
+    run_id = json.loads((ckpt / "supo_run.json").read_text())["mlflow_run_id"]
+
+    proc = cli("eval", "--checkpoint", "checkpoints/supo", "--max-summaries", "3", cwd=prepared)
+    assert "success_rate" in proc.stdout
+    m = json.loads((prepared / "evals/supo/s3/metrics.json").read_text())
+    assert m["s_eval"] == 3 and m["num_rollouts"] == 4 and m["effective_context_tokens"] == 224 * 4
+    for key in ("success_rate", "mean_summaries", "mean_working_context_tokens", "overlong_rate", "tokens_processed"):
+        assert key in m
+    assert m["max_working_context_tokens"] <= 224 + 24 + 24 + 24  # bounded by W (+ one turn and the summary)
+    assert sum(1 for _ in open(prepared / "evals/supo/s3/rollouts.jsonl")) == 4
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("supo-tiny")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert {"sft", "train-supo", "eval-supo-s3"} <= set(runs)
+    train_run = runs["train-supo"]
+    assert train_run.info.run_id == run_id and train_run.data.params["train.algo"] == "supo"
+    assert len(client.get_metric_history(run_id, "mean_reward")) == 2
+    assert any(a.path.startswith("rollouts") for a in client.list_artifacts(run_id))
+    assert runs["eval-supo-s3"].data.tags["mlflow.parentRunId"] == run_id
+
+    cli("report", cwd=prepared)
+    report = (prepared / "reports/report.md").read_text()
+    assert "supo" in report and (prepared / "reports/summary.json").exists()
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for item in ("dvc.yaml", ".dvc", ".gitignore"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
+    shutil.copytree(REPO / "supo", repo / "supo", ignore=shutil.ignore_patterns("__pycache__"))
+    write_params(repo, {"train": {"steps": 1}, "eval": {"num_tasks": 2}})
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "SUPO_PROGRESS": "0"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    run = lambda *a: subprocess.run(a, cwd=repo, env=env, capture_output=True, text=True, timeout=1200)  # noqa: E731
+    assert run("git", "init", "-q").returncode == 0
+    first = run("dvc", "repro")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert (repo / "reports/report.md").exists()
+    shown = run("dvc", "metrics", "show")
+    assert shown.returncode == 0 and "success_rate" in shown.stdout
+    second = run("dvc", "repro")
+    assert second.returncode == 0 and "up to date" in second.stdout.lower()
+    assert "Running stage" not in second.stdout
