@@ -143,7 +143,7 @@ def eval_(
     tracking_uri: Optional[str] = UriOpt,
 ) -> None:
     """Evaluate a checkpoint with the training rollout code and any number of summaries; prints a table and writes
-    metrics.json (DESIGN §6 metrics) and rollouts.jsonl."""
+    metrics.json (docs/design.md §6 metrics) and rollouts.jsonl."""
     from rich.console import Console
     from rich.table import Table
 
@@ -187,7 +187,7 @@ def report(
     set_: Optional[list[str]] = SetOpt,
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default paths.reports)"),
 ) -> None:
-    """Write the report (markdown table of the DESIGN §6 metrics per arm and S_eval, training curves summary,
+    """Write the report (markdown table of the docs/design.md §6 metrics per arm and S_eval, training curves summary,
     a figure) from the eval and training outputs."""
     from supo.report import write_report
 

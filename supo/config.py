@@ -1,7 +1,7 @@
 """The run configuration: typed, documented field by field, validated when it loads.
 
 ``params.yaml`` is read into :class:`Config`. Every field carries its meaning in ``metadata["help"]`` (``supo-cli config``
-prints them). Each length knob means exactly one thing (DESIGN §2):
+prints them). Each length knob means exactly one thing (docs/design.md §2):
 
 * ``budget.max_turn_tokens`` — the most tokens one action generation may produce;
 * ``budget.max_summary_tokens`` — the most tokens one summary generation may produce;
@@ -63,7 +63,7 @@ class PathsConfig:
 
 @dataclass
 class EnvConfig:
-    """The procedural function-calling environment (CodeGym-like, DESIGN §5) and its task splits."""
+    """The procedural function-calling environment (CodeGym-like, docs/design.md §5) and its task splits."""
 
     name: str = F("array", "environment in the registry `supo.envs.ENVS`")
     families: list[str] = F(["max", "sum"], "task families to draw from (array env: max, sum)")
@@ -101,7 +101,7 @@ class ModelConfig:
 
 @dataclass
 class BudgetConfig:
-    """Length budgets (DESIGN §2). Each knob means one thing; see the module docstring."""
+    """Length budgets (docs/design.md §2). Each knob means one thing; see the module docstring."""
 
     working_context: int = F(224, "W: working-context size in tokens (prompt + outputs + observations + instructions)")
     trigger_frac: float = F(0.95, "the summary trigger fires when the working context reaches L = trigger_frac × W")

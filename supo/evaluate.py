@@ -1,7 +1,7 @@
 """`supo-cli eval`: run a checkpoint through the training rollout code (R12) with any S (and W); write metrics.
 
 Only S (``--max-summaries``) and W (``--working-context``) may differ from training; the loop, templates, parser and
-sampling are the same. Outputs: ``metrics.json`` (DESIGN §6 vocabulary + what was evaluated) and ``rollouts.jsonl``.
+sampling are the same. Outputs: ``metrics.json`` (docs/design.md §6 vocabulary + what was evaluated) and ``rollouts.jsonl``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Rollout metrics in the one vocabulary shared by MLflow, DVC metrics and reports (DESIGN §6)."""
+"""Rollout metrics in the one vocabulary shared by MLflow, DVC metrics and reports (docs/design.md §6)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Inputs (written by eval and training runs):
 
 * ``<evals_dir>/<arm>/s<N>/metrics.json``: a flat dict with the meta keys ``arm``, ``s_eval``,
-  ``working_context``, ``split``, ``checkpoint``, ``num_rollouts`` and the DESIGN §6 metrics.
+  ``working_context``, ``split``, ``checkpoint``, ``num_rollouts`` and the docs/design.md §6 metrics.
 * ``<checkpoints_dir>/<arm>/train_metrics.json``: ``{"arm": ..., "history": [{"step": 0, ...}, ...]}``.
 
 Outputs (:func:`write_report`): ``report.md``, ``summary.json`` (flat, for ``dvc metrics``) and
@@ -55,7 +55,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "tokens_processed",
     "rollout_seconds",
 )
-"""The DESIGN §6 metrics an eval metrics.json may carry."""
+"""The docs/design.md §6 metrics an eval metrics.json may carry."""
 
 TRAINING_KEYS: tuple[str, ...] = ("mean_reward", "success_rate", "mean_summaries")
 """Training metrics compared between the first and last step."""

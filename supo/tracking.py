@@ -4,7 +4,7 @@ Everything here talks to MLflow through an explicit ``mlflow.MlflowClient(tracki
 instead of the global ``mlflow.start_run`` state, so several stores (e.g. one per test) can be
 used in one process without interfering.  Logging is synchronous.
 
-Notes from the feasibility study (research/feasibility.md §4):
+Known MLflow 3.17 behaviour this module works around:
 
 * ``sqlite:///mlflow.db`` works; the file store (``./mlruns``) is refused by MLflow 3.17.
 * ``mlflow ui`` leaves orphaned ``huey_consumer`` processes when only its main process is

@@ -1,4 +1,4 @@
-"""`supo-cli train`: the single-controller RL loop (DESIGN §4).
+"""`supo-cli train`: the single-controller RL loop (docs/design.md §4).
 
 Each step: sample tasks → G rollouts per task through the agent loop on the engine → one reward per rollout →
 advantages (grouped by task, R8) → broadcast onto segments (R9 masking) → policy update (R10) → push the new weights

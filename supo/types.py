@@ -1,4 +1,4 @@
-"""Typed data contracts between the environment, the rollout loop and the trainer (DESIGN §3).
+"""Typed data contracts between the environment, the rollout loop and the trainer (docs/design.md §3).
 
 Three records cross module boundaries:
 
@@ -119,7 +119,7 @@ def check_segment(seg: Segment) -> None:
 
 @dataclass
 class Rollout:
-    """One attempt at one task (DESIGN §3).
+    """One attempt at one task (docs/design.md §3).
 
     Attributes:
         task_id: the task's id.

@@ -1,4 +1,4 @@
-"""Environments (DESIGN §5). ``ENVS`` maps an env name to its spec: ``make_tasks``, ``make_env``, ``make_expert``,
+"""Environments (docs/design.md §5). ``ENVS`` maps an env name to its spec: ``make_tasks``, ``make_env``, ``make_expert``,
 ``corpus`` (the text pieces its tokenizer is trained on)."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ every per-token tensor here has length ``T − 1`` and index ``t`` refers to the
 
 Mini-batches are formed over segments: a step's samples are shuffled (seeded) and cut into exactly ``mini_batches``
 equal-size chunks, padding with zero-mask dummy rows. The number of optimizer steps is therefore
-``mini_batches × ppo_epochs`` whatever the number of segments (DESIGN §1, R10).
+``mini_batches × ppo_epochs`` whatever the number of segments (docs/design.md §1, R10).
 """
 
 from __future__ import annotations
