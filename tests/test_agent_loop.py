@@ -239,3 +239,30 @@ def test_summary_without_tags_is_used_whole_and_counted(setup):
 def test_expert_policy_end_token(setup):
     _, tok, t = setup
     assert t.eos_id == tok.convert_tokens_to_ids(IM_END)
+
+
+def test_an_environment_that_raises_becomes_an_error_observation(setup):
+    """Fault injection: one rollout's env raises on its third step; that rollout sees an Error: and goes on."""
+    tasks, tok, t = setup
+    calls = {"n": 0}
+
+    def make_faulty(task):
+        env = make_env(task)
+        if task.id != tasks[0].id:
+            return env
+        real_step = env.step
+
+        def step(action):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("disk on fire")
+            return real_step(action)
+
+        env.step = step
+        return env
+
+    items = [(task, f"{task.id}@0", 0) for task in tasks[:4]]
+    pol = Recording(tok, tasks[:4], t.eos_id)
+    rollouts = run_rollouts(items, pol, tok, t, settings(), make_faulty, keep_transcript=True)
+    assert any("Error: the environment failed: RuntimeError: disk on fire" in x for x in rollouts[0].transcript)
+    assert all(r.finished for r in rollouts[1:]) and rollouts[0].tool_calls > 3

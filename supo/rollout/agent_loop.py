@@ -148,7 +148,10 @@ def run_rollouts(
             text = decode(ids)
             lv.steps += 1
             lv.rollout.tool_calls += 1
-            observation, done, reward, _info = lv.env.step(text)
+            try:
+                observation, done, reward, _info = lv.env.step(text)
+            except Exception as e:  # an environment that raises fails this step of this rollout only
+                observation, done, reward = f"Error: the environment failed: {e.__class__.__name__}: {e}"[:500], False, 0.0
             if keep_transcript:
                 lv.rollout.transcript.append(f"[action] {text}\n[obs] {observation}")
             if done:
