@@ -55,12 +55,14 @@ def _load(config: str, overrides: list[str] | None, extra: dict | None = None):
     return load_config(path, items)
 
 
-def _tracker(cfg, run_name: str, uri_flag: str | None, tags: dict, parent: str | None = None):
+def _tracker(cfg, run_name: str, uri_flag: str | None, tags: dict, parent: str | None = None,
+             resume_run_id: str | None = None):
     from supo.tracking import Tracker, resolve_tracking_uri
 
     uri = resolve_tracking_uri(uri_flag, cfg.tracking.uri)
     return Tracker(uri, cfg.tracking.experiment, run_name, params=cfg.flat(),
-                   tags={"profile": cfg.profile, "seed": str(cfg.seed), **tags}, parent_run_id=parent)
+                   tags={"profile": cfg.profile, "seed": str(cfg.seed), **tags}, parent_run_id=parent,
+                   resume_run_id=resume_run_id)
 
 
 def _progress(total: int, label: str):
@@ -105,25 +107,35 @@ def train(
     out: Optional[str] = typer.Option(None, "--out", help="checkpoint folder (default: paths.checkpoints/<arm>)"),
     arm: Optional[str] = typer.Option(None, "--arm", help="arm name for outputs and MLflow (default: the algo)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="override train.steps"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="rollout-worker actors (rollout.num_workers)"),
+    world_size: Optional[int] = typer.Option(None, "--world-size", help="FSDP2 trainer ranks (trainer.world_size)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint in --out, in the same "
+                                                        "MLflow run"),
     tracking_uri: Optional[str] = UriOpt,
 ) -> None:
     """RL training with SUPO or GRPO: rollouts on the vLLM engine, advantages grouped by task, clipped token-mean
     loss, weights pushed into the engine every step; writes an HF-format checkpoint."""
+    from supo.train_loop import resume_info
     from supo.train_loop import train as run
 
     extra = {"train.algo": algo}
-    if steps is not None:
-        extra["train.steps"] = steps
+    for key, val in (("train.steps", steps), ("rollout.num_workers", workers), ("trainer.world_size", world_size)):
+        if val is not None:
+            extra[key] = val
     cfg = _load(config, set_, extra)
     arm = arm or algo
     init = init or cfg.paths.sft
     out = out or str(Path(cfg.paths.checkpoints) / arm)
     if not Path(init).exists():
         _fail(f"--init {init} does not exist; run `supo-cli sft` first (or pass --init)")
+    previous = resume_info(out) if resume else {}
+    if resume and not previous:
+        _fail(f"--resume: no checkpoint under {out}/steps to resume from")
     tags = {"stage": "train", "arm": arm, "algo": algo, "max_summaries": str(cfg.train_max_summaries)}
-    with _tracker(cfg, f"train-{arm}", tracking_uri, tags) as tr, _progress(cfg.train.steps, f"train {arm}") as pb:
-        task = pb.add_task("train", total=cfg.train.steps, info="")
-        run(cfg, init=init, out=out, arm=arm, tracker=tr, log=typer.echo,
+    with _tracker(cfg, f"train-{arm}", tracking_uri, tags, resume_run_id=previous.get("mlflow_run_id")) as tr, \
+            _progress(cfg.train.steps, f"train {arm}") as pb:
+        task = pb.add_task("train", total=cfg.train.steps, completed=previous.get("step", 0), info="")
+        run(cfg, init=init, out=out, arm=arm, tracker=tr, resume=resume, log=typer.echo,
             progress=lambda n, m: pb.update(task, completed=n, info=f"reward {m['mean_reward']:.3f} "
                                                                     f"summaries {m['mean_summaries']:.2f}"))
 

@@ -133,6 +133,8 @@ class RolloutConfig:
     tasks_per_step: int = F(8, "tasks sampled per training step")
     temperature: float = F(1.0, "sampling temperature (training and evaluation)")
     top_p: float = F(1.0, "nucleus sampling threshold")
+    num_workers: int = F(1, "rollout-worker actors, each with its own engine; a step's rollouts are spread across them")
+    num_cpus_per_worker: float = F(1.0, "Ray CPUs reserved per rollout worker")
 
 
 @dataclass
@@ -187,6 +189,15 @@ class TrainConfig:
 
 
 @dataclass
+class TrainerConfig:
+    """The trainer group: FSDP2 ranks on Ray (gloo on CPU, NCCL on CUDA)."""
+
+    world_size: int = F(1, "trainer ranks; the policy is sharded across them with FSDP2 fully_shard")
+    num_cpus_per_rank: float = F(1.0, "Ray CPUs reserved per trainer rank")
+    threads_per_rank: int = F(0, "torch threads per trainer rank (0 = torch's default)")
+
+
+@dataclass
 class EvalConfig:
     """Evaluation (`supo-cli eval`): the same rollout code as training (R12)."""
 
@@ -223,6 +234,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "rollout engine"})
     sft: SFTConfig = field(default_factory=SFTConfig, metadata={"help": "warm start"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "RL training"})
+    trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata={"help": "distributed trainer group"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
     tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"help": "MLflow"})
 
@@ -383,6 +395,13 @@ def validate(cfg: Config) -> None:
     for name in ("max_steps", "max_turn_tokens", "max_summary_tokens", "max_obs_tokens"):
         _require(getattr(b, name) > 0, f"budget.{name}", f"must be > 0, got {getattr(b, name)}")
     _require(r.group_size >= 2, "rollout.group_size", f"GRPO needs at least 2 rollouts per task, got {r.group_size}")
+    _require(r.num_workers >= 1, "rollout.num_workers", f"must be ≥ 1, got {r.num_workers}")
+    _require(r.num_cpus_per_worker > 0, "rollout.num_cpus_per_worker", f"must be > 0, got {r.num_cpus_per_worker}")
+    _require(cfg.trainer.world_size >= 1, "trainer.world_size", f"must be ≥ 1, got {cfg.trainer.world_size}")
+    _require(cfg.trainer.num_cpus_per_rank > 0, "trainer.num_cpus_per_rank",
+             f"must be > 0, got {cfg.trainer.num_cpus_per_rank}")
+    _require(cfg.trainer.threads_per_rank >= 0, "trainer.threads_per_rank",
+             f"must be ≥ 0, got {cfg.trainer.threads_per_rank}")
     _require(r.tasks_per_step >= 1, "rollout.tasks_per_step", f"must be ≥ 1, got {r.tasks_per_step}")
     _require(r.temperature >= 0.0, "rollout.temperature", f"must be ≥ 0, got {r.temperature}")
     _require(ev.temperature >= 0.0, "eval.temperature", f"must be ≥ 0, got {ev.temperature}")

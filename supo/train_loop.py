@@ -1,8 +1,14 @@
 """`supo-cli train`: the single-controller RL loop (docs/design.md §4).
 
-Each step: sample tasks → G rollouts per task through the agent loop on the engine → one reward per rollout →
-advantages (grouped by task, R8) → broadcast onto segments (R9 masking) → policy update (R10) → push the new weights
-into the engine. GRPO is the same loop with S = 0 (R11).
+The driver runs the loop; the heavy parts are Ray actors. Each step: sample tasks → G rollouts per task, spread across
+``rollout.num_workers`` rollout workers (each a vLLM engine plus its environments) → one reward per rollout →
+advantages grouped by task (R8) → broadcast onto segments with overlong masking (R9) → the policy update on
+``trainer.world_size`` FSDP2 ranks (R10) → rank 0's full state dict pushed into every rollout worker. GRPO is the same
+loop with S = 0 (R11). A laptop runs the very same code with one worker and one rank.
+
+Every ``train.checkpoint_every`` steps (and at the end) a checkpoint is written atomically (``supo.checkpoint``);
+``resume=True`` continues from the latest one — same weights, optimizer, RNG states, data cursor and MLflow run — and
+ends with the same metrics as an uninterrupted run of the same seed.
 """
 
 from __future__ import annotations
@@ -15,104 +21,160 @@ from pathlib import Path
 import torch
 
 from supo.algo.advantage import broadcast, compute_advantages
+from supo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from supo.config import Config
 from supo.data import read_tasks, split_path, write_rollouts_jsonl
-from supo.engines.vllm_engine import VLLMPolicy
-from supo.envs import get_env_spec
 from supo.metrics import rollout_metrics
 from supo.models import load_policy
-from supo.rollout.agent_loop import run_rollouts
 from supo.runtime import build_runtime
-from supo.trainer.policy_trainer import PolicyTrainer
 
 RUN_FILE = "supo_run.json"
+STEPS_DIR = "steps"  # checkpoints live in <out>/steps/step_<N>, with <out>/steps/latest pointing at the newest
 SUMMARY_KEYS = ("mean_reward", "success_rate", "mean_summaries", "mean_tool_calls", "overlong_rate")
 
 
 def sample_step_tasks(tasks, step: int, k: int, seed: int):
-    """The tasks of one step: a seeded draw without replacement (reproducible for a given seed and step)."""
+    """The tasks of one step: a seeded draw without replacement (a function of seed and step only, so a resumed run
+    draws what an uninterrupted one would)."""
     rng = random.Random(f"{seed}-step-{step}")
     return rng.sample(tasks, min(k, len(tasks)))
 
 
+def step_seed(seed: int, step: int) -> int:
+    return (seed * 100_003 + step * 7_919) % (2**31)
+
+
+def resume_info(out: str | Path) -> dict:
+    """What ``--resume`` would continue from: the latest checkpoint's step and MLflow run id (empty if none)."""
+    path = latest_checkpoint(Path(out) / STEPS_DIR)
+    if path is None:
+        return {}
+    st = json.loads((path / "state.json").read_text())
+    return {"path": str(path), "step": st["step"], "mlflow_run_id": st.get("mlflow_run_id")}
+
+
 def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = None, tracker=None, progress=None,
-          log=print) -> dict:
-    """Run ``train.steps`` RL steps from the model at ``init``; write an HF checkpoint to ``out``."""
+          resume: bool = False, log=print) -> dict:
+    """Run ``train.steps`` RL steps from the model at ``init`` (or from the latest checkpoint in ``out``)."""
+    from supo.distributed import init_ray
+    from supo.distributed.rollout_workers import RolloutPool
+    from supo.distributed.trainer_group import TrainerGroup
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    arm = arm or cfg.train.algo
     torch.manual_seed(cfg.seed)
-    spec = get_env_spec(cfg.env.name)
+    random.seed(cfg.seed)
     tasks = read_tasks(split_path(cfg.paths.data, "train"))
-    S = cfg.train_max_summaries
-    W = cfg.budget.working_context
+    S, W = cfg.train_max_summaries, cfg.budget.working_context
+    start, history, state = 0, [], None
+    if resume:
+        ckpt = latest_checkpoint(out / STEPS_DIR)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {out / STEPS_DIR} (no 'latest' pointer there)")
+        state = load_checkpoint(ckpt)
+        start, history, init = state.step, list(state.history), ckpt
+        log(f"resume: from {ckpt} (step {start})")
     rt = build_runtime(cfg, init, tasks, max_summaries=S, working_context=W)
     max_seq = cfg.train.max_seq_len or rt.budgets.trainer_needed
-    engine = VLLMPolicy(init, cfg.engine, seed=cfg.seed, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
-    model = load_policy(init)
-    trainer = PolicyTrainer(model, cfg.train, pad_id=rt.tokenizer.pad_token_id, max_seq_len=max_seq, seed=cfg.seed)
-    log(f"train: algo={cfg.train.algo} S={S} W={W} L={rt.budgets.trigger} G={cfg.rollout.group_size} "
-        f"tasks/step={cfg.rollout.tasks_per_step} steps={cfg.train.steps}; engine started in {engine.start_seconds:.1f}s")
-    history = []
-    for step in range(cfg.train.steps):
-        t0 = time.perf_counter()
-        step_tasks = sample_step_tasks(tasks, step, cfg.rollout.tasks_per_step, cfg.seed)
-        items = [(t, f"{t.id}@{step}", i) for t in step_tasks for i in range(cfg.rollout.group_size)]
-        rollouts = run_rollouts(items, engine, rt.tokenizer, rt.templates, rt.settings, spec["make_env"],
-                                seed=cfg.seed * 100_003 + step, keep_transcript=True)
-        t_roll = time.perf_counter() - t0
-        adv = compute_advantages(rollouts, cfg.train.advantage, overlong_mask=cfg.train.overlong_mask,
-                                 overlong_in_group_stats=cfg.train.overlong_in_group_stats, eps=cfg.train.adv_eps)
-        samples = broadcast(rollouts, adv)
-        stats = trainer.update(samples)
-        sync = engine.push_weights(trainer.state_dict())
-        m = rollout_metrics(rollouts, working_context=W, max_summaries=S)
-        m.update(
-            masked_rollout_frac=float((~adv.trainable).mean()),
-            degenerate_group_frac=adv.degenerate_groups / max(1, adv.num_groups),
-            loss=stats.loss, clip_frac=stats.clip_frac, grad_norm=stats.grad_norm, kl=stats.kl,
-            optimizer_steps=stats.optimizer_steps, train_samples=stats.num_samples, train_tokens=stats.num_tokens,
-            rollout_seconds=t_roll, train_seconds=stats.seconds, weight_sync_seconds=sync,
-            step_seconds=time.perf_counter() - t0,
-            engine_tokens_per_second=sum(r.tokens_generated for r in rollouts) / max(t_roll, 1e-9),
-        )
-        history.append({"step": step, **m})
-        if tracker is not None:
-            tracker.log_metrics(m, step=step)
-            every = cfg.train.log_rollouts_every
-            if every and (step % every == 0 or step == cfg.train.steps - 1):
-                tracker.log_text("\n".join(json.dumps(r.to_record()) for r in rollouts[: 2 * cfg.rollout.group_size]),
-                                 f"rollouts/step_{step:04d}.jsonl")
-        if progress is not None:
-            progress(step + 1, m)
-        if cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < cfg.train.steps:
-            _save(model, rt.tokenizer, out / f"step_{step + 1:05d}", cfg, tracker, history, arm or cfg.train.algo)
-    arm = arm or cfg.train.algo
-    _save(model, rt.tokenizer, out, cfg, tracker, history, arm)
-    write_rollouts_jsonl(rollouts, out / "last_rollouts.jsonl")
+    n_actors = cfg.rollout.num_workers + cfg.trainer.world_size
+    init_ray(num_cpus=max(n_actors * max(1.0, cfg.rollout.num_cpus_per_worker, cfg.trainer.num_cpus_per_rank), 2))
+    t0 = time.perf_counter()
+    pool = RolloutPool(cfg.rollout.num_workers, str(init), cfg, temperature=cfg.rollout.temperature, seed=cfg.seed,
+                       num_cpus_per_worker=cfg.rollout.num_cpus_per_worker)
+    group = TrainerGroup(cfg.trainer.world_size, str(init), cfg.train, rt.tokenizer.pad_token_id, max_seq, cfg.seed,
+                         num_cpus_per_rank=cfg.trainer.num_cpus_per_rank,
+                         threads_per_rank=cfg.trainer.threads_per_rank or None)
+    if state is not None:
+        group.restore(state.trainer_state)
+        set_rng_state(state.rng)
+    model = load_policy(init)  # the driver's copy, for writing HF checkpoints
+    log(f"train {arm}: algo={cfg.train.algo} S={S} W={W} L={rt.budgets.trigger} G={cfg.rollout.group_size} "
+        f"tasks/step={cfg.rollout.tasks_per_step} steps={start}->{cfg.train.steps} workers={cfg.rollout.num_workers} "
+        f"world_size={cfg.trainer.world_size}; actors up in {time.perf_counter() - t0:.1f}s")
+    rollouts = []
+    try:
+        for step in range(start, cfg.train.steps):
+            t_step = time.perf_counter()
+            step_tasks = sample_step_tasks(tasks, step, cfg.rollout.tasks_per_step, cfg.seed)
+            items = [(t, f"{t.id}@{step}", i) for t in step_tasks for i in range(cfg.rollout.group_size)]
+            rollouts = pool.run(items, rt.settings, seed=step_seed(cfg.seed, step), keep_transcript=True)
+            t_roll = time.perf_counter() - t_step
+            adv = compute_advantages(rollouts, cfg.train.advantage, overlong_mask=cfg.train.overlong_mask,
+                                     overlong_in_group_stats=cfg.train.overlong_in_group_stats, eps=cfg.train.adv_eps)
+            samples = broadcast(rollouts, adv)
+            stats = group.update(samples)
+            t_sync = time.perf_counter()
+            weights = group.state_dict()
+            sync = pool.push_weights(weights)
+            sync_total = time.perf_counter() - t_sync
+            m = rollout_metrics(rollouts, working_context=W, max_summaries=S)
+            m.update(
+                masked_rollout_frac=float((~adv.trainable).mean()),
+                degenerate_group_frac=adv.degenerate_groups / max(1, adv.num_groups),
+                loss=stats.loss, clip_frac=stats.clip_frac, grad_norm=stats.grad_norm, kl=stats.kl,
+                optimizer_steps=stats.optimizer_steps, train_samples=stats.num_samples,
+                train_tokens=stats.num_tokens, rollout_seconds=t_roll, train_seconds=stats.seconds,
+                weight_sync_seconds=sync_total, weight_push_seconds=sync,
+                step_seconds=time.perf_counter() - t_step,
+                engine_tokens_per_second=sum(r.tokens_generated for r in rollouts) / max(t_roll, 1e-9),
+            )
+            history.append({"step": step, **m})
+            if tracker is not None:
+                tracker.log_metrics(m, step=step)
+                every = cfg.train.log_rollouts_every
+                if every and (step % every == 0 or step == cfg.train.steps - 1):
+                    sample = rollouts[: 2 * cfg.rollout.group_size]
+                    tracker.log_text("\n".join(json.dumps(r.to_record()) for r in sample),
+                                     f"rollouts/step_{step:04d}.jsonl")
+            if progress is not None:
+                progress(step + 1, m)
+            done = step + 1
+            if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
+                _checkpoint(out, done, model, weights, rt.tokenizer, group, history, tracker, cfg, arm)
+        weights = group.state_dict()
+        if len(history) > start or state is None:
+            _checkpoint(out, len(history), model, weights, rt.tokenizer, group, history, tracker, cfg, arm)
+    finally:
+        pool.shutdown()
+        group.shutdown()
+    _write_final(out, model, rt.tokenizer, cfg, tracker, history, arm)
+    if rollouts:
+        write_rollouts_jsonl(rollouts, out / "last_rollouts.jsonl")
     first, last = history[0], history[-1]
     summary = {"arm": arm, "steps": len(history), **{f"first_{k}": first[k] for k in SUMMARY_KEYS},
                **{f"last_{k}": last[k] for k in SUMMARY_KEYS},
                "mean_step_seconds": sum(h["step_seconds"] for h in history) / len(history),
+               "mean_rollout_seconds": sum(h["rollout_seconds"] for h in history) / len(history),
+               "mean_train_seconds": sum(h["train_seconds"] for h in history) / len(history),
+               "mean_weight_sync_seconds": sum(h["weight_sync_seconds"] for h in history) / len(history),
                "mean_engine_tokens_per_second": sum(h["engine_tokens_per_second"] for h in history) / len(history)}
     Path(cfg.paths.metrics).mkdir(parents=True, exist_ok=True)
     (Path(cfg.paths.metrics) / f"train-{arm}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log(f"train: reward {first['mean_reward']:.3f} -> {last['mean_reward']:.3f}, summaries/rollout "
+    log(f"train {arm}: reward {first['mean_reward']:.3f} -> {last['mean_reward']:.3f}, summaries/rollout "
         f"{last['mean_summaries']:.2f}; checkpoint -> {out}")
-    return {"history": history, "engine_start_seconds": engine.start_seconds}
+    return {"history": history, "summary": summary}
 
 
-def _save(model, tokenizer, path: Path, cfg: Config, tracker, history, arm: str) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
+def _checkpoint(out, step, model, weights, tokenizer, group, history, tracker, cfg, arm) -> Path:
+    model.load_state_dict(weights, strict=False)
+    return save_checkpoint(out / STEPS_DIR, step=step, model=model, tokenizer=tokenizer,
+                           trainer_state=group.checkpoint_state(), history=history,
+                           mlflow_run_id=tracker.run_id if tracker is not None else None,
+                           extra={"arm": arm, "algo": cfg.train.algo})
+
+
+def _write_final(out: Path, model, tokenizer, cfg: Config, tracker, history, arm: str) -> None:
+    """The final policy in HF format at ``out`` itself (what ``eval --checkpoint out`` reads)."""
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
     run = {"arm": arm, "algo": cfg.train.algo, "max_summaries": cfg.train_max_summaries,
            "working_context": cfg.budget.working_context, "steps_done": len(history),
            "mlflow_run_id": tracker.run_id if tracker is not None else None}
-    (path / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
-    (path / "train_metrics.json").write_text(json.dumps({"arm": arm, "history": history}, indent=1) + "\n")
+    (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
+    (out / "train_metrics.json").write_text(json.dumps({"arm": arm, "history": history}, indent=1) + "\n")
 
 
 def read_run_info(checkpoint: str | Path) -> dict:
     p = Path(checkpoint) / RUN_FILE
     return json.loads(p.read_text()) if p.exists() else {}
-

@@ -186,3 +186,79 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):
     second = run("dvc", "repro")
     assert second.returncode == 0 and "up to date" in second.stdout.lower()
     assert "Running stage" not in second.stdout
+
+
+TIMING_KEYS = {"rollout_seconds", "train_seconds", "weight_sync_seconds", "weight_push_seconds", "step_seconds",
+               "engine_tokens_per_second"}
+
+
+def _history(path: Path) -> list[dict]:
+    hist = json.loads(path.read_text())["history"]
+    return [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in hist]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_ends_like_an_uninterrupted_run(prepared):
+    """Kill -9 a training run after its first checkpoint; --resume must finish with the same metrics and weights
+    as a run that was never interrupted, and continue the same MLflow run."""
+    import signal
+    import time
+
+    from mlflow import MlflowClient
+    from safetensors.torch import load_file
+
+    if not (prepared / "models/sft").exists():
+        cli("sft", cwd=prepared)
+    common = ["--algo", "supo", "--steps", "3", "-S", "train.checkpoint_every=1"]
+    cli("train", *common, "--out", "checkpoints/whole", "--arm", "whole", cwd=prepared)
+
+    env = {**os.environ, "SUPO_PROGRESS": "0"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "train", *common, "--out", "checkpoints/cut",
+                             "--arm", "cut"], cwd=prepared, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = prepared / "checkpoints/cut/steps/latest"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (latest.exists() and latest.read_text().strip() >= "step_000001"):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = latest.read_text().strip()
+    assert killed_at in ("step_000001", "step_000002")
+    assert not (prepared / "checkpoints/cut/train_metrics.json").exists()  # it really died mid-training
+
+    out = cli("train", *common, "--out", "checkpoints/cut", "--arm", "cut", "--resume", cwd=prepared)
+    assert "resume" in out.stdout
+    whole, cut = prepared / "checkpoints/whole", prepared / "checkpoints/cut"
+    assert _history(whole / "train_metrics.json") == _history(cut / "train_metrics.json")
+    wa, wb = load_file(str(whole / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+
+    run_id = json.loads((cut / "supo_run.json").read_text())["mlflow_run_id"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
+    steps = sorted({m.step for m in client.get_metric_history(run_id, "mean_reward")})
+    assert steps == [0, 1, 2]
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_half_written_checkpoint_is_never_loaded(tmp_path):
+    """Simulate a kill during the write: a .tmp- folder and no pointer update leave the previous checkpoint latest."""
+    from supo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from supo.models import build_model, build_tokenizer
+    from supo.config import ModelConfig
+
+    tok = build_tokenizer(["Get 1 2 3", "hello world"] * 20, 300, tmp_path / "tok")
+    model = build_model(tok, ModelConfig(hidden_size=64, num_heads=1, num_kv_heads=1, num_layers=1,
+                                         intermediate_size=64, max_position_embeddings=64), 0)
+    out = tmp_path / "steps"
+    save_checkpoint(out, step=1, model=model, tokenizer=tok, trainer_state={"updates": 1}, history=[{"step": 0}],
+                    mlflow_run_id="abc")
+    # a second save killed half way: only a temp folder exists
+    (out / ".tmp-step_000002").mkdir()
+    (out / ".tmp-step_000002" / "config.json").write_text("{")
+    assert latest_checkpoint(out).name == "step_000001"
+    st = load_checkpoint(latest_checkpoint(out))
+    assert st.step == 1 and st.trainer_state == {"updates": 1} and st.mlflow_run_id == "abc"
+    save_checkpoint(out, step=2, model=model, tokenizer=tok, trainer_state={"updates": 2}, history=[], mlflow_run_id=None)
+    assert latest_checkpoint(out).name == "step_000002" and not list(out.glob(".tmp-*"))

@@ -3,6 +3,13 @@
 The RL update runs ``ppo_epochs × mini_batches`` optimizer steps over a step's samples. Inside a mini-batch, rows are
 processed in micro-batches with gradient accumulation; the loss of every micro-batch is divided by the token count of
 the whole mini-batch, so micro-batching does not change the loss or the gradient (token-mean over the mini-batch).
+
+Data parallel (``world_size > 1``, the policy sharded with FSDP2 ``fully_shard``): every rank sees the whole step's
+samples and forms the same mini-batches (same seed). Each mini-batch is padded with zero-mask rows to a multiple of
+``world_size`` and rank ``r`` takes rows ``r::world_size``, so every rank runs the same number of micro-batches (FSDP's
+collectives need the same number of forward/backward passes on every rank). A rank's loss is divided by the token count
+of the *whole* mini-batch and multiplied by ``world_size`` before backward, because FSDP2 averages gradients over
+ranks: the reduced gradient is then the single-process one. Reported statistics are all-reduced (summed) over ranks.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import torch
 
 from supo.algo.advantage import TrainingSample
 from supo.algo.loss import entropy_from_logits, kl_k3, policy_loss
-from supo.trainer.batch import Batch, collate, micro_batches, split_minibatches
+from supo.trainer.batch import Batch, collate, micro_batches, padding_sample, split_minibatches
 
 
 def token_logprobs(model, batch: Batch, with_entropy: bool = False):
@@ -30,6 +37,29 @@ def token_logprobs(model, batch: Batch, with_entropy: bool = False):
     lp = torch.gather(logp, -1, batch.targets.unsqueeze(-1)).squeeze(-1)
     ent = entropy_from_logits(logits) if with_entropy else None
     return lp, ent
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    if batch.input_ids.device == device:
+        return batch
+    return Batch(*(t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.targets, batch.loss_mask,
+                                          batch.old_logprobs, batch.advantages)))
+
+
+def rank_rows(chunk: Sequence[TrainingSample], rank: int, world_size: int, pad_id: int) -> list[TrainingSample]:
+    """Rank ``rank``'s share of a mini-batch: rows ``rank::world_size`` after padding the mini-batch with zero-mask
+    rows to a multiple of ``world_size`` (so every rank gets the same number of rows)."""
+    rows = list(chunk)
+    rows += [padding_sample(pad_id) for _ in range((-len(rows)) % world_size)]
+    return rows[rank::world_size]
+
+
+def _norm_value(norm) -> float:
+    """``clip_grad_norm_``'s result as a float (a DTensor on FSDP2-sharded parameters: take the full value)."""
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    value = float(norm)
+    return value if math.isfinite(value) else float("nan")
 
 
 @dataclass
@@ -46,27 +76,48 @@ class UpdateStats:
 
 
 class PolicyTrainer:
-    """Holds the policy, its optimizer and (when ``kl_coef > 0``) a frozen reference copy."""
+    """Holds the policy, its optimizer and (when ``kl_coef > 0``) a frozen reference policy.
 
-    def __init__(self, model, train_cfg, pad_id: int, max_seq_len: int | None = None, seed: int = 0) -> None:
+    ``rank``/``world_size``: this process's place in a data-parallel group (``torch.distributed`` initialised and the
+    model sharded with FSDP2 by the caller, see ``supo.distributed``). ``ref_model``: the frozen reference policy for
+    the KL term; by default a deep copy of ``model`` (a sharded caller passes its own sharded copy).
+    """
+
+    def __init__(self, model, train_cfg, pad_id: int, max_seq_len: int | None = None, seed: int = 0, *,
+                 rank: int = 0, world_size: int = 1, ref_model=None) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"bad data-parallel place: rank {rank} of world size {world_size}")
         self.model = model
         self.cfg = train_cfg
         self.pad_id = pad_id
         self.max_seq_len = max_seq_len
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
         self.ref = None
         if train_cfg.kl_coef > 0:
-            self.ref = copy.deepcopy(model).eval()
+            self.ref = (ref_model if ref_model is not None else copy.deepcopy(model)).eval()
             for p in self.ref.parameters():
                 p.requires_grad_(False)
         self.updates = 0
-        self.dtype = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
+        first = next(model.parameters())
+        self.dtype = torch.float64 if first.dtype == torch.float64 else torch.float32
+        self.device = first.device
 
     def update(self, samples: Sequence[TrainingSample]) -> UpdateStats:
-        """One RL update: exactly ``mini_batches × ppo_epochs`` optimizer steps."""
+        """One RL update: exactly ``mini_batches × ppo_epochs`` optimizer steps.
+
+        With ``world_size > 1`` every rank must call this with the same samples (the statistics returned are the
+        global ones, the same on every rank)."""
         t0 = time.perf_counter()
         cfg = self.cfg
+        world = self.world_size
+        if self.max_seq_len is not None:  # check up front: no partial update, and every rank raises alike
+            longest = max((s.length for s in samples), default=0)
+            if longest > self.max_seq_len:
+                raise ValueError(f"a segment of {longest} tokens exceeds the trainer's sequence limit "
+                                 f"{self.max_seq_len}")
         self.model.train()
         losses, clips, norms, kls, ents = [], [], [], [], []
         steps = 0
@@ -75,13 +126,20 @@ class PolicyTrainer:
             chunks = split_minibatches(samples, cfg.mini_batches, seed=self.seed * 1_000 + self.updates * 10 + epoch,
                                        pad_id=self.pad_id)
             for chunk in chunks:
-                n_tokens = float(sum(sum(s.loss_mask) for s in chunk))
+                n_tokens = float(sum(sum(s.loss_mask) for s in chunk))  # the whole mini-batch, on every rank
                 if epoch == 0:
                     total_tokens += int(n_tokens)
                 self.optimizer.zero_grad(set_to_none=True)
                 chunk_loss = chunk_clip = chunk_kl = chunk_ent = 0.0
-                for micro in micro_batches(chunk, cfg.micro_batch_size):
-                    batch = collate(micro, self.pad_id, self.max_seq_len, dtype=self.dtype)
+                rows = rank_rows(chunk, self.rank, world, self.pad_id) if world > 1 else chunk
+                # One rank: skip the backward of a micro-batch without tokens (it adds nothing). Several ranks: all
+                # of them must run the same passes, so the choice is made per mini-batch, the same on every rank;
+                # a mini-batch without tokens is skipped whole (no collective at all), which leaves the gradients
+                # None exactly as the single-process run does.
+                if world > 1 and n_tokens == 0:
+                    rows = []
+                for micro in micro_batches(rows, cfg.micro_batch_size):
+                    batch = _to_device(collate(micro, self.pad_id, self.max_seq_len, dtype=self.dtype), self.device)
                     lp, ent = token_logprobs(self.model, batch, with_entropy=cfg.entropy_coef > 0)
                     loss, st = policy_loss(cfg.policy_loss, lp, batch.old_logprobs, batch.advantages,
                                            batch.loss_mask, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
@@ -97,7 +155,9 @@ class PolicyTrainer:
                         e = (ent * batch.loss_mask).sum() / max(n_tokens, 1.0)
                         loss = loss - cfg.entropy_coef * e
                         chunk_ent += float(e.detach())
-                    if batch.num_tokens > 0:
+                    if world > 1:
+                        (loss * world).backward()  # FSDP2 divides the reduced gradient by the world size
+                    elif batch.num_tokens > 0:
                         loss.backward()
                     chunk_loss += float(loss.detach())
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -105,13 +165,24 @@ class PolicyTrainer:
                 steps += 1
                 losses.append(chunk_loss)
                 clips.append(chunk_clip)
-                norms.append(float(norm) if math.isfinite(float(norm)) else float("nan"))
+                norms.append(_norm_value(norm))
                 kls.append(chunk_kl)
                 ents.append(chunk_ent)
+        if world > 1:  # each rank holds its rows' share of every mini-batch statistic: sum them (one collective)
+            import torch.distributed as dist
+
+            local = torch.tensor([losses, clips, kls, ents], dtype=torch.float64, device=self._collective_device())
+            dist.all_reduce(local, op=dist.ReduceOp.SUM)
+            losses, clips, kls, ents = (row.tolist() for row in local.cpu())
         self.updates += 1
         mean = lambda xs: float(sum(xs) / len(xs)) if xs else 0.0  # noqa: E731
         return UpdateStats(mean(losses), mean(clips), mean(norms), steps, len(samples), total_tokens, mean(kls),
                            mean(ents), time.perf_counter() - t0)
+
+    def _collective_device(self) -> torch.device:
+        import torch.distributed as dist
+
+        return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach() for k, v in self.model.state_dict().items()}

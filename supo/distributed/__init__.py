@@ -1,0 +1,31 @@
+"""Ray and ``torch.distributed`` plumbing: the trainer group (FSDP2 ranks as Ray actors) and Ray start-up.
+
+Kept light: importing this package imports neither Ray nor torch; the actor modules are imported where they are used
+(``supo.distributed.trainer_group``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+
+def init_ray(num_cpus: int | float | None = None) -> None:
+    """Start Ray once: join the cluster at ``RAY_ADDRESS`` when it is set, else start a local one.
+
+    ``num_cpus`` sizes a local cluster (logical CPUs: more than the machine's cores is fine for actors that mostly
+    wait); it is ignored when joining a cluster. A no-op when Ray is already initialised.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token authentication on a local cluster (quiet warning)
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=None if num_cpus is None else math.ceil(num_cpus), include_dashboard=False, log_to_driver=True)
+
+
+__all__ = ["init_ray"]

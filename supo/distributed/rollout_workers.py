@@ -1,0 +1,154 @@
+"""Rollout workers: Ray actors that each hold a vLLM engine and step their own environments.
+
+The driver hands a step's rollouts to the pool; the pool cuts them into one contiguous shard per worker, runs the
+shards in parallel and returns the rollouts in the driver's order. After each policy update the full state dict is put
+into Ray's object store once and every worker loads it in place (``reload_weights``, then a prefix-cache reset) — on
+one node the workers read it from shared memory, with no round trip through disk.
+
+A worker that dies (its process is killed, it runs out of memory) is restarted with the current weights and its shard
+of the step is redone; the pool logs one line saying so.
+
+Sampling is reproducible: before each shard the worker seeds torch's global generator, which the in-process engine's
+sampler draws from, with ``seed + shard index`` — the same step with the same weights gives the same rollouts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+
+from supo.rollout.agent_loop import LoopSettings
+from supo.types import Rollout, Task
+
+log = logging.getLogger("supo.rollout")
+
+
+class RolloutWorker:
+    """One engine + its environments. Created through :class:`RolloutPool` as a Ray actor."""
+
+    def __init__(self, model_path: str, cfg, *, temperature: float, top_p: float, seed: int, threads: int = 0) -> None:
+        import torch
+
+        from supo.engines.vllm_engine import VLLMPolicy
+        from supo.envs import get_env_spec
+        from supo.models import load_tokenizer
+        from supo.rollout.templates import Templates
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.policy = VLLMPolicy(model_path, cfg.engine, seed=seed, temperature=temperature, top_p=top_p)
+        self.tokenizer = load_tokenizer(model_path)
+        self.templates = Templates.build(self.tokenizer, cfg.prompts.summary_instruction, cfg.prompts.continuation)
+        self.make_env = get_env_spec(cfg.env.name)["make_env"]
+
+    def run(self, items: Sequence[tuple[Task, str, int]], settings: LoopSettings, seed: int,
+            keep_transcript: bool = False) -> list[Rollout]:
+        import torch
+
+        from supo.rollout.agent_loop import run_rollouts
+
+        torch.manual_seed(seed)
+        return run_rollouts(items, self.policy, self.tokenizer, self.templates, settings, self.make_env, seed=seed,
+                            keep_transcript=keep_transcript)
+
+    def push_weights(self, state_dict: dict) -> float:
+        return self.policy.push_weights(state_dict)
+
+    def engine_stats(self) -> dict[str, float]:
+        p = self.policy
+        return {"tokens_generated": p.tokens_generated, "generate_seconds": p.generate_seconds,
+                "start_seconds": p.start_seconds}
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+class RolloutPool:
+    """``num_workers`` :class:`RolloutWorker` actors; spreads a step's rollouts across them."""
+
+    def __init__(self, num_workers: int, model_path: str, cfg, *, temperature: float, seed: int,
+                 num_cpus_per_worker: float = 1.0, threads_per_worker: int = 0, max_restarts: int = 3) -> None:
+        if num_workers < 1:
+            raise ValueError(f"rollout.num_workers must be ≥ 1, got {num_workers}")
+        self.num_workers = num_workers
+        self._args = (str(model_path), cfg)
+        self._kwargs = dict(temperature=temperature, top_p=cfg.rollout.top_p, seed=seed, threads=threads_per_worker)
+        self._num_cpus = num_cpus_per_worker
+        self._weights: Any = None  # the ObjectRef of the latest pushed weights, for restarted workers
+        self.max_restarts = max_restarts
+        self.restarts = 0
+        self.workers = [self._spawn() for _ in range(num_workers)]
+        ray.get([w.pid.remote() for w in self.workers])  # wait until every engine is up
+
+    def _spawn(self):
+        actor_cls = ray.remote(num_cpus=self._num_cpus)(RolloutWorker)
+        return actor_cls.remote(*self._args, **self._kwargs)
+
+    def _restart(self, k: int, why: BaseException) -> None:
+        self.restarts += 1
+        if self.restarts > self.max_restarts * self.num_workers:
+            raise RuntimeError(f"rollout worker {k} died again after {self.restarts - 1} restarts: {why}") from why
+        log.warning("rollout worker %d died (%s); restarting it and redoing its share of the step", k,
+                    why.__class__.__name__)
+        try:
+            ray.kill(self.workers[k], no_restart=True)
+        except Exception:  # already gone
+            pass
+        self.workers[k] = self._spawn()
+        if self._weights is not None:
+            ray.get(self.workers[k].push_weights.remote(self._weights))
+
+    @staticmethod
+    def shards(n: int, num_workers: int) -> list[range]:
+        """Contiguous, balanced index ranges, one per worker (some empty when n < num_workers)."""
+        size, extra = divmod(n, num_workers)
+        out, start = [], 0
+        for k in range(num_workers):
+            end = start + size + (1 if k < extra else 0)
+            out.append(range(start, end))
+            start = end
+        return out
+
+    def run(self, items: Sequence[tuple[Task, str, int]], settings: LoopSettings, seed: int,
+            keep_transcript: bool = False) -> list[Rollout]:
+        """All rollouts of a step, in the order of ``items``."""
+        shards = self.shards(len(items), self.num_workers)
+        parts: list[list[Rollout] | None] = [None] * self.num_workers
+        pending = {k for k, sh in enumerate(shards) if len(sh)}
+        for k in range(self.num_workers):
+            if not len(shards[k]):
+                parts[k] = []
+        while pending:
+            refs = {k: self.workers[k].run.remote([items[i] for i in shards[k]], settings, seed + k, keep_transcript)
+                    for k in sorted(pending)}
+            for k, ref in refs.items():
+                try:
+                    parts[k] = ray.get(ref)
+                    pending.discard(k)
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as e:
+                    self._restart(k, e)
+        return [r for part in parts for r in part]  # type: ignore[union-attr]
+
+    def push_weights(self, state_dict: dict) -> float:
+        """Put the weights into the object store once; every worker loads them in place. Returns wall seconds."""
+        t0 = time.perf_counter()
+        self._weights = ray.put(state_dict)
+        ray.get([w.push_weights.remote(self._weights) for w in self.workers])
+        return time.perf_counter() - t0
+
+    def engine_stats(self) -> list[dict[str, float]]:
+        return ray.get([w.engine_stats.remote() for w in self.workers])
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            try:
+                ray.kill(w, no_restart=True)
+            except Exception:
+                pass
+        self.workers = []
