@@ -194,7 +194,7 @@ class TrainerConfig:
 
     world_size: int = F(1, "trainer ranks; the policy is sharded across them with FSDP2 fully_shard")
     num_cpus_per_rank: float = F(1.0, "Ray CPUs reserved per trainer rank")
-    threads_per_rank: int = F(0, "torch threads per trainer rank (0 = torch's default)")
+    threads_per_rank: int = F(0, "torch threads per trainer rank (0 = the node's cores divided by world_size)")
 
 
 @dataclass

@@ -14,6 +14,7 @@ ends with the same metrics as an uninterrupted run of the same seed.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -82,9 +83,10 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
     t0 = time.perf_counter()
     pool = RolloutPool(cfg.rollout.num_workers, str(init), cfg, temperature=cfg.rollout.temperature, seed=cfg.seed,
                        num_cpus_per_worker=cfg.rollout.num_cpus_per_worker)
+    # rollouts and updates alternate, so each phase may use all of the node's cores
+    threads = cfg.trainer.threads_per_rank or max(1, (os.cpu_count() or 1) // cfg.trainer.world_size)
     group = TrainerGroup(cfg.trainer.world_size, str(init), cfg.train, rt.tokenizer.pad_token_id, max_seq, cfg.seed,
-                         num_cpus_per_rank=cfg.trainer.num_cpus_per_rank,
-                         threads_per_rank=cfg.trainer.threads_per_rank or None)
+                         num_cpus_per_rank=cfg.trainer.num_cpus_per_rank, threads_per_rank=threads)
     if state is not None:
         group.restore(state.trainer_state)
         set_rng_state(state.rng)

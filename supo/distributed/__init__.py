@@ -25,7 +25,8 @@ def init_ray(num_cpus: int | float | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=None if num_cpus is None else math.ceil(num_cpus), include_dashboard=False, log_to_driver=True)
+        cpus = None if num_cpus is None else math.ceil(num_cpus)
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
 
 
 __all__ = ["init_ray"]

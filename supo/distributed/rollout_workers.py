@@ -31,6 +31,10 @@ class RolloutWorker:
     """One engine + its environments. Created through :class:`RolloutPool` as a Ray actor."""
 
     def __init__(self, model_path: str, cfg, *, temperature: float, top_p: float, seed: int, threads: int = 0) -> None:
+        import os
+
+        if threads:  # Ray sets OMP_NUM_THREADS=1 in actors; rollouts and training alternate, so use the node's cores
+            os.environ["OMP_NUM_THREADS"] = str(threads)
         import torch
 
         from supo.engines.vllm_engine import VLLMPolicy
@@ -73,11 +77,18 @@ class RolloutPool:
     """``num_workers`` :class:`RolloutWorker` actors; spreads a step's rollouts across them."""
 
     def __init__(self, num_workers: int, model_path: str, cfg, *, temperature: float, seed: int,
-                 num_cpus_per_worker: float = 1.0, threads_per_worker: int = 0, max_restarts: int = 3) -> None:
+                 num_cpus_per_worker: float = 1.0, threads_per_worker: int | None = None, max_restarts: int = 3) -> None:
+        """``threads_per_worker`` defaults to this node's cores divided among the workers."""
+        import os
+
         if num_workers < 1:
             raise ValueError(f"rollout.num_workers must be ≥ 1, got {num_workers}")
+        if threads_per_worker is None:
+            threads_per_worker = max(1, (os.cpu_count() or 1) // num_workers)
         self.num_workers = num_workers
-        self._args = (str(model_path), cfg)
+        from pathlib import Path
+
+        self._args = (str(Path(model_path).resolve()) if Path(model_path).exists() else str(model_path), cfg)
         self._kwargs = dict(temperature=temperature, top_p=cfg.rollout.top_p, seed=seed, threads=threads_per_worker)
         self._num_cpus = num_cpus_per_worker
         self._weights: Any = None  # the ObjectRef of the latest pushed weights, for restarted workers

@@ -9,8 +9,8 @@ order (Ray runs one actor's calls in the order one caller submits them), which i
 Weights leave the group as rank 0's full state dict (plain CPU tensors, the HF keys, tied ``lm_head.weight``
 included), for the rollout workers' ``reload_weights``. :meth:`TrainerGroup.checkpoint_state` /
 :meth:`TrainerGroup.restore` round-trip the model, the optimizer and the update counter, so training continues
-exactly as if it had not stopped (the frozen KL reference, when ``kl_coef > 0``, is reloaded from ``model_path``: pass
-the initial policy there when resuming).
+exactly as if it had not stopped; with ``kl_coef > 0`` they carry the frozen KL reference too, so it stays the
+initial policy even when a resumed group is built from a checkpoint's weights.
 
 The same code runs with ``world_size = 1`` (one rank, a mesh of one).
 """
@@ -22,6 +22,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from supo.algo.advantage import TrainingSample
@@ -55,6 +56,17 @@ def _shard(model, mesh) -> None:
     fully_shard(model, mesh=mesh)
 
 
+def _reshard(model) -> None:
+    """Put every FSDP group of ``model`` back in its sharded state. After a forward without backward (the KL
+    reference runs under ``no_grad``) the root group stays unsharded (FSDP2 keeps the root's parameters after
+    forward), and the state-dict helpers then meet plain tensors where they expect DTensors."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()
+
+
 class TrainerRank:
     """One trainer rank (a Ray actor: the group applies ``ray.remote`` with its resources when creating it)."""
 
@@ -76,7 +88,6 @@ class TrainerRank:
             except Exception:  # noqa: BLE001 - outside Ray
                 threads = 1
         torch.set_num_threads(max(1, int(threads)))
-        self.timings = {"import_s": time.perf_counter() - t0}
         self.rank, self.world_size = rank, world_size
         self.cuda = torch.cuda.is_available()  # Ray exposes the reserved GPU only (CUDA_VISIBLE_DEVICES)
         if self.cuda:
@@ -84,10 +95,11 @@ class TrainerRank:
         self.device = torch.device("cuda", 0) if self.cuda else torch.device("cpu")
         torch.manual_seed(seed)
         kwargs: dict[str, Any] = {"device_id": self.device} if self.cuda else {}
-        dist.init_process_group(backend="nccl" if self.cuda else "gloo", init_method=f"tcp://{master_addr}:{master_port}",
-                                rank=rank, world_size=world_size, **kwargs)
+        dist.init_process_group(backend="nccl" if self.cuda else "gloo",
+                                init_method=f"tcp://{master_addr}:{master_port}", rank=rank, world_size=world_size,
+                                **kwargs)
         self.mesh = init_device_mesh(self.device.type, (world_size,))
-        self.timings["process_group_s"] = time.perf_counter() - t0 - self.timings["import_s"]
+        self.timings = {"process_group_s": time.perf_counter() - t0}  # rank 0 waits here for the others
 
         def load():
             m = load_policy(model_path)
@@ -97,13 +109,13 @@ class TrainerRank:
             return m
 
         self.model = load()
-        ref = None
+        self.ref = None
         if train_cfg.kl_coef > 0:  # the frozen reference policy, sharded the same way
-            ref = load()
-            for p in ref.parameters():
+            self.ref = load()
+            for p in self.ref.parameters():
                 p.requires_grad_(False)
         self.trainer = PolicyTrainer(self.model, train_cfg, pad_id, max_seq_len, seed, rank=rank,
-                                     world_size=world_size, ref_model=ref)
+                                     world_size=world_size, ref_model=self.ref)
         self.timings["total_s"] = time.perf_counter() - t0
 
     # -- training -----------------------------------------------------------------------------------------------------
@@ -125,11 +137,16 @@ class TrainerRank:
 
     # -- state (every rank must call these: they gather or scatter) ----------------------------------------------------
 
-    def full_state_dict(self) -> dict | None:
-        """The full (unsharded) model state dict as plain CPU tensors on rank 0; None on the other ranks."""
+    def full_state_dict(self, which: str = "policy") -> dict | None:
+        """The full (unsharded) model state dict as plain CPU tensors on rank 0; None on the other ranks.
+        ``which="ref"``: the frozen KL reference instead (None everywhere when there is none)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        sd = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        model = self.model if which == "policy" else self.ref
+        if model is None:
+            return None
+        _reshard(model)
+        sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if self.rank != 0:
             return None
         return {k: v.detach().cpu() for k, v in sd.items()}
@@ -138,12 +155,18 @@ class TrainerRank:
         """The full optimizer state dict (keyed by parameter names) on rank 0; None on the other ranks."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
+        if not self.trainer.optimizer.state:
+            # no step taken yet: nothing to save (and get_optimizer_state_dict would initialise the state with a
+            # zero-lr step, which sets Adam's step count to 1 and so changes the bias correction of later steps)
+            return {} if self.rank == 0 else None
+        _reshard(self.model)
         sd = get_optimizer_state_dict(self.model, self.trainer.optimizer,
                                       options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return sd if self.rank == 0 else None
 
-    def load_state(self, model_sd: dict, optim_sd: dict | None) -> None:
-        """Load full state dicts (every rank gets the whole dicts and keeps its shard)."""
+    def load_state(self, model_sd: dict, optim_sd: dict | None, ref_sd: dict | None = None) -> None:
+        """Load full state dicts (every rank gets the whole dicts and keeps its shard); ``ref_sd``: the KL
+        reference's, when there is one."""
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             set_model_state_dict,
@@ -151,9 +174,15 @@ class TrainerRank:
         )
 
         opts = StateDictOptions(full_state_dict=True)
+        _reshard(self.model)
         set_model_state_dict(self.model, dict(model_sd), options=opts)
         if optim_sd:
             set_optimizer_state_dict(self.model, self.trainer.optimizer, _copy_nested(optim_sd), options=opts)
+        else:  # saved before any step: a fresh optimizer
+            self.trainer.optimizer.state.clear()
+        if ref_sd and self.ref is not None:
+            _reshard(self.ref)
+            set_model_state_dict(self.ref, dict(ref_sd), options=opts)
 
     def destroy(self) -> None:
         import torch.distributed as dist
@@ -179,7 +208,8 @@ class TrainerGroup:
     """
 
     def __init__(self, world_size: int, model_path: str, train_cfg, pad_id: int, max_seq_len: int | None, seed: int,
-                 num_cpus_per_rank: float = 1, threads_per_rank: int | None = None, use_gpu: bool | None = None) -> None:
+                 num_cpus_per_rank: float = 1, threads_per_rank: int | None = None,
+                 use_gpu: bool | None = None) -> None:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -191,6 +221,8 @@ class TrainerGroup:
         if use_gpu is None:
             use_gpu = ray.cluster_resources().get("GPU", 0) > 0
         self.world_size = world_size
+        if Path(model_path).exists():  # actors do not share the driver's working directory
+            model_path = str(Path(model_path).resolve())
         resources = {"num_cpus": num_cpus_per_rank, "num_gpus": 1 if use_gpu else 0}
         if threads_per_rank is None:
             threads_per_rank = max(1, math.floor(num_cpus_per_rank))
@@ -224,7 +256,7 @@ class TrainerGroup:
                 if pending:
                     _, still = ray.wait(pending, num_returns=len(pending), timeout=grace_s)
                     if still:
-                        self.shutdown()
+                        self.shutdown(graceful=False)
                 raise
         return ray.get(refs)
 
@@ -239,14 +271,21 @@ class TrainerGroup:
         return self._all("full_state_dict")[0]
 
     def checkpoint_state(self) -> dict:
-        """Everything needed to resume: full model and optimizer state dicts and the update counter."""
+        """Everything needed to resume: ``model`` and ``optimizer`` (full state dicts, rank 0's; the optimizer's is
+        keyed by parameter names and ``{}`` before the first step), ``updates`` (seeds the mini-batch shuffle),
+        ``world_size`` (informational: a state loads at any world size) and, with ``kl_coef > 0``, ``ref_model``."""
         import ray
 
         model_refs = [a.full_state_dict.remote() for a in self.ranks]
         optim_refs = [a.optimizer_state_dict.remote() for a in self.ranks]
+        ref_refs = [a.full_state_dict.remote("ref") for a in self.ranks]
         updates = ray.get(self.ranks[0].get_updates.remote())
-        return {"model": self._gather(model_refs)[0], "optimizer": self._gather(optim_refs)[0], "updates": updates,
-                "world_size": self.world_size}
+        state = {"model": self._gather(model_refs)[0], "optimizer": self._gather(optim_refs)[0], "updates": updates,
+                 "world_size": self.world_size}
+        ref = self._gather(ref_refs)[0]
+        if ref is not None:  # kl_coef > 0: the reference stays the initial policy after a resume from elsewhere
+            state["ref_model"] = ref
+        return state
 
     def restore(self, state: dict) -> None:
         """Load a :meth:`checkpoint_state` (from any world size) into every rank."""
@@ -254,22 +293,25 @@ class TrainerGroup:
 
         model_ref = ray.put(state["model"])
         optim_ref = ray.put(state.get("optimizer"))
-        self._all("load_state", model_ref, optim_ref)
+        ref_ref = ray.put(state.get("ref_model"))
+        self._all("load_state", model_ref, optim_ref, ref_ref)
         self._all("set_updates", int(state.get("updates", 0)))
 
     def get_updates(self) -> int:
         return self._all("get_updates")[0]
 
-    def shutdown(self) -> None:
-        """Destroy the process groups and kill the actors (idempotent)."""
+    def shutdown(self, graceful: bool = True) -> None:
+        """Destroy the process groups and kill the actors (idempotent). ``graceful=False``: kill at once (ranks stuck
+        in a collective would never run ``destroy``)."""
         import ray
 
         if not self.ranks:
             return
-        try:
-            ray.get([a.destroy.remote() for a in self.ranks], timeout=30)
-        except Exception:  # noqa: BLE001 - a dead or hung rank: kill it anyway
-            pass
+        if graceful:
+            try:
+                ray.get([a.destroy.remote() for a in self.ranks], timeout=30)
+            except Exception:  # noqa: BLE001 - a dead or hung rank: kill it anyway
+                pass
         for a in self.ranks:
             ray.kill(a)
         self.ranks = []

@@ -54,6 +54,14 @@ def rank_rows(chunk: Sequence[TrainingSample], rank: int, world_size: int, pad_i
     return rows[rank::world_size]
 
 
+def _is_fsdp(model) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without distributed
+        return False
+    return isinstance(model, FSDPModule)
+
+
 def _norm_value(norm) -> float:
     """``clip_grad_norm_``'s result as a float (a DTensor on FSDP2-sharded parameters: take the full value)."""
     if hasattr(norm, "full_tensor"):
@@ -104,6 +112,8 @@ class PolicyTrainer:
         first = next(model.parameters())
         self.dtype = torch.float64 if first.dtype == torch.float64 else torch.float32
         self.device = first.device
+        # FSDP-sharded (any world size): every forward needs its backward, so no micro-batch is skipped (see update)
+        self.sharded = world_size > 1 or _is_fsdp(model)
 
     def update(self, samples: Sequence[TrainingSample]) -> UpdateStats:
         """One RL update: exactly ``mini_batches × ppo_epochs`` optimizer steps.
@@ -132,11 +142,12 @@ class PolicyTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 chunk_loss = chunk_clip = chunk_kl = chunk_ent = 0.0
                 rows = rank_rows(chunk, self.rank, world, self.pad_id) if world > 1 else chunk
-                # One rank: skip the backward of a micro-batch without tokens (it adds nothing). Several ranks: all
-                # of them must run the same passes, so the choice is made per mini-batch, the same on every rank;
-                # a mini-batch without tokens is skipped whole (no collective at all), which leaves the gradients
-                # None exactly as the single-process run does.
-                if world > 1 and n_tokens == 0:
+                # Unsharded: skip the backward of a micro-batch without tokens (it adds nothing). FSDP: every rank
+                # must run the same passes and every forward its backward (FSDP2 hooks), so the choice is made per
+                # mini-batch, the same on every rank: a mini-batch without tokens is skipped whole (no forward, no
+                # collective), which leaves the gradients None exactly as the unsharded run does; otherwise every
+                # micro-batch runs forward and backward (a token-less one adds exact zeros).
+                if self.sharded and n_tokens == 0:
                     rows = []
                 for micro in micro_batches(rows, cfg.micro_batch_size):
                     batch = _to_device(collate(micro, self.pad_id, self.max_seq_len, dtype=self.dtype), self.device)
@@ -155,7 +166,7 @@ class PolicyTrainer:
                         e = (ent * batch.loss_mask).sum() / max(n_tokens, 1.0)
                         loss = loss - cfg.entropy_coef * e
                         chunk_ent += float(e.detach())
-                    if world > 1:
+                    if self.sharded:
                         (loss * world).backward()  # FSDP2 divides the reduced gradient by the world size
                     elif batch.num_tokens > 0:
                         loss.backward()
@@ -182,7 +193,9 @@ class PolicyTrainer:
     def _collective_device(self) -> torch.device:
         import torch.distributed as dist
 
-        return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach() for k, v in self.model.state_dict().items()}
