@@ -65,8 +65,9 @@ class PathsConfig:
 class EnvConfig:
     """The procedural function-calling environment (CodeGym-like, docs/design.md §5) and its task splits."""
 
-    name: str = F("array", "environment in the registry `supo.envs.ENVS`")
-    families: list[str] = F(["max", "sum"], "task families to draw from (array env: max, sum)")
+    name: str = F("array", "environment in the registry `supo.envs.ENVS` (its knobs: this section for array, "
+                           "`search`, `funcall`, `files` for the others)")
+    families: list[str] = F(["max", "sum"], "array env: task families to draw from (max, sum)")
     train_min_len: int = F(6, "shortest hidden array in the train split")
     train_max_len: int = F(24, "longest hidden array in the train split")
     test_min_len: int = F(16, "shortest hidden array in the test split (the test split must need more steps than the "
@@ -75,6 +76,50 @@ class EnvConfig:
     value_max: int = F(99, "array values are drawn from 0..value_max")
     num_train: int = F(2000, "tasks in the train split")
     num_test: int = F(128, "tasks in the test split")
+
+
+@dataclass
+class SearchEnvConfig:
+    """The procedural search environment (BrowseComp-Plus-like): `env.name: search`."""
+
+    num_entities: int = F(400, "fictional entities in the seeded corpus")
+    distractors: int = F(3, "hard-negative documents per entity (same type, overlapping attributes)")
+    train_min_hops: int = F(1, "fewest hops of a train question")
+    train_max_hops: int = F(2, "most hops of a train question")
+    test_min_hops: int = F(2, "fewest hops of a test question")
+    test_max_hops: int = F(3, "most hops of a test question")
+    top_k: int = F(3, "search results returned")
+    snippet_chars: int = F(160, "characters of each result's snippet")
+    num_train: int = F(2000, "tasks in the train split")
+    num_test: int = F(128, "tasks in the test split")
+
+
+@dataclass
+class FuncallEnvConfig:
+    """The FunReason-MT-style synthesised function-calling environment: `env.name: funcall`."""
+
+    families: list[str] = F(["files", "travel"], "task families (API graphs) to draw from")
+    train_min_calls: int = F(4, "fewest tool calls the ground-truth solution needs in the train split")
+    train_max_calls: int = F(10, "most tool calls in the train split")
+    test_min_calls: int = F(8, "fewest tool calls in the test split")
+    test_max_calls: int = F(14, "most tool calls in the test split")
+    num_train: int = F(2000, "tasks in the train split")
+    num_test: int = F(128, "tasks in the test split")
+
+
+@dataclass
+class FilesEnvConfig:
+    """File-backed environments for the paper profile (`env.name: codegym | browsecomp | bfcl`); paths are local."""
+
+    codegym_path: str = F("", "CodeGym rows (JSONL or parquet) for env.name codegym")
+    browsecomp_queries: str = F("", "BrowseComp-Plus decrypted queries (JSONL) for env.name browsecomp")
+    browsecomp_corpus: str = F("", "BrowseComp-Plus corpus (JSONL or parquet with docid, text, url)")
+    browsecomp_qrels: str = F("", "BrowseComp-Plus evidence relevance judgments (TREC qrels)")
+    index_dir: str = F("data/bm25", "where the BM25 index is built once and cached (a DVC output)")
+    test_fraction: float = F(0.12, "share of file-backed tasks held out as the test split (seeded)")
+    sandbox_seconds: float = F(10.0, "wall-time limit of one sandboxed CodeGym environment call")
+    sandbox_memory_mb: int = F(512, "memory limit of the sandboxed CodeGym environment process")
+    bfcl_categories: list[str] = F(["multi_turn_base"], "BFCL v4 multi-turn categories for env.name bfcl")
 
 
 @dataclass
@@ -226,6 +271,10 @@ class Config:
     seed: int = F(0, "global seed: data, model init, sampling and training order")
     paths: PathsConfig = field(default_factory=PathsConfig, metadata={"help": "file locations"})
     env: EnvConfig = field(default_factory=EnvConfig, metadata={"help": "environment and task splits"})
+    search: SearchEnvConfig = field(default_factory=SearchEnvConfig, metadata={"help": "search environment"})
+    funcall: FuncallEnvConfig = field(default_factory=FuncallEnvConfig,
+                                      metadata={"help": "synthesised function-calling environment"})
+    files: FilesEnvConfig = field(default_factory=FilesEnvConfig, metadata={"help": "file-backed environments"})
     expert: ExpertConfig = field(default_factory=ExpertConfig, metadata={"help": "scripted expert"})
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "tiny tokenizer and model"})
     budget: BudgetConfig = field(default_factory=BudgetConfig, metadata={"help": "length budgets"})

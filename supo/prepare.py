@@ -26,10 +26,8 @@ from supo.runtime import build_runtime
 
 
 def build_tasks(cfg: Config):
-    spec, e = get_env_spec(cfg.env.name), cfg.env
-    train = spec["make_tasks"]("train", e.num_train, e.train_min_len, e.train_max_len, e.families, e.value_max, cfg.seed)
-    test = spec["make_tasks"]("test", e.num_test, e.test_min_len, e.test_max_len, e.families, e.value_max, cfg.seed)
-    return train, test
+    spec = get_env_spec(cfg.env.name)
+    return spec["build_split"](cfg, "train"), spec["build_split"](cfg, "test")
 
 
 def tokenizer_corpus(cfg: Config, train, test) -> list[str]:

@@ -24,20 +24,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from supo.registry import registrar
 from supo.types import Rollout
 
 AdvantageFn = Callable[..., np.ndarray]
 ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {}
 
 
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    def deco(fn: AdvantageFn) -> AdvantageFn:
-        if name in ADVANTAGE_ESTIMATORS:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        ADVANTAGE_ESTIMATORS[name] = fn
-        return fn
-
-    return deco
+register_advantage = registrar(ADVANTAGE_ESTIMATORS, "advantage estimator")
 
 
 def _group_normalize(rewards: np.ndarray, groups: Sequence[str], weights: np.ndarray, eps: float) -> np.ndarray:

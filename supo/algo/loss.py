@@ -18,18 +18,13 @@ from collections.abc import Callable
 
 import torch
 
+from supo.registry import registrar
+
 LossFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 POLICY_LOSSES: dict[str, LossFn] = {}
 
 
-def register_policy_loss(name: str) -> Callable[[LossFn], LossFn]:
-    def deco(fn: LossFn) -> LossFn:
-        if name in POLICY_LOSSES:
-            raise ValueError(f"policy loss {name!r} is already registered")
-        POLICY_LOSSES[name] = fn
-        return fn
-
-    return deco
+register_policy_loss = registrar(POLICY_LOSSES, "policy loss")
 
 
 @register_policy_loss("clip_higher")

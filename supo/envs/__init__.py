@@ -1,5 +1,10 @@
-"""Environments (docs/design.md §5). ``ENVS`` maps an env name to its spec: ``make_tasks``, ``make_env``, ``make_expert``,
-``corpus`` (the text pieces its tokenizer is trained on)."""
+"""Environments (docs/design.md §5). ``ENVS`` maps an env name to its spec, a dict of functions:
+
+* ``build_split(cfg, split) -> list[Task]`` — the seeded train or test split for a run config;
+* ``make_env(task)`` — a fresh environment (``reset() -> obs``, ``step(action) -> (obs, done, reward, info)``);
+* ``make_expert(task, error_rate, seed)`` — the scripted expert (``act``, ``observe``, ``drop``, ``summarize``);
+* ``corpus(tasks) -> list[str]`` — the text pieces the tiny tokenizer is trained on.
+"""
 
 from __future__ import annotations
 

@@ -232,7 +232,16 @@ def expert_factory(task: Task, error_rate: float, seed: int) -> ArrayExpert:
     return ArrayExpert(task, error_rate=error_rate, seed=seed)
 
 
+def build_split(cfg, split: str) -> list[Task]:
+    """The ``split`` ("train" or "test") of the run config ``cfg`` (``supo.config.Config``; knobs in ``cfg.env``)."""
+    e = cfg.env
+    lo, hi, num = ((e.train_min_len, e.train_max_len, e.num_train) if split == "train"
+                   else (e.test_min_len, e.test_max_len, e.num_test))
+    return make_tasks(split, num, lo, hi, e.families, e.value_max, cfg.seed)
+
+
 SPEC: dict[str, Any] = {
+    "build_split": build_split,
     "make_tasks": make_tasks,
     "make_env": make_env,
     "make_expert": expert_factory,
