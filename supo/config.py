@@ -135,6 +135,8 @@ class ExpertConfig:
 class ModelConfig:
     """The tiny profile's tokenizer and Qwen2 model, built locally by `supo-cli prepare` (no hub)."""
 
+    build: bool = F(True, "build the tokenizer and a random Qwen2 in `prepare` (tiny profile); false = paths.model is "
+                          "an existing local HF model folder (paper profile) and the fields below are unused")
     vocab_size: int = F(768, "BPE vocabulary size trained on the task text")
     hidden_size: int = F(128, "Qwen2 hidden size")
     num_layers: int = F(4, "Qwen2 decoder layers")
@@ -486,6 +488,11 @@ def validate(cfg: Config) -> None:
              f"({env.train_min_len}..{env.train_max_len}) on average")
     _require(env.num_train >= 1 and env.num_test >= 1, "env.num_train/num_test", "splits must not be empty")
     _require(1 <= env.value_max, "env.value_max", f"must be ≥ 1, got {env.value_max}")
+    if m.build:
+        _validate_tiny_model(m, e)
+
+
+def _validate_tiny_model(m: "ModelConfig", e: "EngineConfig") -> None:
     _require(m.hidden_size % m.num_heads == 0, "model.num_heads",
              f"hidden_size {m.hidden_size} is not divisible by num_heads {m.num_heads}")
     _require(m.hidden_size // m.num_heads in VLLM_CPU_HEAD_SIZES, "model.num_heads",

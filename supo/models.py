@@ -68,9 +68,9 @@ def load_tokenizer(path: str | Path):
     if not (p / "tokenizer.json").exists() and not (p / "tokenizer_config.json").exists():
         raise FileNotFoundError(f"{p} holds no tokenizer (no tokenizer.json); run `supo-cli prepare` first")
     tok = PreTrainedTokenizerFast.from_pretrained(str(p))
-    missing = [t for t in [IM_START, IM_END, *TAG_TOKENS] if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
+    missing = [t for t in [IM_START, IM_END] if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
     if missing:
-        raise ValueError(f"tokenizer at {p} lacks the tokens {missing}")
+        raise ValueError(f"tokenizer at {p} lacks the chat-markup tokens {missing} (supo's templates are ChatML)")
     return tok
 
 

@@ -19,7 +19,7 @@ from supo.config import Config
 from supo.data import split_path, write_demos, write_tasks
 from supo.envs import get_env_spec
 from supo.metrics import rollout_metrics
-from supo.models import IM_END, build_model, build_tokenizer, num_parameters
+from supo.models import IM_END, build_model, build_tokenizer, load_tokenizer, num_parameters
 from supo.rollout.agent_loop import run_rollouts
 from supo.rollout.expert_policy import ExpertPolicy
 from supo.runtime import build_runtime
@@ -59,36 +59,38 @@ def prepare(cfg: Config, *, log=print) -> dict:
     train, test = build_tasks(cfg)
     write_tasks(train, split_path(data_dir, "train"))
     write_tasks(test, split_path(data_dir, "test"))
-    log(f"tasks: {len(train)} train (lengths {cfg.env.train_min_len}..{cfg.env.train_max_len}), "
-        f"{len(test)} test (lengths {cfg.env.test_min_len}..{cfg.env.test_max_len})")
+    log(f"tasks ({cfg.env.name}): {len(train)} train, {len(test)} test")
 
-    tok = build_tokenizer(tokenizer_corpus(cfg, train, test), cfg.model.vocab_size, model_dir)
-    model = build_model(tok, cfg.model, cfg.seed, model_dir)
-    log(f"tokenizer: {len(tok)} tokens; model: Qwen2 with {num_parameters(model) / 1e6:.2f}M parameters -> {model_dir}")
+    stats = {"num_train_tasks": len(train), "num_test_tasks": len(test)}
+    if cfg.model.build:
+        tok = build_tokenizer(tokenizer_corpus(cfg, train, test), cfg.model.vocab_size, model_dir)
+        model = build_model(tok, cfg.model, cfg.seed, model_dir)
+        stats.update(vocab_size=len(tok), model_parameters=num_parameters(model))
+        log(f"tokenizer: {len(tok)} tokens; model: Qwen2 with {num_parameters(model) / 1e6:.2f}M parameters "
+            f"-> {model_dir}")
+    else:
+        tok = load_tokenizer(model_dir)
+        stats.update(vocab_size=len(tok))
+        log(f"model: using the local model folder {model_dir} ({len(tok)} tokens)")
 
-    demos = run_expert(cfg, train, tok, num=cfg.expert.num_demos, error_rate=cfg.expert.summary_error_rate,
-                       max_summaries=cfg.expert.max_summaries, seed=cfg.seed, model_dir=model_dir)
-    rows = write_demos(demos, data_dir / "demos.parquet")
-    m = rollout_metrics(demos, working_context=cfg.budget.working_context, max_summaries=cfg.expert.max_summaries)
-    clean = run_expert(cfg, test, tok, num=min(len(test), 256), error_rate=0.0,
-                       max_summaries=cfg.expert.max_summaries, seed=cfg.seed + 1, model_dir=model_dir)
-    clean_m = rollout_metrics(clean, working_context=cfg.budget.working_context, max_summaries=cfg.expert.max_summaries)
-    stats = {
-        "num_train_tasks": len(train),
-        "num_test_tasks": len(test),
-        "vocab_size": len(tok),
-        "model_parameters": num_parameters(model),
-        "demo_episodes": len(demos),
-        "demo_rows": rows,
-        "demo_success_rate": m["success_rate"],
-        "demo_mean_summaries": m["mean_summaries"],
-        "demo_mean_tool_calls": m["mean_tool_calls"],
-        "demo_mean_working_context_tokens": m["mean_working_context_tokens"],
-        "expert_test_success_rate_no_errors": clean_m["success_rate"],
-        "expert_test_mean_summaries": clean_m["mean_summaries"],
-    }
+    if cfg.expert.num_demos > 0:
+        demos = run_expert(cfg, train, tok, num=cfg.expert.num_demos, error_rate=cfg.expert.summary_error_rate,
+                           max_summaries=cfg.expert.max_summaries, seed=cfg.seed, model_dir=model_dir)
+        rows = write_demos(demos, data_dir / "demos.parquet")
+        m = rollout_metrics(demos, working_context=cfg.budget.working_context, max_summaries=cfg.expert.max_summaries)
+        clean = run_expert(cfg, test, tok, num=min(len(test), 256), error_rate=0.0,
+                           max_summaries=cfg.expert.max_summaries, seed=cfg.seed + 1, model_dir=model_dir)
+        clean_m = rollout_metrics(clean, working_context=cfg.budget.working_context,
+                                  max_summaries=cfg.expert.max_summaries)
+        stats.update(
+            demo_episodes=len(demos), demo_rows=rows, demo_success_rate=m["success_rate"],
+            demo_mean_summaries=m["mean_summaries"], demo_mean_tool_calls=m["mean_tool_calls"],
+            demo_mean_working_context_tokens=m["mean_working_context_tokens"],
+            expert_test_success_rate_no_errors=clean_m["success_rate"],
+            expert_test_mean_summaries=clean_m["mean_summaries"],
+        )
+        log(f"demonstrations: {len(demos)} episodes -> {rows} rows; expert success {m['success_rate']:.3f} with "
+            f"{m['mean_summaries']:.2f} summaries/episode (summary error rate {cfg.expert.summary_error_rate})")
     Path(cfg.paths.metrics).mkdir(parents=True, exist_ok=True)
     (Path(cfg.paths.metrics) / "prepare.json").write_text(json.dumps(stats, indent=2) + "\n")
-    log(f"demonstrations: {len(demos)} episodes -> {rows} rows; expert success {m['success_rate']:.3f} with "
-        f"{m['mean_summaries']:.2f} summaries/episode (summary error rate {cfg.expert.summary_error_rate})")
     return stats

@@ -113,7 +113,7 @@ def test_reset_prompt_is_initial_prompt_plus_continuation_plus_summary(setup):
         assert segs[0].prompt_ids == p0
         for prev_summary, seg in zip(summaries, segs[1:]):
             ids = prev_summary[:-1]  # drop the end-of-turn token
-            content = ids[ids.index(t.summary_open_id) + 1: ids.index(t.summary_close_id)]
+            content = ids[ids.index(t.summary_open[0]) + 1: ids.index(t.summary_close[0])]
             assert seg.prompt_ids == base + t.continuation_prefix + content + t.continuation_suffix
             checked += 1
     assert checked > 0
@@ -222,7 +222,7 @@ def test_summary_without_tags_is_used_whole_and_counted(setup):
 
     def untagged(req, ids):
         if req.kind == "summary":
-            return [i for i in ids if i not in (t.summary_open_id, t.summary_close_id)]
+            return [i for i in ids if i not in (t.summary_open[0], t.summary_close[0])]
         return ids
 
     rollouts, pol = run(setup, settings(), tasks=tasks[:10], mutate=untagged)
@@ -234,6 +234,21 @@ def test_summary_without_tags_is_used_whole_and_counted(setup):
         seg1 = r.context_segments[1]
         assert seg1.prompt_ids[-len(t.continuation_suffix) - (len(s_ids) - 1): -len(t.continuation_suffix)] \
             == s_ids[:-1]
+
+
+def test_summary_tags_made_of_several_tokens_are_found_as_id_sequences(setup):
+    """With a tokenizer whose tags are not single tokens, the content is still sliced from the sampled ids."""
+    from dataclasses import replace
+
+    from supo.rollout.templates import summary_content
+
+    _, tok, t = setup
+    t2 = replace(t, summary_open=[901, 902, 903], summary_close=[904, 905])
+    ids = [7, 901, 902, 903, 11, 12, 13, 904, 905, t.eos_id]
+    assert summary_content(ids, t2) == ([11, 12, 13], True)
+    assert summary_content([901, 902, 903, 11, 12, t.eos_id], t2) == ([11, 12], False)
+    assert summary_content([11, 12, 904, 905, t.eos_id], t2) == ([11, 12], False)
+    assert summary_content([11, 901, 12, t.eos_id], t2) == ([11, 901, 12], False)
 
 
 def test_expert_policy_end_token(setup):

@@ -138,7 +138,7 @@ def test_load_tokenizer_on_empty_dir_raises(tmp_path):
         load_tokenizer(tmp_path)
 
 
-def test_load_tokenizer_without_tags_raises(tmp_path):
+def test_load_tokenizer_without_chat_markup_raises(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -147,7 +147,7 @@ def test_load_tokenizer_without_tags_raises(tmp_path):
     tok.train_from_iterator(["hello world"] * 10, trainers.BpeTrainer(vocab_size=50, special_tokens=["<unk>"],
                                                                         show_progress=False))
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>").save_pretrained(str(tmp_path))
-    with pytest.raises(ValueError, match="lacks the tokens"):
+    with pytest.raises(ValueError, match="lacks the chat-markup tokens"):
         load_tokenizer(tmp_path)
 
 

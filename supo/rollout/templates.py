@@ -30,8 +30,8 @@ class Templates:
     continuation_prefix: list[int]
     continuation_suffix: list[int]
     assistant_header: list[int]
-    summary_open_id: int
-    summary_close_id: int
+    summary_open: list[int]  # the ids of "<summary>" (one id with the tiny tokenizer, several with others)
+    summary_close: list[int]
 
     @classmethod
     def build(cls, tokenizer, summary_instruction: str, continuation: str) -> "Templates":
@@ -44,8 +44,8 @@ class Templates:
             continuation_prefix=enc(f"{IM_START}user\n{continuation}\n"),
             continuation_suffix=enc(f"{IM_END}\n{ASSISTANT_HEADER}"),
             assistant_header=enc(ASSISTANT_HEADER),
-            summary_open_id=tokenizer.convert_tokens_to_ids(SUMMARY_OPEN),
-            summary_close_id=tokenizer.convert_tokens_to_ids(SUMMARY_CLOSE),
+            summary_open=enc(SUMMARY_OPEN),
+            summary_close=enc(SUMMARY_CLOSE),
         )
 
     @property
@@ -65,17 +65,31 @@ def prompt_ids(tokenizer, task: Task) -> list[int]:
     return list(ids)
 
 
+def find_ids(seq: list[int], sub: list[int], start: int = 0) -> int:
+    """Index of the first occurrence of ``sub`` in ``seq`` at or after ``start``, or -1."""
+    n = len(sub)
+    for i in range(start, len(seq) - n + 1):
+        if seq[i : i + n] == sub:
+            return i
+    return -1
+
+
 def summary_content(ids: list[int], t: Templates) -> tuple[list[int], bool]:
     """The ids between ``<summary>`` and ``</summary>`` in a sampled summary, and whether the tags were well formed.
 
-    A summary without an opening tag is used whole (minus the end-of-turn token) and counts as a format miss (R3); a
-    summary with an opening but no closing tag keeps what follows the opening tag and also counts as a miss.
+    The tags are found as id sequences in the sampled ids (no decoding and re-encoding). A summary without an opening
+    tag is used whole (minus the end-of-turn token) and counts as a format miss (R3); a summary with an opening but no
+    closing tag keeps what follows the opening tag and also counts as a miss.
     """
     body = ids[:-1] if ids and ids[-1] == t.eos_id else list(ids)
-    if t.summary_open_id in body:
-        start = body.index(t.summary_open_id) + 1
-        if t.summary_close_id in body[start:]:
-            end = body.index(t.summary_close_id, start)
+    i = find_ids(body, t.summary_open)
+    if i >= 0:
+        start = i + len(t.summary_open)
+        end = find_ids(body, t.summary_close, start)
+        if end >= 0:
             return body[start:end], True
         return body[start:], False
-    return [i for i in body if i != t.summary_close_id], False
+    end = find_ids(body, t.summary_close)
+    if end >= 0:
+        body = body[:end] + body[end + len(t.summary_close) :]
+    return body, False
