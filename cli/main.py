@@ -23,6 +23,8 @@ app = typer.Typer(
 ConfigOpt = typer.Option("params.yaml", "--config", "-c", help="params file (the DVC params.yaml)")
 SetOpt = typer.Option(None, "--set", "-S", help="override a config field: -S train.lr=1e-5 (repeatable)")
 UriOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (else MLFLOW_TRACKING_URI, else the config)")
+EnvOpt = typer.Option(None, "--env", help="environment to run on: applies the params file's envs.<NAME> overrides and "
+                                          "puts every stage path under <path>/<NAME>")
 
 
 def _fail(msg: str) -> None:
@@ -46,13 +48,13 @@ def clean_errors(fn):
     return wrapper
 
 
-def _load(config: str, overrides: list[str] | None, extra: dict | None = None):
+def _load(config: str, overrides: list[str] | None, extra: dict | None = None, env: str | None = None):
     from supo.config import load_config, parse_override
 
     path = config if Path(config).exists() or config != "params.yaml" else None
     items = dict(parse_override(o) for o in overrides or [])
     items.update(extra or {})
-    return load_config(path, items)
+    return load_config(path, items, env=env)
 
 
 def _tracker(cfg, run_name: str, uri_flag: str | None, tags: dict, parent: str | None = None,
@@ -74,22 +76,23 @@ def _progress(total: int, label: str):
 
 @app.command()
 @clean_errors
-def prepare(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt) -> None:
+def prepare(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt, env: Optional[str] = EnvOpt) -> None:
     """Build everything locally: task splits (parquet), a BPE tokenizer trained on the task text, a randomly
     initialised tiny Qwen2 (HF format) and expert demonstrations with summary turns."""
     from supo.prepare import prepare as run
 
-    cfg = _load(config, set_)
+    cfg = _load(config, set_, env=env)
     run(cfg, log=typer.echo)
 
 
 @app.command()
 @clean_errors
-def sft(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt, tracking_uri: Optional[str] = UriOpt) -> None:
+def sft(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt, env: Optional[str] = EnvOpt,
+        tracking_uri: Optional[str] = UriOpt) -> None:
     """Warm-start the tiny model on the expert demonstrations (cross-entropy on the policy's tokens)."""
     from supo.sft import run_sft
 
-    cfg = _load(config, set_)
+    cfg = _load(config, set_, env=env)
     with _tracker(cfg, "sft", tracking_uri, {"stage": "sft"}) as tr, _progress(cfg.sft.steps, "sft") as pb:
         task = pb.add_task("sft", total=cfg.sft.steps, info="")
         result = run_sft(cfg, tracker=tr, log=typer.echo,
@@ -103,6 +106,7 @@ def train(
     algo: str = typer.Option("supo", "--algo", help="supo (S = budget.max_summaries) or grpo (S = 0)"),
     config: str = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
+    env: Optional[str] = EnvOpt,
     init: Optional[str] = typer.Option(None, "--init", help="model to start from (default: paths.sft)"),
     out: Optional[str] = typer.Option(None, "--out", help="checkpoint folder (default: paths.checkpoints/<arm>)"),
     arm: Optional[str] = typer.Option(None, "--arm", help="arm name for outputs and MLflow (default: the algo)"),
@@ -122,7 +126,7 @@ def train(
     for key, val in (("train.steps", steps), ("rollout.num_workers", workers), ("trainer.world_size", world_size)):
         if val is not None:
             extra[key] = val
-    cfg = _load(config, set_, extra)
+    cfg = _load(config, set_, extra, env=env)
     arm = arm or algo
     init = init or cfg.paths.sft
     out = out or str(Path(cfg.paths.checkpoints) / arm)
@@ -152,6 +156,7 @@ def eval_(
     arm: Optional[str] = typer.Option(None, "--arm", help="arm name (default: the checkpoint folder's name)"),
     config: str = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
+    env: Optional[str] = EnvOpt,
     tracking_uri: Optional[str] = UriOpt,
 ) -> None:
     """Evaluate a checkpoint with the training rollout code and any number of summaries; prints a table and writes
@@ -169,7 +174,7 @@ def eval_(
                      ("eval.split", split), ("eval.num_tasks", num_tasks)):
         if val is not None:
             extra[key] = val
-    cfg = _load(config, set_, extra)
+    cfg = _load(config, set_, extra, env=env)
     arm = arm or Path(checkpoint).name
     out = out or str(Path(cfg.paths.evals) / arm / f"s{cfg.eval.max_summaries}")
     parent = read_run_info(checkpoint).get("mlflow_run_id")

@@ -12,4 +12,6 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
 .venv/bin/pip install -q --disable-pip-version-check -e '.[cpu,dev]'
 .venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+# BFCL v4 multi-turn data, backends and checker (env bfcl); its pins are heavy and unused, hence --no-deps.
+.venv/bin/pip install -q --disable-pip-version-check --no-deps bfcl-eval==2026.3.23
 .venv/bin/python -c "import vllm, torch, ray, mlflow, dvc; print('supo stack ready: torch', torch.__version__, '| vllm', vllm.__version__)"

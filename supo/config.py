@@ -112,14 +112,24 @@ class FilesEnvConfig:
     """File-backed environments for the paper profile (`env.name: codegym | browsecomp | bfcl`); paths are local."""
 
     codegym_path: str = F("", "CodeGym rows (JSONL or parquet) for env.name codegym")
-    browsecomp_queries: str = F("", "BrowseComp-Plus decrypted queries (JSONL) for env.name browsecomp")
+    browsecomp_queries: str = F("", "BrowseComp-Plus decrypted queries (JSONL or parquet: query_id, query, answer, "
+                                    "evidence_docs) for env.name browsecomp")
     browsecomp_corpus: str = F("", "BrowseComp-Plus corpus (JSONL or parquet with docid, text, url)")
-    browsecomp_qrels: str = F("", "BrowseComp-Plus evidence relevance judgments (TREC qrels)")
+    browsecomp_qrels: str = F("", "BrowseComp-Plus evidence relevance judgments (TREC qrels); empty = the queries' "
+                                  "evidence_docs")
+    browsecomp_test_ids: str = F("", "file of test query_ids, one per line (the paper's split); empty = a seeded "
+                                     "split by test_fraction")
+    browsecomp_top_k: int = F(5, "search results returned per search call")
+    browsecomp_snippet_words: int = F(384, "words of each search result's snippet (BrowseComp-Plus: 512 Qwen tokens)")
+    browsecomp_get_document: bool = F(True, "offer get_document(docid) besides search and finish")
     index_dir: str = F("data/bm25", "where the BM25 index is built once and cached (a DVC output)")
     test_fraction: float = F(0.12, "share of file-backed tasks held out as the test split (seeded)")
     sandbox_seconds: float = F(10.0, "wall-time limit of one sandboxed CodeGym environment call")
     sandbox_memory_mb: int = F(512, "memory limit of the sandboxed CodeGym environment process")
-    bfcl_categories: list[str] = F(["multi_turn_base"], "BFCL v4 multi-turn categories for env.name bfcl")
+    sandbox_network_namespace: bool = F(True, "run the CodeGym sandbox in a private network namespace (unshare -rn) "
+                                              "where the system allows it; socket is blocked in-process regardless")
+    bfcl_categories: list[str] = F(["multi_turn_base"], "BFCL v4 multi-turn categories for env.name bfcl "
+                                                        "(multi_turn_base, _miss_func, _miss_param, _long_context)")
 
 
 @dataclass
@@ -288,6 +298,10 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata={"help": "distributed trainer group"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
     tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"help": "MLflow"})
+    envs: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={"help": "per-environment dotted overrides applied by `--env NAME` (e.g. search: "
+                          "{budget.working_context: 448}); `--env` also puts every stage's paths under <path>/NAME"})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -320,6 +334,10 @@ class Config:
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
     origin = typing.get_origin(typ)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): (dict(v) if isinstance(v, dict) else v) for k, v in value.items()}
     if origin is list:
         (inner,) = typing.get_args(typ)
         if not isinstance(value, list):
@@ -391,8 +409,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
-    """Read ``params.yaml`` (or defaults when ``path`` is None), apply dotted overrides, validate."""
+ENV_PATHS = ("data", "model", "sft", "checkpoints", "evals", "metrics")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
+                env: str | None = None) -> Config:
+    """Read ``params.yaml`` (or defaults when ``path`` is None), apply dotted overrides, validate.
+
+    ``env``: run on that environment: ``env.name = env``, the ``envs.<env>`` overrides of the file apply (before the
+    explicit ``overrides``), and the stage paths (``paths.data``, ``paths.model``, …) get ``/<env>`` appended, so two
+    environments' pipelines never share files.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -404,10 +431,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p}: expected a mapping at the top level")
+    if env is not None:
+        per_env = (data.get("envs") or {}).get(env, {})
+        if not isinstance(per_env, dict):
+            raise ConfigError(f"envs.{env}: expected a mapping of dotted overrides, got {per_env!r}")
+        for key, value in per_env.items():
+            _set_dotted(data, key, value)
+        _set_dotted(data, "env.name", env)
     items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides or []]
     for key, value in items:
         _set_dotted(data, key, value)
     cfg = _build(Config, data, "")
+    if env is not None:
+        for name in ENV_PATHS:
+            setattr(cfg.paths, name, f"{getattr(cfg.paths, name)}/{env}")
     validate(cfg)
     return cfg
 

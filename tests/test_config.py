@@ -349,3 +349,17 @@ def test_trainer_limit_below_longest_segment_names_max_seq_len():
         validate_budgets(cfg, _budgets(cfg), working_context=224)
     assert "train.max_seq_len" in str(ei.value)
     validate_budgets(_budget_cfg(**{"train.max_seq_len": 267}), _budgets(cfg), working_context=224)  # 213 + 54
+
+
+def test_env_flag_applies_per_env_overrides_and_namespaces_paths(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("envs:\n  array:\n    budget.working_context: 256\n    engine.max_model_len: 400\n")
+    cfg = load_config(p, env="array")
+    assert cfg.env.name == "array" and cfg.budget.working_context == 256 and cfg.engine.max_model_len == 400
+    assert cfg.paths.data == "data/array" and cfg.paths.checkpoints == "checkpoints/array"
+    assert cfg.paths.reports == "reports"  # the report spans environments
+    # explicit overrides still win over the per-env ones
+    assert load_config(p, {"budget.working_context": 300}, env="array").budget.working_context == 300
+    with pytest.raises(ConfigError, match="budget.working_contxt"):
+        p.write_text("envs:\n  array:\n    budget.working_contxt: 256\n")
+        load_config(p, env="array")

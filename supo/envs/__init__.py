@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from supo.envs import array
+from supo.envs import array, bfcl, browsecomp, codegym, search
 
-ENVS: dict[str, dict[str, Any]] = {"array": array.SPEC}
+ENVS: dict[str, dict[str, Any]] = {"array": array.SPEC, "search": search.SPEC, "codegym": codegym.SPEC,
+                                   "browsecomp": browsecomp.SPEC, "bfcl": bfcl.SPEC}
 
 
 def get_env_spec(name: str) -> dict[str, Any]:

@@ -1,0 +1,557 @@
+"""BFCL v4 multi-turn as an evaluation environment, from the ``bfcl-eval`` package's own data and backends.
+
+``bfcl-eval`` (Apache-2.0) is installed with ``pip install --no-deps bfcl-eval==2026.3.23`` (scripts/setup.sh): its
+pinned dependencies are heavy, and only its data files, its executable multi-turn backends and its checker are used
+here, all of which import with the standard library (``MathAPI`` also needs ``mpmath``, a dependency of torch's
+sympy). Nothing is fetched at run time.
+
+An entry (``bfcl_eval/data/BFCL_v4_multi_turn_<category>.json`` + ``possible_answer/``) is a conversation of user
+turns over stateful backends (``GorillaFileSystem``, ``TwitterAPI``, ``MessageAPI``, ``TicketAPI``, ``MathAPI``,
+``TradingBot``, ``TravelAPI``, ``VehicleControlAPI``) started from the entry's ``initial_config``. :class:`BFCLEnv`:
+
+* the task prompt is a system message (BFCL's default instructions adapted to supo's tool-call syntax, plus the
+  function docs of the involved classes, minus the ones ``miss_func`` holds out) and the first user turn;
+* an action with ``<tool_call>{"name", "parameters"}</tool_call>`` blocks (one, or several in order — BFCL's parallel
+  calls) is executed on the live backend instance that owns each method (``getattr`` + keyword arguments, never
+  ``eval``); the observation is the result rendered as BFCL does (a string as is, a dict as JSON, else ``str``;
+  ``name: result`` paragraphs for several calls). An unknown function, arguments that do not bind to the signature,
+  non-finite numbers, a malformed call, or an exception inside the backend → an ``Error:`` observation;
+* an action without a tool call ends the current user turn (as in BFCL, where an empty decode ends the turn); the
+  observation is the next user turn (for a ``miss_func`` hold-out turn: the added function docs and BFCL's "I have
+  updated some more functions you can choose from. What about now?"). After the last turn the episode ends;
+* more than BFCL's ``MAXIMUM_STEP_LIMIT`` (20) call messages in one turn force-terminates the episode (reward 0), as
+  in BFCL;
+* the reward is the package's own ``multi_turn_checker`` (state-based: every backend's public attributes equal the
+  ground truth's after each turn; response-based: each turn's ground-truth execution results are contained in the
+  model's results so far), run on the calls the model made, re-executed from scratch by the checker; 1.0 if valid.
+
+The adapter's calls are rebuilt by the adapter as ``name(k=repr(v), ...)`` from validated JSON before the checker sees
+them, so the checker's ``eval`` only ever runs strings of that form. Deviation from BFCL's own inference loop: a
+malformed call is an ``Error:`` observation inside the turn (counted as a step) rather than the end of the turn.
+
+Only entries whose backends import here are served; :func:`support_report` says what was skipped and why. BFCL has
+no train split: ``build_split(cfg, "train")`` is empty and ``SPEC["eval_only"]`` is True.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import importlib
+import inspect
+import json
+import logging
+import math
+import re
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from supo.data import DataError
+from supo.envs.base import _CALL_RE, MAX_JSON_DEPTH, ToolCall, ToolCallError, _too_deep
+from supo.models import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from supo.types import Task
+
+log = logging.getLogger(__name__)
+
+ENV_NAME = "bfcl"
+PACKAGE_VERSION = "2026.3.23"
+CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
+MAXIMUM_STEP_LIMIT = 20  # bfcl_eval.constants.default_prompts.MAXIMUM_STEP_LIMIT
+MAX_ACTION_CHARS = 65536  # BFCL's ground-truth calls reach ~7K characters (long_context)
+MAX_CALLS_PER_MESSAGE = 64
+BLOCKED = ("kill", "exit", "quit", "remove", "unlink", "popen", "Popen", "run")  # as bfcl's executor refuses
+ADDED_FUNCTIONS_PROMPT = "I have updated some more functions you can choose from. What about now?"
+END_OF_TURN = "I have completed this request."
+SYSTEM_PROMPT = (
+    "You are an expert in composing functions. You are given a question and a set of possible functions. Based on "
+    "the question, you will need to make one or more function/tool calls to achieve the purpose. If none of the "
+    "functions can be used, point it out. If the given question lacks the parameters required by the function, also "
+    "point it out.\n\n"
+    'Call one function per message, written as <tool_call>{{"name": NAME, "parameters": {{...}}}}</tool_call>, and '
+    "wait for its result. At each turn, you should try your best to complete the tasks requested by the user within "
+    "the current turn. Continue to output functions to call until you have fulfilled the user's request to the best "
+    "of your ability. Once you have no more functions to call, reply without a tool call: the system will consider "
+    "the current turn complete and proceed to the next turn or task.\n\n"
+    "Here is a list of functions in JSON format that you can invoke:\n{functions}"
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the package's data and backends
+
+
+def _package():
+    try:
+        import bfcl_eval
+    except ImportError:
+        raise ImportError(
+            f"env bfcl needs the bfcl-eval package: pip install --no-deps bfcl-eval=={PACKAGE_VERSION} "
+            "(scripts/setup.sh installs it)"
+        ) from None
+    return bfcl_eval
+
+
+def data_dir() -> Path:
+    return Path(_package().__file__).parent / "data"
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise DataError(f"bfcl-eval data file {path} does not exist (bfcl-eval {PACKAGE_VERSION} expected)")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+    return out
+
+
+@lru_cache(maxsize=None)
+def load_category(category: str) -> dict[str, dict[str, Any]]:
+    """``{entry id: entry}`` with ``ground_truth`` attached, in file order."""
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown BFCL multi-turn category {category!r}; choose from {', '.join(CATEGORIES)}")
+    d = data_dir()
+    questions = _read_jsonl(d / f"BFCL_v4_{category}.json")
+    answers = {a["id"]: a["ground_truth"] for a in _read_jsonl(d / "possible_answer" / f"BFCL_v4_{category}.json")}
+    out = {}
+    for e in questions:
+        if e["id"] not in answers:
+            raise DataError(f"{d / 'possible_answer' / f'BFCL_v4_{category}.json'}: no ground truth for {e['id']}")
+        gt = answers[e["id"]]
+        if len(gt) != len(e["question"]):
+            raise DataError(f"{category} entry {e['id']}: {len(e['question'])} turns but {len(gt)} ground-truth turns")
+        out[e["id"]] = {**e, "ground_truth": gt}
+    return out
+
+
+@lru_cache(maxsize=None)
+def _backend_modules() -> dict[str, str]:
+    _package()
+    from bfcl_eval.constants.executable_backend_config import CLASS_FILE_PATH_MAPPING
+
+    return dict(CLASS_FILE_PATH_MAPPING)
+
+
+@lru_cache(maxsize=None)
+def _stateless() -> frozenset[str]:
+    from bfcl_eval.constants.executable_backend_config import STATELESS_CLASSES
+
+    return frozenset(STATELESS_CLASSES)
+
+
+@lru_cache(maxsize=None)
+def backend_class(name: str) -> type:
+    """The backend class, imported from the package; ImportError names the missing dependency."""
+    module = _backend_modules().get(name)
+    if module is None:
+        raise ImportError(f"no BFCL backend named {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+@lru_cache(maxsize=None)
+def class_status() -> dict[str, str | None]:
+    """Every backend class → None when it imports here, else why not (e.g. ``No module named 'serpapi'``)."""
+    out: dict[str, str | None] = {}
+    for name in _backend_modules():
+        try:
+            backend_class(name)
+            out[name] = None
+        except Exception as e:  # ImportError, or whatever a backend's import does
+            out[name] = f"{e.__class__.__name__}: {e}"
+    return out
+
+
+@lru_cache(maxsize=None)
+def func_docs(class_name: str) -> tuple[dict[str, Any], ...]:
+    from bfcl_eval.constants.executable_backend_config import MULTI_TURN_FUNC_DOC_FILE_MAPPING
+
+    return tuple(_read_jsonl(data_dir() / "multi_turn_func_doc" / MULTI_TURN_FUNC_DOC_FILE_MAPPING[class_name]))
+
+
+def supported_entries(category: str) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """(entries whose backends all import, [(skipped entry id, why)])."""
+    status = class_status()
+    ok, skipped = [], []
+    for e in load_category(category).values():
+        bad = [f"{c} ({status.get(c) or 'unknown class'})" for c in e["involved_classes"] if status.get(c, "?")]
+        if bad:
+            skipped.append((e["id"], "backend does not import: " + "; ".join(bad)))
+        else:
+            ok.append(e)
+    return ok, skipped
+
+
+def support_report(categories: tuple[str, ...] = CATEGORIES) -> dict[str, Any]:
+    """Per category: entries served and skipped (with reasons); per backend class: whether it imports."""
+    out: dict[str, Any] = {"classes": class_status(), "categories": {}}
+    for c in categories:
+        ok, skipped = supported_entries(c)
+        reasons: dict[str, int] = {}
+        for _, why in skipped:
+            reasons[why] = reasons.get(why, 0) + 1
+        out["categories"][c] = {"entries": len(ok) + len(skipped), "served": len(ok), "skipped": len(skipped),
+                                "skip_reasons": reasons}
+    return out
+
+
+def _entry_functions(entry: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
+    """(function docs offered from the start, {turn: docs added at that turn}) — as bfcl's loader does for miss_func."""
+    docs = [d for c in entry["involved_classes"] for d in func_docs(c)]
+    held: dict[int, list[dict[str, Any]]] = {}
+    for turn, names in entry.get("missed_function", {}).items():
+        held[int(turn)] = [d for d in docs if d["name"] in names]
+        docs = [d for d in docs if d["name"] not in names]
+    return docs, held
+
+
+def _render_docs(docs: list[dict[str, Any]]) -> str:
+    return "\n".join(json.dumps(d) for d in docs)
+
+
+def _turn_text(entry: dict[str, Any], turn: int, held: dict[int, list[dict[str, Any]]]) -> str:
+    if turn in held:
+        return f"{_render_docs(held[turn])}\n{ADDED_FUNCTIONS_PROMPT}"
+    return "\n".join(m["content"] for m in entry["question"][turn])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# tasks
+
+
+def _task(entry: dict[str, Any], category: str) -> Task:
+    docs, held = _entry_functions(entry)
+    prompt = [{"role": "system", "content": SYSTEM_PROMPT.format(functions=_render_docs(docs))},
+              {"role": "user", "content": _turn_text(entry, 0, held)}]
+    gt = entry["ground_truth"]
+    return Task(id=entry["id"], env=ENV_NAME, env_config={"id": entry["id"], "category": category}, split="test",
+                prompt=prompt, reference=json.dumps(gt), difficulty=sum(len(t) for t in gt))
+
+
+def make_tasks(categories: list[str] | tuple[str, ...]) -> list[Task]:
+    tasks = []
+    for c in categories:
+        ok, skipped = supported_entries(c)
+        if skipped:
+            log.warning("bfcl %s: %d of %d entries skipped (%s)", c, len(skipped), len(ok) + len(skipped),
+                        skipped[0][1])
+        tasks.extend(_task(e, c) for e in ok)
+    return tasks
+
+
+def build_split(cfg, split: str) -> list[Task]:
+    """The test split: every served entry of ``files.bfcl_categories``; the train split is empty (eval only)."""
+    from supo.config import ConfigError
+
+    cats = list(cfg.files.bfcl_categories)
+    unknown = [c for c in cats if c not in CATEGORIES]
+    if unknown or not cats:
+        raise ConfigError(f"files.bfcl_categories: {unknown or 'empty'}; choose from {', '.join(CATEGORIES)}")
+    if split == "train":
+        return []
+    if split != "test":
+        raise ValueError(f"unknown split {split!r}; expected train or test")
+    return make_tasks(cats)
+
+
+def _entry_of(task: Task) -> dict[str, Any]:
+    c = task.env_config
+    try:
+        return load_category(c["category"])[c["id"]]
+    except KeyError as e:
+        raise ValueError(f"task {task.id}: no BFCL entry for env_config {c} ({e})") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# calls
+
+
+def _check_call(obj: Any) -> ToolCall:
+    if not isinstance(obj, dict):
+        raise ToolCallError("tool call must be a JSON object with keys name and parameters")
+    if _too_deep(obj, MAX_JSON_DEPTH + 2):
+        raise ToolCallError(f"tool call nests deeper than {MAX_JSON_DEPTH + 2} levels")
+    extra = set(obj) - {"name", "parameters"}
+    if extra:
+        raise ToolCallError(f"unexpected keys {sorted(extra)} in the tool call; use name and parameters")
+    name, params = obj.get("name"), obj.get("parameters", {})
+    if not isinstance(name, str) or not name:
+        raise ToolCallError("tool call lacks a string 'name'")
+    if not isinstance(params, dict):
+        raise ToolCallError("'parameters' must be a JSON object")
+    return ToolCall(name=name, parameters=params)
+
+
+def parse_calls(text: str) -> list[ToolCall]:
+    """Every ``<tool_call>{...}</tool_call>`` of a message (BFCL allows parallel calls; at most
+    :data:`MAX_CALLS_PER_MESSAGE`), parsed as strictly as :func:`~supo.envs.base.parse_tool_call` but with a longer
+    length limit (BFCL's calls carry whole file contents). One malformed call rejects the whole message."""
+    if len(text) > MAX_ACTION_CHARS:
+        raise ToolCallError(f"action is {len(text)} characters long; the limit is {MAX_ACTION_CHARS}")
+    bodies = _CALL_RE.findall(text)
+    if not bodies:
+        raise ToolCallError("no <tool_call>...</tool_call> found in the response")
+    if len(bodies) > MAX_CALLS_PER_MESSAGE:
+        raise ToolCallError(f"{len(bodies)} tool calls in one message; the limit is {MAX_CALLS_PER_MESSAGE}")
+    calls = []
+    for k, body in enumerate(bodies):
+        try:
+            obj = json.loads(body.strip())
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ToolCallError(f"tool call {k + 1} is not valid JSON ({e.__class__.__name__}: {str(e)[:80]})") from None
+        calls.append(_check_call(obj))
+    return calls
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def call_text(name: str, params: dict[str, Any]) -> str:
+    """supo's tool-call text for a call (a parameter may itself be called ``name``)."""
+    return f"{TOOL_CALL_OPEN}{json.dumps({'name': name, 'parameters': params})}{TOOL_CALL_CLOSE}"
+
+
+def call_string(name: str, params: dict[str, Any]) -> str:
+    """The BFCL decoded form ``name(k=v, ...)`` of a validated call (values are JSON literals, rendered by repr)."""
+    return f"{name}(" + ",".join(f"{k}={v!r}" for k, v in params.items()) + ")"
+
+
+def render_result(result: Any) -> str:
+    """A backend result as BFCL's executor renders it."""
+    if type(result) is str:
+        return result
+    if type(result) is dict:
+        try:
+            return json.dumps(result)
+        except (TypeError, ValueError):
+            return str(result)
+    return str(result)
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _method_table(involved: list[str]) -> dict[str, tuple[str, Any]]:
+    """method name → (class name, function) over the involved classes; a later class wins, as in BFCL."""
+    table: dict[str, tuple[str, Any]] = {}
+    for c in involved:
+        cls = backend_class(c)
+        for name, fn in inspect.getmembers(cls, predicate=inspect.isfunction):
+            if not name.startswith("_"):
+                table[name] = (c, fn)
+    return table
+
+
+def ground_truth_call(call: str, table: dict[str, tuple[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """``"mv(source='a', destination='b')"`` → ``("mv", {...})``; positional arguments named by the signature."""
+    node = ast.parse(call, mode="eval").body
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+        raise ValueError(f"not a plain function call: {call[:80]!r}")
+    name = node.func.id
+    params: dict[str, Any] = {}
+    if node.args:
+        sig_names = [p for p in inspect.signature(table[name][1]).parameters if p != "self"]
+        for p, a in zip(sig_names, node.args):
+            params[p] = ast.literal_eval(a)
+    for kw in node.keywords:
+        params[kw.arg] = ast.literal_eval(kw.value)
+    return name, params
+
+
+def ground_truth_actions(task: Task) -> list[list[str]]:
+    """Per turn: the ground-truth calls as supo tool-call messages, then an end-of-turn message (no call).
+
+    One call per message, except in a turn with more calls than BFCL's step limit (two entries have 34), where calls
+    are grouped into parallel-call messages, as a BFCL model would have to.
+    """
+    entry = _entry_of(task)
+    table = _method_table(entry["involved_classes"])
+    turns = []
+    for gt_turn in entry["ground_truth"]:
+        texts = [call_text(*ground_truth_call(s, table)) for s in gt_turn]
+        per = max(1, -(-len(texts) // MAXIMUM_STEP_LIMIT))
+        turns.append(["".join(texts[i:i + per]) for i in range(0, len(texts), per)] + [END_OF_TURN])
+    return turns
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# scoring with the package's checker
+
+
+def score(entry: dict[str, Any], decoded: list[list[list[str]]], category: str | None = None) -> dict[str, Any]:
+    """BFCL's ``multi_turn_checker`` on the model's decoded calls (per turn, per step, call strings)."""
+    from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import multi_turn_checker
+
+    gt = entry["ground_truth"]
+    if len(decoded) != len(gt):
+        return {"valid": False, "error_type": "multi_turn:force_terminated",
+                "error_message": f"{len(decoded)} turns answered of {len(gt)}"}
+    model_name = f"supo_{uuid.uuid4().hex}"
+    test_entry = {"id": entry["id"], "initial_config": entry["initial_config"],
+                  "involved_classes": entry["involved_classes"]}
+    category = category or entry["id"].rsplit("_", 1)[0]
+    try:
+        res = multi_turn_checker(decoded, gt, test_entry, category, model_name)
+    except Exception as e:  # the checker asserts on instance sets; any failure is an invalid result
+        res = {"valid": False, "error_type": "multi_turn:checker_error", "error_message": f"{e.__class__.__name__}: {e}"}
+    finally:
+        g = vars(multi_turn_utils)
+        for k in [k for k in g if k.startswith(model_name)]:
+            del g[k]
+    return {"valid": bool(res.get("valid")), "error_type": res.get("error_type"),
+            "error_message": str(res.get("error_message", ""))[:500] or None}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the environment
+
+
+class BFCLEnv:
+    """One BFCL multi-turn conversation over live backend instances."""
+
+    def __init__(self, entry: dict[str, Any], category: str) -> None:
+        self.entry, self.category = entry, category
+        self.long_context = "long_context" in category or "composite" in category
+        _, self.held = _entry_functions(entry)
+        self.reset()
+
+    def reset(self) -> str:
+        self.instances: dict[str, Any] = {}
+        self.methods: dict[str, Any] = {}
+        for c in self.entry["involved_classes"]:
+            inst = backend_class(c)()
+            if c not in _stateless():
+                inst._load_scenario(copy.deepcopy(self.entry["initial_config"].get(c, {})),
+                                    long_context=self.long_context)
+            self.instances[c] = inst
+            for name, m in inspect.getmembers(inst, predicate=inspect.ismethod):
+                if not name.startswith("_"):
+                    self.methods[name] = m
+        self.turn, self.turn_steps, self.steps = 0, 0, 0
+        self.decoded: list[list[list[str]]] = [[]]
+        self.responses: list[str] = []
+        self.done, self.reward = False, 0.0
+        self.result: dict[str, Any] | None = None
+        return "ready"
+
+    @property
+    def num_turns(self) -> int:
+        return len(self.entry["question"])
+
+    def step(self, action_text: str) -> tuple[str, bool, float, dict[str, Any]]:
+        """One model message: a tool call (executed) or a plain reply (ends the turn). Never raises."""
+        if self.done:
+            return "Error: the conversation is over", True, self.reward, {"error": "done"}
+        self.steps += 1
+        if TOOL_CALL_OPEN not in action_text:
+            return self._end_turn(action_text)
+        self.turn_steps += 1
+        try:
+            calls = parse_calls(action_text)
+        except ToolCallError as e:
+            calls, obs, info = [], f"Error: {e}", {"error": str(e)}
+        if calls:
+            step_calls: list[str] = []
+            results = []
+            for call in calls:
+                try:
+                    out = self._execute(call, step_calls)
+                except ToolCallError as e:
+                    out = f"Error: {e}"
+                except Exception as e:  # never let a backend take the rollout down
+                    out = f"Error: the call failed: {e.__class__.__name__}: {str(e)[:200]}"
+                results.append(out)
+            if step_calls:
+                self.decoded[self.turn].append(step_calls)
+            if len(calls) == 1:
+                obs = results[0]
+            else:
+                obs = "\n\n".join(f"{c.name[:60]}: {r}" for c, r in zip(calls, results))
+            info = {"tools": [c.name for c in calls], "errors": sum(r.startswith("Error") for r in results)}
+        if self.turn_steps > MAXIMUM_STEP_LIMIT:
+            self.done, self.reward = True, 0.0
+            self.result = {"valid": False, "error_type": "multi_turn:force_terminated",
+                           "error_message": f"more than {MAXIMUM_STEP_LIMIT} steps in turn {self.turn}"}
+            return (obs + f"\nError: more than {MAXIMUM_STEP_LIMIT} call messages in one turn; the conversation ends", True,
+                    0.0, {**info, **self._final_info()})
+        return obs, False, 0.0, {**info, "turn": self.turn}
+
+    def _execute(self, call: ToolCall, step_calls: list[str]) -> str:
+        """Run one validated call on its backend; append its BFCL call string to ``step_calls``."""
+        name, params = call.name, call.parameters
+        if name in BLOCKED:
+            raise ToolCallError(f"function {name} is not allowed")
+        method = self.methods.get(name)
+        if method is None or not _IDENT.match(name):
+            raise ToolCallError(f"unknown function {name[:60]!r}; the available functions are listed in the prompt")
+        bad = [k for k in params if not _IDENT.match(k)]
+        if bad:
+            raise ToolCallError(f"{name}: invalid parameter name(s) {bad[:3]}")
+        if not _finite(params):
+            raise ToolCallError(f"{name}: numbers must be finite")
+        try:
+            inspect.signature(method).bind(**params)
+        except TypeError as e:
+            raise ToolCallError(f"{name}: bad arguments ({e})") from None
+        step_calls.append(call_string(name, params))
+        try:
+            result = method(**params)
+        except Exception as e:
+            return f"Error: execution failed: {e.__class__.__name__}: {str(e)[:200]}"
+        return render_result(result)
+
+    def _end_turn(self, text: str) -> tuple[str, bool, float, dict[str, Any]]:
+        self.responses.append(text)
+        self.turn += 1
+        self.turn_steps = 0
+        if self.turn >= self.num_turns:
+            self.result = score(self.entry, self.decoded, self.category)
+            self.done = True
+            self.reward = 1.0 if self.result["valid"] else 0.0
+            return "The conversation is over.", True, self.reward, self._final_info()
+        self.decoded.append([])
+        return _turn_text(self.entry, self.turn, self.held), False, 0.0, {"turn": self.turn}
+
+    def _final_info(self) -> dict[str, Any]:
+        r = self.result or {}
+        return {"valid": bool(r.get("valid")), "error_type": r.get("error_type"),
+                "error_message": r.get("error_message"), "turns_completed": len(self.responses),
+                "num_turns": self.num_turns, "calls": sum(len(t) for t in self.decoded)}
+
+
+def make_env(task: Task) -> BFCLEnv:
+    return BFCLEnv(_entry_of(task), task.env_config["category"])
+
+
+def make_expert(task: Task, error_rate: float, seed: int):
+    raise NotImplementedError("env bfcl is an evaluation environment: it has no train split and no scripted expert "
+                              "(supo.envs.bfcl.ground_truth_actions replays the ground truth for checks)")
+
+
+def corpus(tasks: list[Task]) -> list[str]:
+    texts: list[str] = []
+    for t in tasks:
+        texts.extend(m["content"] for m in t.prompt)
+    return texts
+
+
+SPEC: dict[str, Any] = {
+    "build_split": build_split,
+    "make_env": make_env,
+    "make_expert": make_expert,
+    "corpus": corpus,
+    "eval_only": True,
+}

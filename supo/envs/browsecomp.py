@@ -1,0 +1,640 @@
+"""BrowseComp-Plus from local files (docs/design.md §5, file-backed; formats in research/benchmarks.md §2).
+
+Inputs (decrypted by the user; never fetched, never committed):
+
+* queries — JSONL or parquet rows ``{query_id, query, answer, evidence_docs: [{docid, ...}] | [docid], gold_docs}``;
+* corpus — JSONL or parquet rows ``{docid, text, url}`` (``url`` optional);
+* qrels — TREC ``qid Q0 docid rel`` lines (``rel > 0`` = evidence); when not given, the queries' ``evidence_docs``.
+
+The BM25 index (``bm25s``) is built once per corpus and cached under ``files.index_dir/<corpus stem>-<hash of its
+path>/``: bm25s's own ``save``/``load`` files, a SQLite document store (``docs.sqlite``: snippets and
+``get_document`` without holding the corpus in memory) and ``meta.json`` with the corpus file's size and mtime.
+A changed corpus file (size or mtime) is re-indexed; a file lock keeps concurrent workers from building twice, and the
+loaded index is kept per process, so each rollout's :func:`make_env` costs a ``stat``.
+
+Tools: ``search(query)`` → the top ``files.browsecomp_top_k`` hits as ``[docid] snippet`` (first
+``files.browsecomp_snippet_words`` words), ``get_document(docid)`` → the full text (optional,
+``files.browsecomp_get_document``), ``finish(answer)`` → ends the episode. Reward: normalised exact match of the
+answer (lower-case, no punctuation, no articles, single spaces; an ``Exact Answer:`` line is extracted first) —
+BrowseComp-Plus grades with an LLM judge, which is not available here, so semantically-equal paraphrases score 0.
+
+Metrics, as in BrowseComp-Plus: evidence recall = |retrieved docids ∩ evidence| / |evidence| per query (retrieved =
+every docid a search returned) and search calls per query. The final step's ``info`` carries them (plus
+``tool_call_counts`` and ``retrieved_docids``); :func:`retrieval_metrics` computes them from
+``(task, retrieved docids[, search calls])`` items and :func:`run_record` writes the BrowseComp-Plus run format.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import sqlite3
+import string
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from supo.data import DataError
+from supo.envs.base import Tool, ToolCallError, ToolEnv
+from supo.envs.codegym import read_records
+from supo.types import Task
+
+ENV_NAME = "browsecomp"
+INDEX_FORMAT = 1
+MAX_DOC_CHARS = 65536
+STOPWORDS = "en"
+
+SYSTEM_PROMPT = (
+    "You are a deep-research agent. Answer the question by searching a local document collection. Call exactly one "
+    'tool per turn, written as <tool_call>{{"name": NAME, "parameters": {{...}}}}</tool_call>, and wait for its '
+    "result.\nTools:\n{tools}\nWhen you are sure, call finish with the exact short answer (a name, number, date or "
+    "phrase), not a sentence."
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# reading the files
+
+
+def _docid(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, str)):
+        s = str(value).strip()
+        return s or None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return None
+
+
+def _doc_list(value: Any, where: str, name: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DataError(f"{where}, field {name}: expected a list of documents or docids")
+    out = []
+    for j, d in enumerate(value):
+        did = _docid(d.get("docid") if isinstance(d, dict) else d)
+        if did is None:
+            raise DataError(f"{where}, field {name}[{j}]: expected a docid (or an object with a docid)")
+        if did not in out:
+            out.append(did)
+    return out
+
+
+def load_queries(path: str | Path) -> list[dict[str, Any]]:
+    """``[{query_id, query, answer, evidence, gold}]``; DataError naming the file, row and field of a bad row."""
+    path = Path(path)
+    rows = read_records(path, "BrowseComp-Plus queries")
+    out, seen = [], set()
+    for i, row in enumerate(rows):
+        where = f"{path}, row {i}"
+        qid = _docid(row.get("query_id"))
+        if qid is None:
+            raise DataError(f"{where}, field query_id: missing or not a string/integer")
+        if qid in seen:
+            raise DataError(f"{where}, field query_id: duplicate query_id {qid!r}")
+        seen.add(qid)
+        query, answer = row.get("query"), row.get("answer")
+        if not isinstance(query, str) or not query.strip():
+            raise DataError(f"{where} (query_id {qid}), field query: expected a non-empty string")
+        if not isinstance(answer, str) or not answer.strip():
+            raise DataError(f"{where} (query_id {qid}), field answer: expected a non-empty string (decrypted)")
+        out.append({"query_id": qid, "query": query, "answer": answer,
+                    "evidence": _doc_list(row.get("evidence_docs"), where, "evidence_docs"),
+                    "gold": _doc_list(row.get("gold_docs"), where, "gold_docs")})
+    if not out:
+        raise DataError(f"BrowseComp-Plus queries file {path} holds no rows")
+    return out
+
+
+def load_qrels(path: str | Path) -> dict[str, list[str]]:
+    """TREC qrels → ``{query_id: [docid with rel > 0, ...]}``; DataError naming the line of a malformed one."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"qrels file {path} does not exist")
+    out: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            parts = line.split()
+            if len(parts) != 4:
+                raise DataError(f"{path}, line {n}: expected 'qid Q0 docid rel' (4 fields), got {len(parts)}")
+            qid, _, docid, rel = parts
+            try:
+                rel_v = int(rel)
+            except ValueError:
+                raise DataError(f"{path}, line {n}: relevance {rel!r} is not an integer") from None
+            if rel_v > 0:
+                docs = out.setdefault(qid, [])
+                if docid not in docs:
+                    docs.append(docid)
+    if not out:
+        raise DataError(f"qrels file {path} holds no relevant (rel > 0) judgments")
+    return out
+
+
+def iter_corpus(path: str | Path) -> Iterator[tuple[str, str, str]]:
+    """``(docid, text, url)`` of every corpus row, streamed; DataError naming the row of a bad one."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"corpus file {path} does not exist")
+    seen: set[str] = set()
+
+    def check(i: int, row: dict[str, Any]) -> tuple[str, str, str]:
+        did = _docid(row.get("docid"))
+        if did is None:
+            raise DataError(f"{path}, row {i}, field docid: missing or not a string/integer")
+        if did in seen:
+            raise DataError(f"{path}, row {i}, field docid: duplicate docid {did!r}")
+        seen.add(did)
+        text, url = row.get("text"), row.get("url")
+        if not isinstance(text, str):
+            raise DataError(f"{path}, row {i} (docid {did}), field text: expected a string")
+        if url is not None and not isinstance(url, str):
+            raise DataError(f"{path}, row {i} (docid {did}), field url: expected a string")
+        return did, text, url or ""
+
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as e:
+            raise DataError(f"corpus file {path} is not a readable parquet file: {e.__class__.__name__}: {e}") from None
+        names = pf.schema_arrow.names
+        missing = [c for c in ("docid", "text") if c not in names]
+        if missing:
+            raise DataError(f"corpus file {path} lacks column(s) {missing}; expected docid, text[, url]")
+        cols = [c for c in ("docid", "text", "url") if c in names]
+        i = 0
+        for batch in pf.iter_batches(columns=cols, batch_size=4096):
+            for row in batch.to_pylist():
+                yield check(i, row)
+                i += 1
+        return
+    if suffix not in (".jsonl", ".json", ".ndjson"):
+        raise DataError(f"corpus file {path}: expected a .jsonl or .parquet file")
+    with open(path, encoding="utf-8") as f:
+        i = 0
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}, line {n}: expected a JSON object")
+            yield check(i, row)
+            i += 1
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the cached BM25 index
+
+
+def _fingerprint(corpus: Path) -> dict[str, Any]:
+    st = corpus.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def index_path(corpus: str | Path, index_dir: str | Path) -> Path:
+    """Where a corpus's index lives: ``index_dir/<stem>-<8 hex of the corpus path as given>``."""
+    corpus = os.path.normpath(str(corpus))
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(corpus).stem) or "corpus"
+    return Path(index_dir) / f"{stem}-{hashlib.sha1(corpus.encode()).hexdigest()[:8]}"
+
+
+def _tokenize(texts: list[str]):
+    import bm25s
+
+    return bm25s.tokenize(texts, stopwords=STOPWORDS, show_progress=False)
+
+
+class BM25Index:
+    """A loaded index: ``search(query, k)`` over the corpus and ``document(docid)`` from the SQLite store."""
+
+    def __init__(self, directory: Path, retriever, meta: dict[str, Any], built: bool, seconds: float) -> None:
+        self.directory = directory
+        self.retriever = retriever
+        self.meta = meta
+        self.num_docs = int(meta["num_docs"])
+        self.built = built  # True when this load had to (re)build the index
+        self.seconds = seconds  # time this load (or build) took
+        self._db = sqlite3.connect(f"file:{directory / 'docs.sqlite'}?mode=ro", uri=True, check_same_thread=False)
+        self._lock = threading.Lock()
+
+    def search(self, query: str, k: int) -> list[tuple[str, float]]:
+        import bm25s
+
+        tokens = bm25s.tokenize([query], stopwords=STOPWORDS, return_ids=False, show_progress=False)
+        if not tokens or not tokens[0] or self.num_docs == 0:
+            return []
+        vocab = getattr(self.retriever, "vocab_dict", None)
+        if vocab is not None and not any(t in vocab for t in tokens[0]):
+            return []
+        with self._lock:
+            res = self.retriever.retrieve(tokens, k=min(k, self.num_docs), show_progress=False, n_threads=0)
+            rows = [int(r) for r, s in zip(res.documents[0], res.scores[0]) if float(s) > 0]
+            scores = [float(s) for s in res.scores[0] if float(s) > 0]
+            if not rows:
+                return []
+            q = f"SELECT row, docid FROM docs WHERE row IN ({','.join('?' * len(rows))})"
+            ids = dict(self._db.execute(q, rows).fetchall())
+        return [(ids[r], s) for r, s in zip(rows, scores)]
+
+    def document(self, docid: str) -> tuple[str, str] | None:
+        with self._lock:
+            row = self._db.execute("SELECT text, url FROM docs WHERE docid = ?", (docid,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def has(self, docids: Iterable[str]) -> set[str]:
+        docids = list(docids)
+        found: set[str] = set()
+        with self._lock:
+            for i in range(0, len(docids), 500):
+                chunk = docids[i:i + 500]
+                q = f"SELECT docid FROM docs WHERE docid IN ({','.join('?' * len(chunk))})"
+                found.update(r[0] for r in self._db.execute(q, chunk).fetchall())
+        return found
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _build(corpus: Path, final: Path, fp: dict[str, Any]) -> None:
+    import bm25s
+
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        db = sqlite3.connect(tmp / "docs.sqlite")
+        db.execute("CREATE TABLE docs (row INTEGER PRIMARY KEY, docid TEXT NOT NULL UNIQUE, url TEXT, text TEXT)")
+        texts: list[str] = []
+        batch = []
+        for row, (docid, text, url) in enumerate(iter_corpus(corpus)):
+            texts.append(text)
+            batch.append((row, docid, url, text))
+            if len(batch) >= 2048:
+                db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?)", batch)
+                batch = []
+        db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?)", batch)
+        db.commit()
+        db.close()
+        if not texts:
+            raise DataError(f"corpus file {corpus} holds no documents")
+        retriever = bm25s.BM25()
+        retriever.index(_tokenize(texts), show_progress=False)
+        retriever.save(str(tmp / "bm25"), show_progress=False)
+        meta = {"format": INDEX_FORMAT, "corpus": os.path.normpath(str(corpus)), **fp, "num_docs": len(texts),
+                "bm25s": getattr(bm25s, "__version__", "?"), "stopwords": STOPWORDS}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")  # written last: marks a complete index
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_or_build_index(corpus: str | Path, index_dir: str | Path) -> BM25Index:
+    """Load the cached index of ``corpus`` or (re)build it when missing or stale (size/mtime changed)."""
+    import bm25s
+
+    corpus = Path(corpus)
+    if not corpus.exists():
+        raise DataError(f"corpus file {corpus} does not exist")
+    final = index_path(corpus, index_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(final.parent / f"{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fp = _fingerprint(corpus)
+        built = False
+        try:
+            meta = json.loads((final / "meta.json").read_text())
+        except (OSError, ValueError):
+            meta = None
+        if not (isinstance(meta, dict) and meta.get("format") == INDEX_FORMAT and meta.get("size") == fp["size"]
+                and meta.get("mtime_ns") == fp["mtime_ns"]):
+            _build(corpus, final, fp)
+            meta = json.loads((final / "meta.json").read_text())
+            built = True
+        retriever = bm25s.BM25.load(str(final / "bm25"), show_progress=False)
+    return BM25Index(final, retriever, meta, built, time.perf_counter() - t0)
+
+
+_CACHE: dict[tuple[str, str], tuple[dict[str, Any], BM25Index]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_index(corpus: str | Path, index_dir: str | Path) -> BM25Index:
+    """The process-wide loaded index of ``corpus`` (reloaded/rebuilt when the corpus file changed)."""
+    key = (os.path.abspath(corpus), os.path.abspath(index_dir))
+    try:
+        fp = _fingerprint(Path(corpus))
+    except OSError:
+        raise DataError(f"corpus file {corpus} does not exist") from None
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None and hit[0] == fp:
+            return hit[1]
+        idx = load_or_build_index(corpus, index_dir)
+        if hit is not None:
+            hit[1].close()
+        _CACHE[key] = (fp, idx)
+        return idx
+
+
+def clear_index_cache() -> None:
+    with _CACHE_LOCK:
+        for _, idx in _CACHE.values():
+            idx.close()
+        _CACHE.clear()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# answers and metrics
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans({c: " " for c in string.punctuation + "‘’“”–—"})
+_EXACT = re.compile(r"exact answer\s*:\s*(.+)", re.I)
+
+
+def extract_answer(text: str) -> str:
+    m = _EXACT.search(text)
+    return (m.group(1).splitlines()[0] if m else text).strip()
+
+
+def normalize_answer(text: str) -> str:
+    text = text.lower().translate(_PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def answer_matches(answer: str, reference: str) -> bool:
+    return normalize_answer(extract_answer(answer)) == normalize_answer(reference) != ""
+
+
+def evidence_recall(evidence: Iterable[str], retrieved: Iterable[str]) -> float | None:
+    """|retrieved ∩ evidence| / |evidence|; None when the query has no evidence judgments."""
+    ev = set(evidence)
+    if not ev:
+        return None
+    return len(ev & set(retrieved)) / len(ev)
+
+
+def retrieval_metrics(items: Iterable[tuple]) -> dict[str, Any]:
+    """Items ``(task, retrieved_docids)`` or ``(task, retrieved_docids, search_calls)`` → BrowseComp-Plus metrics.
+
+    ``evidence_recall`` is the mean over queries that have evidence; ``mean_search_calls`` over items that carry a
+    count (None when none do).
+    """
+    recalls, calls, n = [], [], 0
+    for item in items:
+        task, retrieved = item[0], item[1]
+        n += 1
+        r = evidence_recall(task.env_config.get("evidence", []), retrieved)
+        if r is not None:
+            recalls.append(r)
+        if len(item) > 2 and item[2] is not None:
+            calls.append(float(item[2]))
+    return {"num_queries": n, "num_with_evidence": len(recalls),
+            "evidence_recall": sum(recalls) / len(recalls) if recalls else None,
+            "mean_search_calls": sum(calls) / len(calls) if calls else None}
+
+
+def run_record(task: Task, info: dict[str, Any], output: str) -> dict[str, Any]:
+    """One query's result in the BrowseComp-Plus run format (``scripts_evaluation/evaluate_run.py``)."""
+    return {"query_id": task.env_config.get("query_id", task.id),
+            "tool_call_counts": dict(info.get("tool_call_counts", {})),
+            "status": info.get("status", "incomplete"),
+            "retrieved_docids": list(info.get("retrieved_docids", [])),
+            "result": [{"type": "output_text", "output": output}]}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the environment
+
+
+def _tool_table(get_document: bool, search=None, document=None, finish=None) -> dict[str, Tool]:
+    tools = {"search": Tool("search", "searches the document collection; returns the top hits as [docid] snippet",
+                            {"query": str}, fn=search)}
+    if get_document:
+        tools["get_document"] = Tool("get_document", "returns the full text of a document found by search",
+                                     {"docid": str}, fn=document)
+    tools["finish"] = Tool("finish", "submits the exact short answer and ends the task", {"answer": str}, fn=finish,
+                           final=True)
+    return tools
+
+
+def task_prompt(query: str, get_document: bool) -> list[dict[str, str]]:
+    specs = "\n".join(f"- {t.signature()}: {t.doc}." for t in _tool_table(get_document).values())
+    return [{"role": "system", "content": SYSTEM_PROMPT.format(tools=specs)}, {"role": "user", "content": query}]
+
+
+class BrowseCompEnv(ToolEnv):
+    """One episode over one query: search / get_document / finish against the shared cached index."""
+
+    def __init__(self, index: BM25Index, query_id: str, reference: str, evidence: list[str], top_k: int = 5,
+                 snippet_words: int = 384, get_document: bool = True) -> None:
+        super().__init__()
+        self.index, self.query_id, self.reference = index, query_id, reference
+        self.evidence = list(evidence)
+        self.top_k, self.snippet_words = top_k, snippet_words
+        self.tools = _tool_table(get_document, self._search, self._document, self._finish)
+        self._clear()
+
+    def _clear(self) -> None:
+        self.search_calls = 0
+        self.tool_call_counts: dict[str, int] = {}
+        self.retrieved: list[str] = []
+        self.opened: list[str] = []
+        self.answer: str | None = None
+
+    def reset(self) -> str:
+        self._clear()
+        return super().reset()
+
+    def _snippet(self, docid: str) -> str:
+        doc = self.index.document(docid)
+        words = (doc[0] if doc else "").split()
+        text = " ".join(words[: self.snippet_words])
+        return text + (" ..." if len(words) > self.snippet_words else "")
+
+    def _search(self, query: str) -> str:
+        if not query.strip():
+            raise ToolCallError("search: the query is empty")
+        self.search_calls += 1
+        hits = self.index.search(query, self.top_k)
+        for docid, _ in hits:
+            if docid not in self.retrieved:
+                self.retrieved.append(docid)
+        if not hits:
+            return "No results found for this query."
+        return "\n\n".join(f"[{docid}] {self._snippet(docid)}" for docid, _ in hits)
+
+    def _document(self, docid: str) -> str:
+        doc = self.index.document(docid.strip())
+        if doc is None:
+            raise ToolCallError(f"get_document: unknown docid {docid[:40]!r}")
+        if docid not in self.opened:
+            self.opened.append(docid)
+        text = doc[0]
+        return text[:MAX_DOC_CHARS] + ("\n[... truncated]" if len(text) > MAX_DOC_CHARS else "")
+
+    def _finish(self, answer: str) -> str:
+        self.answer = answer
+        self.reward = 1.0 if answer_matches(answer, self.reference) else 0.0
+        return "answer submitted"
+
+    def metrics(self) -> dict[str, Any]:
+        return {"query_id": self.query_id, "status": "completed" if self.done else "incomplete",
+                "correct": bool(self.reward), "evidence_recall": evidence_recall(self.evidence, self.retrieved),
+                "num_evidence": len(self.evidence), "search_calls": self.search_calls,
+                "tool_call_counts": dict(self.tool_call_counts), "retrieved_docids": list(self.retrieved),
+                "opened_docids": list(self.opened)}
+
+    def step(self, action_text: str) -> tuple[str, bool, float, dict[str, Any]]:
+        was_done = self.done
+        obs, done, reward, info = super().step(action_text)
+        tool = info.get("tool")
+        if tool is not None and not was_done:
+            self.tool_call_counts[tool] = self.tool_call_counts.get(tool, 0) + 1
+        if done and not was_done:
+            info = {**info, **self.metrics()}
+        return obs, done, reward, info
+
+
+def make_env(task: Task) -> BrowseCompEnv:
+    c = task.env_config
+    try:
+        index = get_index(c["corpus"], c["index_dir"])
+        return BrowseCompEnv(index, str(c["query_id"]), task.reference, list(c.get("evidence", [])),
+                             int(c.get("top_k", 5)), int(c.get("snippet_words", 384)),
+                             bool(c.get("get_document", True)))
+    except KeyError as e:
+        raise ValueError(f"task {task.id}: bad env_config for the browsecomp env (missing {e})") from None
+
+
+def make_tasks(cfg) -> list[Task]:
+    """Every query of the configured files as a task (split not yet assigned); builds or loads the index."""
+    from supo.config import ConfigError
+
+    f = cfg.files
+    for name in ("browsecomp_queries", "browsecomp_corpus"):
+        if not getattr(f, name):
+            raise ConfigError(f"files.{name}: env.name browsecomp needs it (a local file)")
+    if f.browsecomp_top_k < 1:
+        raise ConfigError(f"files.browsecomp_top_k: must be ≥ 1, got {f.browsecomp_top_k}")
+    if f.browsecomp_snippet_words < 1:
+        raise ConfigError(f"files.browsecomp_snippet_words: must be ≥ 1, got {f.browsecomp_snippet_words}")
+    queries = load_queries(f.browsecomp_queries)
+    qrels = load_qrels(f.browsecomp_qrels) if f.browsecomp_qrels else None
+    index = get_index(f.browsecomp_corpus, f.index_dir)
+    evidence_all = {q["query_id"]: (qrels.get(q["query_id"], []) if qrels is not None else q["evidence"])
+                    for q in queries}
+    judged = {d for docs in evidence_all.values() for d in docs}
+    if judged:
+        missing = judged - index.has(judged)
+        if len(missing) > len(judged) / 2:
+            src = f.browsecomp_qrels or f"{f.browsecomp_queries} (evidence_docs)"
+            raise DataError(f"{src}: {len(missing)} of {len(judged)} evidence docids are not in the corpus "
+                            f"{f.browsecomp_corpus} (e.g. {sorted(missing)[:3]}); wrong corpus or docid format?")
+    tasks = []
+    for q in queries:
+        ev = evidence_all[q["query_id"]]
+        tasks.append(Task(
+            id=q["query_id"], env=ENV_NAME,
+            env_config={"query_id": q["query_id"], "corpus": f.browsecomp_corpus, "index_dir": f.index_dir,
+                        "top_k": f.browsecomp_top_k, "snippet_words": f.browsecomp_snippet_words,
+                        "get_document": f.browsecomp_get_document, "evidence": ev, "gold": q["gold"]},
+            split="", prompt=task_prompt(q["query"], f.browsecomp_get_document), reference=q["answer"],
+            difficulty=len(ev)))
+    return tasks
+
+
+def split_tasks(tasks: list[Task], test_fraction: float, seed: int, test_ids: list[str] | None = None,
+                test_ids_source: str = "test ids") -> dict[str, list[Task]]:
+    """Seeded split by ``test_fraction``, or exactly ``test_ids`` as the test split."""
+    ids = [t.id for t in tasks]
+    if test_ids is not None:
+        unknown = sorted(set(test_ids) - set(ids))
+        if unknown:
+            raise DataError(f"{test_ids_source}: query_id(s) {unknown[:5]} are not in the queries file")
+        test = set(test_ids)
+    else:
+        order = sorted(ids)
+        random.Random(f"browsecomp-split-{seed}").shuffle(order)
+        n = round(test_fraction * len(order))
+        if test_fraction > 0 and len(order) >= 2:
+            n = min(max(n, 1), len(order) - 1)
+        test = set(order[:n])
+    out: dict[str, list[Task]] = {"train": [], "test": []}
+    for t in tasks:
+        s = "test" if t.id in test else "train"
+        out[s].append(Task(t.id, t.env, t.env_config, s, t.prompt, t.reference, t.difficulty))
+    return out
+
+
+def read_test_ids(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"test ids file {path} does not exist")
+    ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+           if line.strip() and not line.startswith("#")]
+    if not ids:
+        raise DataError(f"test ids file {path} holds no query_ids")
+    return ids
+
+
+def build_split(cfg, split: str) -> list[Task]:
+    from supo.config import ConfigError
+
+    f = cfg.files
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}; expected train or test")
+    if not 0.0 <= f.test_fraction < 1.0:
+        raise ConfigError(f"files.test_fraction: must be in [0, 1), got {f.test_fraction}")
+    test_ids = read_test_ids(f.browsecomp_test_ids) if f.browsecomp_test_ids else None
+    return split_tasks(make_tasks(cfg), f.test_fraction, cfg.seed, test_ids, f.browsecomp_test_ids)[split]
+
+
+def make_expert(task: Task, error_rate: float, seed: int):
+    raise NotImplementedError(
+        "env browsecomp has no scripted expert (the queries are open-ended research questions); warm-start from a "
+        "model that already calls tools (model.build false with a local model folder) or use the procedural search env"
+    )
+
+
+def corpus(tasks: list[Task]) -> list[str]:
+    """Prompt texts and example calls (tokenizer training for a tiny model; the document texts are not included)."""
+    from supo.envs.base import format_tool_call
+
+    texts: list[str] = []
+    for t in tasks:
+        texts.extend(m["content"] for m in t.prompt)
+        texts.append(format_tool_call("search", query=t.prompt[-1]["content"][:80]))
+        texts.append(format_tool_call("finish", answer="..."))
+    return texts
+
+
+SPEC: dict[str, Any] = {
+    "build_split": build_split,
+    "make_env": make_env,
+    "make_expert": make_expert,
+    "corpus": corpus,
+}
+
+__all__ = ["BM25Index", "BrowseCompEnv", "SPEC", "answer_matches", "clear_index_cache", "evidence_recall",
+           "get_index", "index_path", "iter_corpus", "load_or_build_index", "load_qrels", "load_queries",
+           "make_env", "normalize_answer", "retrieval_metrics", "run_record"]

@@ -1,0 +1,441 @@
+"""CodeGym rows from local files (docs/design.md §5, file-backed; schema in research/benchmarks.md §1).
+
+A row (JSONL or parquet) is one (environment, unit test) pair::
+
+    {"ability": "codegym_v1@<code_id>__<EnvName@{json}>", "code_id": str, "prompt": [system, user messages],
+     "plugin_call_max_round": 256, "extra_info": {"gym_env": <python source>, "solve_fc_round": int, ...}, ...}
+
+:func:`load_rows` turns rows into :class:`~supo.types.Task` s, raising :class:`~supo.data.DataError` naming the file,
+row and field of anything malformed. The environment source is *untrusted*: it is never imported here (only parsed
+with :mod:`ast` to check that the class exists) and runs only inside a :class:`~supo.envs.sandbox.Sandbox`, one child
+process per episode (:class:`CodeGymEnv`).
+
+The model's call may be written either way — supo's ``<tool_call>{"name", "parameters"}</tool_call>`` or CodeGym's
+``<|FunctionCallBegin|>[{"name", "parameters"}]<|FunctionCallEnd|>`` (what the rows' own prompts ask for); both are
+parsed strictly with :func:`~supo.envs.base.parse_tool_call`'s rules and handed to the environment's ``step`` as the
+JSON ``{"name": ..., "parameters": ...}``. The observation is the environment's string; the episode ends when the
+environment is ``finished`` (reward = its ``reward``), or as failed (reward 0, an ``Error:`` observation saying why)
+when the sandbox times out, runs out of memory or crashes. Malformed calls are ``Error:`` observations and the episode
+goes on. CodeGym ships no scripted expert for supo's summary warm start: :func:`make_expert` raises; the rows' oracle
+``solve()`` can still be replayed with :func:`oracle_actions` (tests, sanity checks).
+
+The split is by environment (``code_id``), seeded, ``files.test_fraction`` of the environments held out, so no
+environment's code appears in both splits.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+from supo.data import DataError
+from supo.envs.base import MAX_ACTION_CHARS, ToolCall, ToolCallError, format_tool_call, parse_tool_call
+from supo.envs.sandbox import Sandbox, SandboxError, SandboxLimits
+from supo.models import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from supo.types import Task
+
+ENV_NAME = "codegym"
+ABILITY_PREFIX = "codegym_v1@"
+CG_CALL_OPEN, CG_CALL_CLOSE = "<|FunctionCallBegin|>", "<|FunctionCallEnd|>"
+_CG_CALL_RE = re.compile(re.escape(CG_CALL_OPEN) + r"(.*?)" + re.escape(CG_CALL_CLOSE), re.S)
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DEF_RE = re.compile(r"^def ([A-Za-z_]\w*)\(", re.M)
+DEFAULT_MAX_CALLS = 256
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# reading rows
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays / pyarrow scalars from parquet → plain lists and dicts."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def read_records(path: Path, what: str) -> list[dict[str, Any]]:
+    """Rows of a JSONL or parquet file (by extension) as plain dicts; DataError for an unreadable file or line."""
+    if not str(path):
+        raise DataError(f"{what}: no file configured")
+    if not path.exists():
+        raise DataError(f"{what} file {path} does not exist")
+    if path.suffix.lower() == ".parquet":
+        import pandas as pd
+
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises many types for a corrupt file
+            raise DataError(f"{what} file {path} is not a readable parquet file: {e.__class__.__name__}: {e}") from None
+        return [_plain(r) for r in df.to_dict("records")]
+    if path.suffix.lower() not in (".jsonl", ".json", ".ndjson"):
+        raise DataError(f"{what} file {path}: expected a .jsonl or .parquet file")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}, line {i + 1}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}, line {i + 1}: expected a JSON object, got {type(obj).__name__}")
+            rows.append(obj)
+    return rows
+
+
+def _check_messages(prompt: Any, where: str) -> list[dict[str, str]]:
+    if not isinstance(prompt, list) or not prompt:
+        raise DataError(f"{where}, field prompt: expected a non-empty list of {{role, content}} messages")
+    out = []
+    for j, m in enumerate(prompt):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise DataError(f"{where}, field prompt[{j}]: expected a message with string role and content")
+        if m["role"] not in ("system", "user", "assistant"):
+            raise DataError(f"{where}, field prompt[{j}].role: unexpected role {m['role']!r}")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def parse_ability(ability: Any, code_id: Any, where: str) -> tuple[str, str, str]:
+    """``codegym_v1@<code_id>__<EnvName@{json}>`` → (code_id, env_name, env_str)."""
+    if not isinstance(ability, str) or not ability.startswith(ABILITY_PREFIX):
+        raise DataError(f"{where}, field ability: expected 'codegym_v1@<code_id>__<EnvName@{{json}}>', "
+                        f"got {str(ability)[:80]!r}")
+    rest = ability[len(ABILITY_PREFIX):]
+    if isinstance(code_id, str) and code_id and rest.startswith(code_id + "__"):
+        cid, env_str = code_id, rest[len(code_id) + 2:]
+    elif "__" in rest:
+        cid, env_str = rest.split("__", 1)
+        if code_id not in (None, "") and str(code_id) != cid:
+            raise DataError(f"{where}, field code_id: {code_id!r} does not match the ability's {cid!r}")
+    else:
+        raise DataError(f"{where}, field ability: no '__' between the code id and the unit test")
+    if not cid:
+        raise DataError(f"{where}, field ability: empty code id")
+    env_name, sep, params = env_str.partition("@")
+    if not sep or not _IDENT_RE.fullmatch(env_name):
+        raise DataError(f"{where}, field ability: the unit test must read 'EnvName@{{json}}', got {env_str[:80]!r}")
+    try:
+        json.loads(params)
+    except json.JSONDecodeError:
+        try:
+            ast.literal_eval(params)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            raise DataError(f"{where}, field ability: the unit-test parameters after '@' are neither JSON nor a "
+                            f"Python literal: {params[:80]!r}") from None
+    return cid, env_name, env_str
+
+
+def _check_source(code: Any, env_name: str, where: str) -> str:
+    """The env source must parse and define ``class EnvName`` at top level (parsed only, never executed here)."""
+    if not isinstance(code, str) or not code.strip():
+        raise DataError(f"{where}, field extra_info.gym_env: expected the environment's Python source")
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
+        raise DataError(f"{where}, field extra_info.gym_env: not valid Python ({e.__class__.__name__}: "
+                        f"{str(e)[:120]})") from None
+    if not any(isinstance(n, ast.ClassDef) and n.name == env_name for n in tree.body):
+        raise DataError(f"{where}, field extra_info.gym_env: defines no top-level class {env_name!r} "
+                        f"(named by the ability)")
+    return code
+
+
+def _int_field(value: Any, default: int | None, where: str, name: str) -> int | None:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float)
+                                                                          and not value.is_integer()):
+        raise DataError(f"{where}, field {name}: expected an integer, got {value!r}")
+    return int(value)
+
+
+def load_rows(path: str | Path, *, sandbox_seconds: float = 10.0, sandbox_memory_mb: int = 512,
+              network_namespace: bool = True) -> list[Task]:
+    """All rows of a CodeGym file as tasks (split ``""`` until :func:`split_tasks`); DataError for malformed rows."""
+    path = Path(path)
+    rows = read_records(path, "CodeGym rows")
+    tasks: list[Task] = []
+    for i, row in enumerate(rows):
+        where = f"{path}, row {i}"
+        cid, env_name, env_str = parse_ability(row.get("ability"), row.get("code_id"), where)
+        prompt = _check_messages(row.get("prompt"), where)
+        extra = row.get("extra_info")
+        if not isinstance(extra, dict):
+            raise DataError(f"{where}, field extra_info: expected an object holding gym_env (the environment source)")
+        code = _check_source(extra.get("gym_env"), env_name, where)
+        rounds = _int_field(extra.get("solve_fc_round"), 0, where, "extra_info.solve_fc_round")
+        max_calls = _int_field(row.get("plugin_call_max_round"), DEFAULT_MAX_CALLS, where, "plugin_call_max_round")
+        if max_calls < 1:
+            raise DataError(f"{where}, field plugin_call_max_round: must be ≥ 1, got {max_calls}")
+        answer = row.get("answer")
+        tasks.append(Task(
+            id=f"{cid}#{i}",
+            env=ENV_NAME,
+            env_config={"code_id": cid, "env_name": env_name, "env_str": env_str, "code": code,
+                        "max_calls": max_calls, "sandbox_seconds": float(sandbox_seconds),
+                        "sandbox_memory_mb": int(sandbox_memory_mb), "network_namespace": bool(network_namespace)},
+            split="",
+            prompt=prompt,
+            reference=answer if isinstance(answer, str) else "",
+            difficulty=rounds or 0,
+        ))
+    if not tasks:
+        raise DataError(f"CodeGym rows file {path} holds no rows")
+    return tasks
+
+
+def split_tasks(tasks: list[Task], test_fraction: float, seed: int) -> dict[str, list[Task]]:
+    """Seeded split by environment (``code_id``): about ``test_fraction`` of the environments go to ``test``."""
+    ids = sorted({t.env_config["code_id"] for t in tasks})
+    random.Random(f"codegym-split-{seed}").shuffle(ids)
+    n_test = round(test_fraction * len(ids))
+    if test_fraction > 0 and len(ids) >= 2:
+        n_test = min(max(n_test, 1), len(ids) - 1)
+    test_ids = set(ids[:n_test])
+    out: dict[str, list[Task]] = {"train": [], "test": []}
+    for t in tasks:
+        split = "test" if t.env_config["code_id"] in test_ids else "train"
+        out[split].append(Task(t.id, t.env, t.env_config, split, t.prompt, t.reference, t.difficulty))
+    return out
+
+
+def build_split(cfg, split: str) -> list[Task]:
+    """The ``split`` of ``files.codegym_path`` (the rows are read and split the same way for both splits)."""
+    from supo.config import ConfigError
+
+    f = cfg.files
+    if not f.codegym_path:
+        raise ConfigError("files.codegym_path: env.name codegym needs the CodeGym rows file (JSONL or parquet)")
+    if not 0.0 <= f.test_fraction < 1.0:
+        raise ConfigError(f"files.test_fraction: must be in [0, 1), got {f.test_fraction}")
+    if f.sandbox_seconds <= 0 or f.sandbox_memory_mb < 32:
+        raise ConfigError("files.sandbox_seconds must be > 0 and files.sandbox_memory_mb ≥ 32")
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}; expected train or test")
+    tasks = load_rows(f.codegym_path, sandbox_seconds=f.sandbox_seconds, sandbox_memory_mb=f.sandbox_memory_mb,
+                      network_namespace=f.sandbox_network_namespace)
+    return split_tasks(tasks, f.test_fraction, cfg.seed)[split]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the environment
+
+
+def parse_codegym_call(text: str) -> ToolCall:
+    """One call in either syntax (``<tool_call>{...}</tool_call>`` or CodeGym's ``<|FunctionCallBegin|>[{...}]...``)."""
+    if CG_CALL_OPEN not in text:
+        return parse_tool_call(text)
+    if len(text) > MAX_ACTION_CHARS:
+        raise ToolCallError(f"action is {len(text)} characters long; the limit is {MAX_ACTION_CHARS}")
+    bodies = _CG_CALL_RE.findall(text)
+    if not bodies:
+        raise ToolCallError(f"no {CG_CALL_OPEN}...{CG_CALL_CLOSE} found in the response")
+    if len(bodies) > 1:
+        raise ToolCallError(f"{len(bodies)} function calls in one turn; make exactly one")
+    try:
+        obj = json.loads(bodies[0])
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ToolCallError(f"function call is not valid JSON ({e.__class__.__name__})") from None
+    if isinstance(obj, list):
+        if len(obj) != 1:
+            raise ToolCallError(f"the call list holds {len(obj)} calls; make exactly one per turn")
+        obj = obj[0]
+    try:
+        body = json.dumps(obj)
+    except (ValueError, RecursionError):
+        raise ToolCallError("function call nests too deeply") from None
+    return parse_tool_call(f"{TOOL_CALL_OPEN}{body}{TOOL_CALL_CLOSE}")
+
+
+class CodeGymEnv:
+    """One episode of one CodeGym row, the environment code running in its own sandboxed child process."""
+
+    def __init__(self, code: str, env_name: str, env_str: str, limits: SandboxLimits,
+                 max_calls: int = DEFAULT_MAX_CALLS) -> None:
+        self.code, self.env_name, self.env_str = code, env_name, env_str
+        self.limits = limits
+        self.max_calls = max_calls
+        self.sandbox: Sandbox | None = None
+        self._pending_init = False
+        self._start_error: SandboxError | None = None
+        self.done = False
+        self.reward = 0.0
+        self.steps = 0
+        self.failed: str | None = None  # why the sandbox ended the episode (timeout, memory, crash, ...)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------------
+
+    def reset(self) -> str:
+        """Start a fresh child and send it the environment; its start-up overlaps with the caller's next work."""
+        self.close()
+        self.done, self.reward, self.steps, self.failed = False, 0.0, 0, None
+        self._start_error = None
+        self.sandbox = Sandbox(self.limits)
+        try:
+            self.sandbox.start()
+            self.sandbox.send({"op": "init", "code": self.code, "env_name": self.env_name, "env_str": self.env_str})
+            self._pending_init = True
+        except SandboxError as e:
+            self._start_error = e
+        return "ready"
+
+    def close(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.close()
+        self._pending_init = False
+
+    def __del__(self) -> None:  # the Sandbox's own finalizer also covers interpreter exit
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _await_init(self) -> None:
+        if self._start_error is not None:
+            raise self._start_error
+        if self.sandbox is None:
+            raise SandboxError("start", "the environment was not reset")
+        if self._pending_init:
+            self._pending_init = False
+            resp = self.sandbox.receive()
+            if not resp.get("ok"):
+                self.sandbox.close()
+                raise SandboxError("start", f"the environment failed to start: {str(resp.get('error'))[:300]}")
+
+    def _fail(self, e: SandboxError) -> tuple[str, bool, float, dict[str, Any]]:
+        self.close()
+        self.done, self.reward, self.failed = True, 0.0, e.reason
+        return f"Error: {e}; the episode ends as failed", True, 0.0, {"failed": True, "sandbox_error": e.reason,
+                                                                        "error": str(e)}
+
+    # -- the protocol --------------------------------------------------------------------------------------------------
+
+    def step(self, action_text: str) -> tuple[str, bool, float, dict[str, Any]]:
+        """Apply one action. Never raises: call errors and sandbox failures become ``Error:`` observations."""
+        if self.done:
+            return "Error: the episode is over", True, self.reward, {"error": "done"}
+        self.steps += 1
+        try:
+            self._await_init()
+        except SandboxError as e:
+            return self._fail(e)
+        try:
+            call = parse_codegym_call(action_text)
+        except ToolCallError as e:
+            return self._limit(f"Error: {e}", {"error": str(e)})
+        action = json.dumps({"name": call.name, "parameters": call.parameters})
+        try:
+            resp = self.sandbox.call({"op": "step", "action": action})
+        except SandboxError as e:
+            return self._fail(e)
+        if not resp.get("ok"):
+            msg = f"Error: {call.name[:40]} failed inside the environment: {str(resp.get('error'))[:200]}"
+            return self._limit(msg, {"tool": call.name, "error": msg})
+        obs = resp.get("obs")
+        obs = obs if isinstance(obs, str) else str(obs)
+        if resp.get("finished") is True:
+            reward = resp.get("reward")
+            reward = float(reward) if isinstance(reward, (int, float)) and math.isfinite(reward) else 0.0
+            self.done, self.reward = True, reward
+            self.close()
+            return obs, True, reward, {"tool": call.name, "finished": True}
+        return self._limit(obs, {"tool": call.name})
+
+    def _limit(self, obs: str, info: dict[str, Any]) -> tuple[str, bool, float, dict[str, Any]]:
+        if self.steps >= self.max_calls:
+            self.close()
+            self.done, self.reward = True, 0.0
+            return obs + f"\nError: the call limit of {self.max_calls} is reached", True, 0.0, {**info,
+                                                                                             "call_limit": True}
+        return obs, False, 0.0, info
+
+    # -- the row's own oracle ------------------------------------------------------------------------------------------
+
+    def oracle_actions(self) -> list[str]:
+        """The JSON actions the environment's own ``solve()`` makes (run in a separate sandbox)."""
+        sb = Sandbox(self.limits)
+        try:
+            sb.start()
+            init = sb.call({"op": "init", "code": self.code, "env_name": self.env_name, "env_str": self.env_str})
+            if not init.get("ok"):
+                raise SandboxError("start", f"the environment failed to start: {init.get('error')}")
+            resp = sb.call({"op": "oracle"}, seconds=self.limits.seconds * 10)
+        finally:
+            sb.close()
+        if not resp.get("ok"):
+            raise RuntimeError(f"the environment's solve() failed: {resp.get('error')}")
+        return [str(a) for a in resp.get("actions", [])]
+
+
+def limits_of(task: Task) -> SandboxLimits:
+    c = task.env_config
+    return SandboxLimits(seconds=float(c.get("sandbox_seconds", 10.0)), memory_mb=int(c.get("sandbox_memory_mb", 512)),
+                         network_namespace=bool(c.get("network_namespace", True)))
+
+
+def make_env(task: Task) -> CodeGymEnv:
+    c = task.env_config
+    try:
+        return CodeGymEnv(c["code"], c["env_name"], c["env_str"], limits_of(task),
+                          int(c.get("max_calls", DEFAULT_MAX_CALLS)))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"task {task.id}: bad env_config for the codegym env ({e})") from None
+
+
+def oracle_actions(task: Task) -> list[str]:
+    """The row's oracle ``solve()`` calls, as supo tool-call texts (replayable through :func:`make_env`)."""
+    out = []
+    for a in make_env(task).oracle_actions():
+        try:
+            obj = json.loads(a)
+            body = json.dumps({"name": obj["name"], "parameters": obj.get("parameters", {})})
+            out.append(f"{TOOL_CALL_OPEN}{body}{TOOL_CALL_CLOSE}")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            out.append(f"{TOOL_CALL_OPEN}{a}{TOOL_CALL_CLOSE}")
+    return out
+
+
+def make_expert(task: Task, error_rate: float, seed: int):
+    raise NotImplementedError(
+        "env codegym has no scripted expert (supo's warm start needs act/observe/drop/summarize); the rows carry only "
+        "the environment's own solve(). Warm-start from a model that already calls tools (model.build false with a "
+        "local model folder), or use the procedural envs for demonstrations; supo.envs.codegym.oracle_actions replays "
+        "solve() for checks"
+    )
+
+
+def tool_names(task: Task) -> list[str]:
+    """The function names the system prompt documents (``def Name(`` lines of CodeGym's docstring prompt)."""
+    names: list[str] = []
+    for m in task.prompt:
+        names.extend(n for n in _DEF_RE.findall(m["content"]) if n not in names)
+    return names
+
+
+def corpus(tasks: list[Task]) -> list[str]:
+    """Prompt texts plus one example call per documented function (no sandbox is started)."""
+    texts: list[str] = []
+    for t in tasks:
+        texts.extend(m["content"] for m in t.prompt)
+        texts.extend(format_tool_call(n) for n in tool_names(t))
+    return texts
+
+
+SPEC: dict[str, Any] = {
+    "build_split": build_split,
+    "make_env": make_env,
+    "make_expert": make_expert,
+    "corpus": corpus,
+}

@@ -1,0 +1,677 @@
+"""Tests for supo.envs.search: the seeded corpus with hard negatives, multi-hop questions, the tools and the expert.
+
+The expert acts only through ``env.step`` on the text it writes (the parser the policy's actions go through), and in
+the real agent loop (``run_rollouts`` + ``ExpertPolicy``) where the trigger drops its last action and it summarizes.
+Hostile and fuzzed actions must each come back as an ``Error:`` observation, never as an exception.
+
+``python tests/test_env_search.py`` prints the numbers quoted in reports (task counts, expert steps, history lengths).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import string
+import tempfile
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from supo.config import load_config
+from supo.envs import ENVS, get_env_spec
+from supo.envs import search as S
+from supo.envs.base import format_tool_call, parse_tool_call
+from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN, TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from supo.types import Task
+
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SEED = 0
+
+
+def _call(body: str) -> str:
+    return f"{TOOL_CALL_OPEN}{body}{TOOL_CALL_CLOSE}"
+
+
+@pytest.fixture(scope="module")
+def world():
+    return S.get_world(SEED, 400, 3)
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    train = S.make_tasks("train", 150, 1, 2, seed=SEED)
+    test = S.make_tasks("test", 150, 2, 3, seed=SEED)
+    return train + test
+
+
+def _run(task: Task, error_rate: float = 0.0, summarize: callable = None, drop_before_summary: bool = True,
+         env=None, expert=None, max_actions: int = 80):
+    """Drive the expert through ``env.step``; ``summarize(k, expert)`` says whether to summarize before action k.
+
+    Returns (reward or None, actions taken, summaries made)."""
+    env = env if env is not None else S.make_env(task)
+    if expert is None:
+        env.reset()
+        expert = S.SearchExpert(task, error_rate=error_rate, seed=1)
+    summaries = 0
+    for k in range(max_actions):
+        if summarize is not None and summarize(k, expert):
+            if drop_before_summary:
+                expert.drop()
+            text = expert.summarize()
+            assert text.startswith(SUMMARY_OPEN) and text.endswith(SUMMARY_CLOSE)
+            summaries += 1
+        action = expert.act()
+        obs, done, reward, _ = env.step(action)
+        assert not obs.startswith("Error"), (action, obs)
+        expert.observe(action, obs)
+        if done:
+            return reward, k + 1, summaries
+    return None, max_actions, summaries
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the corpus
+
+
+def test_world_is_deterministic_and_cached(world):
+    assert S.get_world(SEED, 400, 3) is world  # built once per process
+    again = S.World(SEED, 400, 3)
+    assert again.texts == world.texts and again.doc_ids == world.doc_ids
+    other = S.World(SEED + 1, 400, 3)
+    assert other.texts != world.texts
+    assert len(world.texts) == 400 * (1 + 3) == len(set(world.doc_ids))
+    assert {e.type for e in world.entities} == set(S.TYPES)
+    assert len({e.name for e in world.entities}) == len(world.entities)  # names unique among real entities
+
+
+def test_env_construction_is_cheap(tasks):
+    S.make_env(tasks[0])  # the world is cached
+    t0 = time.perf_counter()
+    envs = [S.make_env(tasks[k % len(tasks)]) for k in range(2000)]
+    assert time.perf_counter() - t0 < 2.0
+    assert envs[0].world is envs[1].world
+
+
+def test_documents_state_relations_and_backlinks(world):
+    for e in world.entities[:100]:
+        text = world.texts[world.true_doc[e.idx]]
+        assert text.startswith(f"{e.name} ({e.type}). ")
+        for r, target in e.rel.items():
+            assert S.extract(text, e.name, r) == world.entities[target].name
+        for r, sources in e.back.items():
+            for src in sources:
+                assert S.BACKLINK[r].format(t=e.name, s=world.entities[src].name) in text
+
+
+def test_hard_negatives_share_words_but_not_facts(world):
+    for e in world.entities:
+        true_text = world.texts[world.true_doc[e.idx]]
+        namesakes = world.namesake_docs[e.idx]
+        assert len(namesakes) == 3
+        true_words = set(true_text.split("(" + e.type + ").")[1].split(".")[0].split())  # the intro sentence
+        for di in namesakes:
+            text = world.texts[di]
+            assert text.startswith(f"{e.name} ({e.type}). ")
+            intro = set(text.split("(" + e.type + ").")[1].split(".")[0].split())
+            assert len(intro & true_words) >= len(true_words) - 2  # same attribute words, another year
+            assert f"{S.YEAR_VERB[e.type]} in {e.year}" not in text
+            for r, target in e.rel.items():  # the fact that matters differs
+                assert S.extract(text, e.name, r) not in (None, world.entities[target].name)
+
+
+def test_bm25_ranks_hard_negatives_next_to_the_true_doc(world):
+    """The naive query (the name alone) puts namesakes among the top hits, often above the true document."""
+    rng = random.Random(0)
+    sample = rng.sample(range(len(world.entities)), 200)
+    above = 0
+    for idx in sample:
+        e = world.entities[idx]
+        hits = world.search(e.name, 5)
+        assert world.true_doc[idx] in hits
+        namesakes = set(world.namesake_docs[idx])
+        assert len(namesakes & set(hits)) >= 2
+        above += hits[0] in namesakes
+    assert above / len(sample) >= 0.4, f"a namesake is the top hit for only {above} of {len(sample)} names"
+
+
+def test_the_constrained_query_still_meets_namesakes(tasks):
+    """The expert's "<name> <linking entity>" query finds the true doc, but a namesake sometimes ranks above it."""
+    opened_negatives = 0
+    for t in tasks:
+        _, pairs = S.run_expert(t)
+        opens = [json.loads(a[len(TOOL_CALL_OPEN):-len(TOOL_CALL_CLOSE)]) for a, _ in pairs if '"open"' in a]
+        opened_negatives += len(opens) - len(t.env_config["relations"])
+    assert opened_negatives >= 0.1 * len(tasks)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tasks
+
+
+def test_make_tasks_is_deterministic_for_a_seed():
+    a = S.make_tasks("train", 60, 1, 3, seed=7)
+    assert a == S.make_tasks("train", 60, 1, 3, seed=7)
+    c = S.make_tasks("train", 60, 1, 3, seed=8)
+    assert [t.env_config["chain"] for t in a] != [t.env_config["chain"] for t in c]
+    d = S.make_tasks("test", 60, 1, 3, seed=7)
+    assert [t.env_config["chain"] for t in a] != [t.env_config["chain"] for t in d]
+
+
+@pytest.mark.parametrize(("split", "lo", "hi"), [("train", 1, 2), ("test", 2, 3), ("test", 3, 5), ("train", 1, 1)])
+def test_hops_follow_split_bounds(split, lo, hi, world):
+    ts = S.make_tasks(split, 200, lo, hi, seed=SEED)
+    hops = [len(t.env_config["relations"]) for t in ts]
+    assert all(lo <= h <= hi for h in hops) and min(hops) == lo and max(hops) == hi
+    assert all(t.env == "search" and t.split == split and t.id.startswith(split) for t in ts)
+    assert len({t.id for t in ts}) == len(ts)
+    for t in ts:
+        chain, rels = t.env_config["chain"], t.env_config["relations"]
+        assert len(chain) == len(rels) + 1 and len(set(chain)) == len(chain)  # distinct entities
+        assert t.reference == chain[-1] == S._walk(world, chain[0], rels)[-1]
+        assert t.difficulty == 2 * len(rels) + 1
+        question = t.prompt[1]["content"]
+        assert chain[0] in question and all(name not in question for name in chain[1:])
+
+
+def test_train_and_test_anchors_are_disjoint():
+    train = S.make_tasks("train", 500, 1, 2, seed=SEED)
+    test = S.make_tasks("test", 200, 2, 3, seed=SEED)
+    assert not {t.env_config["chain"][0] for t in train} & {t.env_config["chain"][0] for t in test}
+
+
+def test_test_split_needs_more_steps(tasks):
+    steps = {"train": [], "test": []}
+    for t in tasks:
+        reward, pairs = S.run_expert(t)
+        steps[t.split].append(len(pairs))
+    assert statistics.mean(steps["test"]) > statistics.mean(steps["train"]) + 1.0
+
+
+def test_build_split_reads_the_config_and_is_registered():
+    cfg = load_config(None, overrides={"env.name": "search", "search.num_train": 40, "search.num_test": 12,
+                                       "search.train_max_hops": 3, "search.top_k": 4, "seed": 3})
+    spec = get_env_spec("search")
+    assert spec is ENVS["search"] is S.SPEC
+    assert {"build_split", "make_env", "make_expert", "corpus"} <= set(spec)
+    train, test = spec["build_split"](cfg, "train"), spec["build_split"](cfg, "test")
+    assert (len(train), len(test)) == (40, 12)
+    assert all(1 <= len(t.env_config["relations"]) <= 3 for t in train)
+    assert all(t.env_config["seed"] == 3 and t.env_config["top_k"] == 4 for t in train + test)
+    assert "top 4 documents" in train[0].prompt[0]["content"]
+    env = spec["make_env"](train[0])
+    env.reset()
+    obs = env.step(format_tool_call("search", query=train[0].env_config["chain"][0]))[0]
+    assert len(obs.splitlines()) == 4
+    bad = load_config(None, overrides={"env.name": "search", "search.test_min_hops": 0})
+    with pytest.raises(ValueError, match="test_min_hops"):
+        spec["build_split"](bad, "test")
+
+
+def test_task_rows_round_trip(tasks):
+    for t in tasks[:20]:
+        assert Task.from_row(t.to_row()) == t
+
+
+def test_make_env_rejects_bad_config(tasks):
+    cfg = dict(tasks[0].env_config)
+    bad = Task(id="x", env="search", env_config={k: v for k, v in cfg.items() if k != "chain"}, split="train",
+               prompt=[], reference="")
+    with pytest.raises(ValueError, match="x"):
+        S.make_env(bad)
+    wrong = Task(id="y", env="search", env_config={**cfg, "chain": [*cfg["chain"][:-1], "Nobody"]}, split="train",
+                 prompt=[], reference="")
+    with pytest.raises(ValueError, match="chain"):
+        S.make_env(wrong)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the expert, through env.step
+
+
+def test_expert_solves_tasks_through_env_step(tasks):
+    results = [_run(t) for t in tasks]
+    solved = sum(r == 1.0 for r, _, _ in results)
+    assert len(tasks) == 300 and solved >= 0.99 * len(tasks)
+    # 2 calls per hop, +1 per namesake opened, +1 to finish
+    assert all(k >= t.difficulty for (_, k, _), t in zip(results, tasks))
+
+
+def test_expert_actions_parse_and_fit_a_turn(tasks):
+    for t in tasks[:50]:
+        _, pairs = S.run_expert(t)
+        for a, _ in pairs:
+            call = parse_tool_call(a)
+            assert call.name in ("search", "open", "finish") and a == format_tool_call(call.name, **call.parameters)
+            assert len(a) < 160
+
+
+@pytest.mark.parametrize("every", [2, 3, 5])
+def test_expert_with_faithful_summaries_still_solves(tasks, every):
+    """error_rate 0: drop + summary + continue from the summary (the trigger protocol, R2) loses nothing."""
+    results = [_run(t, summarize=lambda k, ex: k > 0 and k % every == 0) for t in tasks[::3]]
+    assert all(r == 1.0 for r, _, _ in results)
+    assert sum(n for _, _, n in results) > 0
+
+
+def _after_each_new_fact():
+    """A summarize(k, expert) rule: summarize once each time the expert has found a new fact."""
+    done: set[int] = set()
+
+    def rule(k, ex):
+        j = len(ex.state.facts)
+        if j and j not in done:
+            done.add(j)
+            return True
+        return False
+
+    return rule
+
+
+def test_expert_with_wrong_summaries_usually_answers_wrong(tasks):
+    """error_rate 1: each summary replaces the last fact with what a namesake of its source states."""
+    results = [_run(t, error_rate=1.0, summarize=_after_each_new_fact()) for t in tasks]
+    assert all(n > 0 for _, _, n in results)
+    assert sum(r is not None for r, _, _ in results) >= 0.95 * len(tasks)  # it still answers
+    wrong = sum(r != 1.0 for r, _, _ in results) / len(results)
+    assert wrong >= 0.95, f"only {wrong:.0%} of answers wrong after wrong summaries"
+
+
+def test_summary_errors_happen_at_about_the_rate(tasks):
+    """One summary per task once a fact is known: answers go wrong at about error_rate."""
+    rate = 0.3
+    results = []
+    for t in tasks:
+        once = _after_each_new_fact()
+        results.append(_run(t, error_rate=rate, summarize=lambda k, ex, f=once: len(ex.state.facts) == 1 and f(k, ex))[0])
+    wrong = sum(r != 1.0 for r in results) / len(results)
+    assert abs(wrong - rate) < 0.1, wrong
+
+
+def test_summary_states_the_facts_and_the_expert_continues_from_it(tasks, world):
+    t = next(t for t in tasks if len(t.env_config["relations"]) == 3)
+    env = S.make_env(t)
+    env.reset()
+    ex = S.SearchExpert(t, error_rate=0.0)
+    while len(ex.state.facts) < 2:
+        a = ex.act()
+        ex.observe(a, env.step(a)[0])
+    rels, chain = t.env_config["relations"], t.env_config["chain"]
+    text = ex.summarize()
+    assert text == f"{SUMMARY_OPEN}hop 3 of 3; found: {rels[0]} = {chain[1]}, {rels[1]} = {chain[2]}{SUMMARY_CLOSE}"
+    assert S.parse_summary(text, rels) == ex.state
+    # a wrong summary: the last fact is what a namesake of its source states
+    ex1 = S.SearchExpert(t, error_rate=1.0)
+    ex1.state = S.ExpertState(facts=tuple(chain[1:3]))
+    wrong = ex1.summarize()
+    assert ex1.summary_errors == 1 and chain[2] not in wrong and chain[1] in wrong
+    stated = {S.extract(world.texts[d], chain[1], rels[1]) for d in world.namesake_docs[world.by_name[chain[1]]]}
+    assert ex1.state.facts[-1] in stated
+    assert S.parse_summary(wrong, rels) == ex1.state
+    # nothing found yet: nothing to corrupt
+    ex2 = S.SearchExpert(t, error_rate=1.0)
+    assert "found: nothing yet" in ex2.summarize() and ex2.summary_errors == 0
+
+
+def test_summary_round_trips_every_state(tasks):
+    for t in tasks[::5]:
+        env = S.make_env(t)
+        env.reset()
+        ex = S.SearchExpert(t)
+        for _ in range(40):
+            snap = ex.state
+            text = S.summary_text(ex.relations, snap)
+            assert S.parse_summary(text, ex.relations) == S.ExpertState(facts=snap.facts, cands=snap.cands)
+            a = ex.act()
+            obs, done, _, _ = env.step(a)
+            ex.observe(a, obs)
+            if done:
+                break
+
+
+def test_expert_drop_restores_state_before_last_action(tasks):
+    t = next(t for t in tasks if len(t.env_config["relations"]) == 3)
+    env = S.make_env(t)
+    env.reset()
+    ex = S.SearchExpert(t)
+    while True:
+        before = ex.state
+        a = ex.act()
+        obs, done, _, _ = env.step(a)
+        if done:
+            break
+        ex.observe(a, obs)
+        after = ex.state
+        ex.drop()
+        assert ex.state == before and ex.act() == a  # it redoes the dropped action
+        ex.observe(a, env.step(a)[0])  # searching and opening have no side effects: redoing is harmless
+        assert ex.state == after
+    # two drops go back two actions
+    env2 = S.make_env(t)
+    env2.reset()
+    ex2 = S.SearchExpert(t)
+    a = ex2.act()
+    ex2.observe(a, env2.step(a)[0])
+    s1 = ex2.state
+    for _ in range(2):
+        b = ex2.act()
+        ex2.observe(b, env2.step(b)[0])
+    ex2.drop()
+    ex2.drop()
+    assert ex2.state == s1
+    reward, _, _ = _run(t, env=env2, expert=ex2)
+    assert reward == 1.0
+
+
+def test_expert_summary_keeps_documents_still_to_open(tasks):
+    """A summary written after a search lists the hits to open, so one step per segment is enough to progress."""
+    t = tasks[0]
+    env = S.make_env(t)
+    env.reset()
+    ex = S.SearchExpert(t)
+    a = ex.act()
+    ex.observe(a, env.step(a)[0])
+    assert ex.state.cands
+    text = ex.summarize()
+    assert f"open next: {' '.join(ex.state.cands)}" in text
+    assert ex.act() == format_tool_call("open", doc_id=ex.state.cands[0])
+    # summarize before every action: still solved
+    reward, _, n = _run(t, summarize=lambda k, _ex: k > 0, drop_before_summary=False)
+    assert reward == 1.0 and n > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the expert through the real agent loop
+
+
+@pytest.fixture(scope="module")
+def loop_setup(tasks):
+    from supo.models import build_tokenizer
+    from supo.prepare import tokenizer_corpus
+    from supo.rollout.templates import Templates
+
+    cfg = load_config(None, overrides={"env.name": "search"})
+    tok = build_tokenizer(tokenizer_corpus(cfg, tasks[:150], tasks[150:]), 1024, tempfile.mkdtemp())
+    return cfg, tok, Templates.build(tok, cfg.prompts.summary_instruction, cfg.prompts.continuation)
+
+
+def _loop(loop_setup, tasks, L: int, error_rate: float = 0.0, S_max: int = 8):
+    from supo.rollout.agent_loop import LoopSettings, run_rollouts
+    from supo.rollout.expert_policy import ExpertPolicy
+
+    _, tok, t = loop_setup
+    st_ = LoopSettings(trigger=L, max_summaries=S_max, max_steps=100, max_turn_tokens=40, max_summary_tokens=80,
+                       max_obs_tokens=400, engine_max_len=2048)
+    experts = {k: S.SearchExpert(task, error_rate=error_rate, seed=k) for k, task in enumerate(tasks)}
+    items = [(task, f"{task.id}@0", 0) for task in tasks]
+    return run_rollouts(items, ExpertPolicy(tok, experts, t.eos_id), tok, t, st_, S.make_env), experts
+
+
+def test_expert_solves_through_the_agent_loop_with_summaries(loop_setup, tasks):
+    rollouts, experts = _loop(loop_setup, tasks, L=400)
+    success = statistics.mean(r.reward for r in rollouts)
+    mean_summaries = statistics.mean(r.num_summaries for r in rollouts)
+    assert success >= 0.99, success
+    assert mean_summaries > 0.5, mean_summaries
+    assert all(max(r.context_lengths) < 400 + 80 + 20 for r in rollouts)
+    assert sum(e.summary_errors for e in experts.values()) == 0
+
+
+def test_wrong_summaries_through_the_agent_loop(loop_setup, tasks):
+    rollouts, experts = _loop(loop_setup, tasks[::2], L=400, error_rate=1.0)
+    summarized_with_facts = [r for r, e in zip(rollouts, experts.values()) if e.summary_errors]
+    assert len(summarized_with_facts) >= 0.3 * len(rollouts)
+    assert statistics.mean(r.reward for r in summarized_with_facts) <= 0.1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the tools
+
+
+def _fresh_env(tasks, k: int = 0) -> S.SearchEnv:
+    env = S.make_env(tasks[k])
+    env.reset()
+    return env
+
+
+def test_search_and_open_output(tasks, world):
+    t = tasks[0]
+    env = _fresh_env(tasks)
+    anchor = t.env_config["chain"][0]
+    obs, done, reward, info = env.step(format_tool_call("search", query=anchor))
+    lines = obs.splitlines()
+    assert len(lines) == 3 and not done and reward == 0.0 and info == {"tool": "search"}
+    for line in lines:
+        doc_id, snippet = line[1:].split("] ", 1)
+        assert doc_id in world.doc_index and len(snippet) <= 160
+        assert world.texts[world.doc_index[doc_id]].startswith(snippet)
+    doc_id = lines[0][1:].split("]")[0]
+    full = env.step(format_tool_call("open", doc_id=doc_id))[0]
+    assert full == f"[{doc_id}] {world.texts[world.doc_index[doc_id]]}"
+    assert env.step(format_tool_call("search", query="zzzqqq unknownword"))[0] == "no results"
+
+
+@pytest.mark.parametrize(("answer", "reward"), [("{a}", 1.0), ("  {A}  ", 1.0), ("{a}\n", 1.0), ("{a}x", 0.0),
+                                                 ("", 0.0), ("Nobody", 0.0)])
+def test_finish_normalizes_whitespace_and_case(tasks, answer, reward):
+    t = tasks[0]
+    env = _fresh_env(tasks)
+    a = answer.format(a=t.reference, A=t.reference.upper())
+    obs, done, r, _ = env.step(format_tool_call("finish", answer=a))
+    assert done is True and r == reward and obs == ("correct" if reward else "incorrect")
+    obs, done, r, _ = env.step(format_tool_call("search", query="x"))
+    assert obs.startswith("Error:") and done is True and r == reward
+
+
+HUGE = "a" * (1 << 20)
+
+HOSTILE = {
+    "no_tags": ('{"name": "search", "parameters": {"query": "x"}}', "no <tool_call>"),
+    "plain_text": ("The answer is Falmi.", "no <tool_call>"),
+    "empty": ("", None),
+    "bad_json": (_call('{"name": "search", "parameters": {"query": "x"}'), "not valid JSON"),
+    "json_list": (_call('[{"name": "search"}]'), "JSON object"),
+    "unknown_tool": (format_tool_call("get_document", docid="d0001"), "unknown tool"),
+    "unknown_tool_python": (format_tool_call("__import__('os').system('echo hi')"), "unknown tool"),
+    "missing_param": (format_tool_call("search"), "missing"),
+    "missing_doc_id": (format_tool_call("open"), "missing"),
+    "extra_param": (format_tool_call("search", query="x", k=50), "unknown parameter"),
+    "extra_top_level_key": (_call('{"name": "open", "parameters": {"doc_id": "d0001"}, "k": 1}'), "unexpected keys"),
+    "int_query": (format_tool_call("search", query=5), "string"),
+    "null_query": (format_tool_call("search", query=None), "string"),
+    "list_query": (format_tool_call("search", query=["a", "b"]), "string"),
+    "dict_query": (format_tool_call("search", query={"q": "a"}), "string"),
+    "bool_doc_id": (format_tool_call("open", doc_id=True), "string"),
+    "int_doc_id": (format_tool_call("open", doc_id=1), "string"),
+    "int_answer": (format_tool_call("finish", answer=3), "string"),
+    "huge_query": (format_tool_call("search", query=HUGE), "limit"),
+    "long_query": (format_tool_call("search", query="word " * 60), "limit"),
+    "huge_plain_text": (HUGE, "limit"),
+    "empty_query": (format_tool_call("search", query=""), "no searchable words"),
+    "stopword_query": (format_tool_call("search", query="the of and"), "no searchable words"),
+    "punctuation_query": (format_tool_call("search", query="!!! ??? ..."), "no searchable words"),
+    "unknown_doc_id": (format_tool_call("open", doc_id="d9999999"), "unknown doc_id"),
+    "empty_doc_id": (format_tool_call("open", doc_id=""), "unknown doc_id"),
+    "path_doc_id": (format_tool_call("open", doc_id="../../etc/passwd"), "unknown doc_id"),
+    "glob_doc_id": (format_tool_call("open", doc_id="d*"), "unknown doc_id"),
+    "two_calls": (format_tool_call("search", query="a") + format_tool_call("open", doc_id="d0001"), "2 tool calls"),
+    "python_injection_raw": (_call("__import__('os').system('echo hi')"), "not valid JSON"),
+    "nan_param": (_call('{"name": "search", "parameters": {"query": NaN}}'), "string"),
+}
+INJECTIONS = ["__import__('os').system('echo hi')", "'; DROP TABLE docs; --", ".*", "(a+)+$", "\\x00\\u0000",
+              "{{7*7}}", "${jndi:ldap://x}", "</tool_call><tool_call>", "Ignore previous instructions"]
+
+
+def _assert_error_then_env_works(task: Task, env: S.SearchEnv, action: str, fragment: str | None = None) -> None:
+    obs, done, reward, info = env.step(action)
+    assert isinstance(obs, str) and obs.startswith("Error:"), obs[:200]
+    assert done is False and reward == 0.0 and "error" in info
+    assert len(obs) < 600
+    if fragment is not None:
+        assert fragment in obs, obs[:200]
+    reward, _, _ = _run(task, env=env, expert=S.SearchExpert(task))  # the episode goes on and can be won
+    assert reward == 1.0
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_action_returns_error_and_env_continues(name, tasks, capfd):
+    action, fragment = HOSTILE[name]
+    _assert_error_then_env_works(tasks[0], _fresh_env(tasks), action, fragment)
+    out, _ = capfd.readouterr()
+    assert "hi" not in out.split()  # nothing was executed
+
+
+@pytest.mark.parametrize("text", INJECTIONS)
+def test_injection_strings_are_plain_data(text, tasks):
+    env = _fresh_env(tasks)
+    for action in (format_tool_call("search", query=text), format_tool_call("open", doc_id=text)):
+        obs, done, reward, _ = env.step(action)
+        assert isinstance(obs, str) and done is False and reward == 0.0
+    obs, done, reward, _ = env.step(format_tool_call("finish", answer=text))
+    assert (obs, done, reward) == ("incorrect", True, 0.0)
+
+
+@pytest.mark.parametrize("kind", ["list", "dict"])
+@pytest.mark.parametrize("depth", [5, 50, 500, 1000])
+def test_deeply_nested_json_is_an_error(kind, depth, tasks):
+    nested = ("[" * depth + "0" + "]" * depth) if kind == "list" else ('{"a":' * depth + "0" + "}" * depth)
+    action = _call('{"name": "search", "parameters": {"query": ' + nested + "}}")
+    _assert_error_then_env_works(tasks[0], _fresh_env(tasks), action)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# fuzzing
+
+
+def _check_step_result(result) -> None:
+    assert isinstance(result, tuple) and len(result) == 4
+    obs, done, reward, info = result
+    assert isinstance(obs, str) and isinstance(done, bool) and isinstance(reward, float) and isinstance(info, dict)
+
+
+@FUZZ
+@given(text=st.text(max_size=300))
+def test_fuzz_step_arbitrary_text(text, tasks):
+    _check_step_result(_fresh_env(tasks).step(text))
+
+
+@FUZZ
+@given(text=st.text(max_size=300))
+def test_fuzz_step_arbitrary_text_in_tags(text, tasks):
+    env = _fresh_env(tasks)
+    _check_step_result(env.step(_call(text)))
+    _check_step_result(env.step(format_tool_call("search", query="city")))
+
+
+_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=40))
+_json = st.recursive(_json_leaf, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=5), c,
+                                                                                              max_size=4)),
+                     max_leaves=20)
+
+
+@FUZZ
+@given(
+    name=st.one_of(st.sampled_from(["search", "open", "finish"]), st.text(max_size=10), _json),
+    params=st.one_of(st.dictionaries(st.sampled_from(["query", "doc_id", "answer", "k"]), _json, max_size=3), _json),
+    prefix=st.text(alphabet=string.printable, max_size=10),
+)
+def test_fuzz_step_json_shaped_calls(name, params, prefix, tasks):
+    env = _fresh_env(tasks)
+    result = env.step(prefix + _call(json.dumps({"name": name, "parameters": params})))
+    _check_step_result(result)
+    if result[0].startswith("Error:"):
+        assert result[1] is False
+    _check_step_result(env.step(format_tool_call("search", query="city")))
+
+
+@FUZZ
+@given(query=st.text(max_size=256), doc_id=st.text(max_size=256))
+def test_fuzz_search_and_open_strings(query, doc_id, tasks):
+    env = _fresh_env(tasks)
+    for action in (format_tool_call("search", query=query), format_tool_call("open", doc_id=doc_id)):
+        result = env.step(action)
+        _check_step_result(result)
+        assert result[1] is False
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the tokenizer corpus
+
+
+def test_corpus_covers_prompts_actions_observations_and_summaries(tasks):
+    texts = S.corpus(tasks)
+    joined = "\n".join(texts)
+    assert tasks[0].prompt[0]["content"] in texts
+    assert any(x.startswith(TOOL_CALL_OPEN) and '"search"' in x for x in texts)
+    assert any(x.startswith(TOOL_CALL_OPEN) and '"open"' in x for x in texts)
+    assert any(x.startswith(SUMMARY_OPEN) and "found:" in x for x in texts)
+    assert "correct" in texts and "(person)." in joined
+    assert S.CORPUS_CHARS <= sum(map(len, texts)) < S.CORPUS_CHARS + 5000
+    assert S.corpus(tasks) == texts
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the numbers for reports: `python tests/test_env_search.py`
+
+
+def report_numbers(vocab_size: int = 1024) -> dict:
+    """Task counts, expert steps per split and the share of full (summary-free) histories longer than W tokens."""
+    from supo.models import build_tokenizer
+    from supo.prepare import tokenizer_corpus
+    from supo.rollout.agent_loop import LoopSettings, run_rollouts
+    from supo.rollout.expert_policy import ExpertPolicy
+    from supo.rollout.templates import Templates, prompt_ids
+
+    cfg = load_config(None, overrides={"env.name": "search"})
+    spec = get_env_spec("search")
+    train, test = spec["build_split"](cfg, "train"), spec["build_split"](cfg, "test")
+    tok = build_tokenizer(tokenizer_corpus(cfg, train, test), vocab_size, tempfile.mkdtemp())
+    t = Templates.build(tok, cfg.prompts.summary_instruction, cfg.prompts.continuation)
+    enc = lambda s: len(tok.encode(s, add_special_tokens=False))  # noqa: E731
+    out: dict = {"num_train": len(train), "num_test": len(test), "vocab": len(tok), "v_sum_tokens": len(t.summary_request)}
+    no_summaries = LoopSettings(trigger=10**6, max_summaries=0, max_steps=100, max_turn_tokens=64,
+                                max_summary_tokens=96, max_obs_tokens=10**4, engine_max_len=10**6)
+    for name, ts in (("train", train), ("test", test)):
+        experts = {k: S.SearchExpert(task) for k, task in enumerate(ts)}
+        rs = run_rollouts([(task, f"g{k}", 0) for k, task in enumerate(ts)],
+                          ExpertPolicy(tok, experts, t.eos_id), tok, t, no_summaries, S.make_env)
+        hist = [r.context_lengths[0] for r in rs]
+        search_obs, open_obs, actions, summaries = [], [], [], []
+        for task in ts[:300]:
+            ex, env = S.SearchExpert(task), S.make_env(task)
+            env.reset()
+            for _ in range(60):
+                a = ex.act()
+                obs, done, _, _ = env.step(a)
+                ex.observe(a, obs)
+                actions.append(enc(a))
+                summaries.append(enc(S.summary_text(ex.relations, ex.state)))
+                if '"search"' in a:
+                    search_obs.append(enc(obs))
+                elif '"open"' in a:
+                    open_obs.append(enc(obs))
+                if done:
+                    break
+        out[name] = {
+            "expert_success": statistics.mean(r.reward for r in rs),
+            "expert_mean_steps": statistics.mean(r.tool_calls for r in rs),
+            "prompt_tokens_mean": statistics.mean(len(prompt_ids(tok, task)) for task in ts),
+            "history_tokens_mean": statistics.mean(hist),
+            "history_tokens_max": max(hist),
+            "share_history_over_224": statistics.mean(h > 224 for h in hist),
+            "share_history_over_512": statistics.mean(h > 512 for h in hist),
+            "search_obs_tokens_mean_max": (statistics.mean(search_obs), max(search_obs)),
+            "open_obs_tokens_mean_max": (statistics.mean(open_obs), max(open_obs)),
+            "action_tokens_max": max(actions),
+            "summary_tokens_mean_max": (statistics.mean(summaries), max(summaries)),
+        }
+    return out
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    print(json.dumps(report_numbers(), indent=2))
+    print(f"{time.time() - t0:.1f} s")
