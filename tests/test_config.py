@@ -186,7 +186,7 @@ def test_integral_float_accepted_for_int():
         ({"expert.summary_error_rate": 1.5}, "expert.summary_error_rate"),
         ({"eval.split": "valid"}, "eval.split"),
         ({"eval.sweep": [0, -1]}, "eval.sweep"),
-        ({"env.name": "codegym"}, "env.name"),
+        ({"env.name": "no-such-env"}, "env.name"),
         ({"train.policy_loss": "nope"}, "train.policy_loss"),
     ],
 )

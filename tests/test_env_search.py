@@ -273,7 +273,7 @@ def _after_each_new_fact():
 
 def test_expert_with_wrong_summaries_usually_answers_wrong(tasks):
     """error_rate 1: each summary replaces the last fact with what a namesake of its source states."""
-    results = [_run(t, error_rate=1.0, summarize=_after_each_new_fact()) for t in tasks]
+    results = [_run(t, error_rate=1.0, summarize=_after_each_new_fact(), drop_before_summary=False) for t in tasks]
     assert all(n > 0 for _, _, n in results)
     assert sum(r is not None for r, _, _ in results) >= 0.95 * len(tasks)  # it still answers
     wrong = sum(r != 1.0 for r, _, _ in results) / len(results)
@@ -286,7 +286,8 @@ def test_summary_errors_happen_at_about_the_rate(tasks):
     results = []
     for t in tasks:
         once = _after_each_new_fact()
-        results.append(_run(t, error_rate=rate, summarize=lambda k, ex, f=once: len(ex.state.facts) == 1 and f(k, ex))[0])
+        results.append(_run(t, error_rate=rate, summarize=lambda k, ex, f=once: len(ex.state.facts) == 1 and f(k, ex),
+                            drop_before_summary=False)[0])
     wrong = sum(r != 1.0 for r in results) / len(results)
     assert abs(wrong - rate) < 0.1, wrong
 
