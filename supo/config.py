@@ -80,16 +80,21 @@ class EnvConfig:
 
 @dataclass
 class SearchEnvConfig:
-    """The procedural search environment (BrowseComp-Plus-like): `env.name: search`."""
+    """The procedural search environment (BrowseComp-Plus-like): `env.name: search` (supo/envs/search.py).
 
-    num_entities: int = F(400, "fictional entities in the seeded corpus")
-    distractors: int = F(3, "hard-negative documents per entity (same type, overlapping attributes)")
-    train_min_hops: int = F(1, "fewest hops of a train question")
+    The corpus depends on `seed`, `num_entities` and `distractors` only. With these defaults and a 1K BPE, a search
+    result is about 160 tokens (230 at most), an opened document about 80 (115 at most), so the budgets need
+    `budget.max_obs_tokens` ≥ 232, `budget.max_summary_tokens` ≥ 48 and a working context of about 400–512 tokens.
+    """
+
+    num_entities: int = F(400, "fictional entities (people, companies, cities, products) in the seeded corpus")
+    distractors: int = F(3, "hard-negative documents per entity: same name, type and attribute words, other facts")
+    train_min_hops: int = F(1, "fewest hops (relations to follow) of a train question")
     train_max_hops: int = F(2, "most hops of a train question")
-    test_min_hops: int = F(2, "fewest hops of a test question")
+    test_min_hops: int = F(2, "fewest hops of a test question (the test split must need more steps on average)")
     test_max_hops: int = F(3, "most hops of a test question")
-    top_k: int = F(3, "search results returned")
-    snippet_chars: int = F(160, "characters of each result's snippet")
+    top_k: int = F(3, "BM25 results a search returns")
+    snippet_chars: int = F(160, "characters of each result's snippet (the start of the document)")
     num_train: int = F(2000, "tasks in the train split")
     num_test: int = F(128, "tasks in the test split")
 
@@ -98,13 +103,40 @@ class SearchEnvConfig:
 class FuncallEnvConfig:
     """The FunReason-MT-style synthesised function-calling environment: `env.name: funcall`."""
 
-    families: list[str] = F(["files", "travel"], "task families (API graphs) to draw from")
-    train_min_calls: int = F(4, "fewest tool calls the ground-truth solution needs in the train split")
+    families: list[str] = F(["files", "travel", "bank", "inventory"],
+                            "task families (API graphs over simulated backends, supo.synth.families) to draw from; "
+                            "tasks alternate between them")
+    train_min_calls: int = F(4, "fewest tool calls (finish included) the ground-truth solution needs in the train split")
     train_max_calls: int = F(10, "most tool calls in the train split")
-    test_min_calls: int = F(8, "fewest tool calls in the test split")
+    test_min_calls: int = F(8, "fewest tool calls in the test split (the test split must need more calls than the "
+                               "train split on average)")
     test_max_calls: int = F(14, "most tool calls in the test split")
     num_train: int = F(2000, "tasks in the train split")
     num_test: int = F(128, "tasks in the test split")
+    k_max: int = F(3, "Phase III: solver attempts per candidate (each failed one adds the critic's hint); a candidate "
+                      "is kept only when the solver's calls match the ground truth within k_max attempts")
+    explore_prob: float = F(0.3, "probability that a request goes on after its target with one exploration call "
+                                 "(Eq. 2: a random legal tool)")
+    noise_prob: float = F(0.5, "probability of noise sentences (filler, distractors) and, separately, of a closing "
+                               "line in a query")
+
+    def __post_init__(self) -> None:
+        from supo.synth.families import FAMILIES
+
+        unknown = [f for f in self.families if f not in FAMILIES]
+        _require(bool(self.families) and not unknown, "funcall.families",
+                 f"unknown or empty {self.families}; choose from {', '.join(FAMILIES)}")
+        _require(2 <= self.train_min_calls <= self.train_max_calls, "funcall.train_min_calls/train_max_calls",
+                 f"need 2 ≤ min ≤ max, got {self.train_min_calls}..{self.train_max_calls}")
+        _require(2 <= self.test_min_calls <= self.test_max_calls, "funcall.test_min_calls/test_max_calls",
+                 f"need 2 ≤ min ≤ max, got {self.test_min_calls}..{self.test_max_calls}")
+        _require(self.test_min_calls + self.test_max_calls > self.train_min_calls + self.train_max_calls,
+                 "funcall.test_min_calls", f"the test split ({self.test_min_calls}..{self.test_max_calls}) must need "
+                 f"more calls than the train split ({self.train_min_calls}..{self.train_max_calls}) on average")
+        _require(self.num_train >= 1 and self.num_test >= 1, "funcall.num_train/num_test", "splits must not be empty")
+        _require(self.k_max >= 1, "funcall.k_max", f"must be ≥ 1, got {self.k_max}")
+        _require(0.0 <= self.explore_prob <= 1.0, "funcall.explore_prob", f"must be in [0, 1], got {self.explore_prob}")
+        _require(0.0 <= self.noise_prob <= 1.0, "funcall.noise_prob", f"must be in [0, 1], got {self.noise_prob}")
 
 
 @dataclass
@@ -268,6 +300,14 @@ class EvalConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """What `dvc repro` runs (dvc.yaml reads these lists): every env × arm is trained and evaluated at eval.sweep."""
+
+    envs: list[str] = F(["array", "search"], "environments the pipeline prepares, trains and evaluates (`--env`)")
+    arms: list[str] = F(["grpo", "supo"], "training arms (`--algo`)")
+
+
+@dataclass
 class TrackingConfig:
     """MLflow tracking."""
 
@@ -298,6 +338,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata={"help": "distributed trainer group"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
     tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"help": "MLflow"})
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig, metadata={"help": "the DVC pipeline"})
     envs: dict[str, dict[str, Any]] = field(
         default_factory=dict,
         metadata={"help": "per-environment dotted overrides applied by `--env NAME` (e.g. search: "
@@ -511,6 +552,10 @@ def validate(cfg: Config) -> None:
     _require(ev.split in ("train", "test"), "eval.split", f"must be train or test, got {ev.split!r}")
     _require(ev.num_tasks >= 1, "eval.num_tasks", f"must be ≥ 1, got {ev.num_tasks}")
     _require(ev.samples_per_task >= 1, "eval.samples_per_task", f"must be ≥ 1, got {ev.samples_per_task}")
+    _require(all(a in ALGOS for a in cfg.pipeline.arms), "pipeline.arms",
+             f"unknown arm in {cfg.pipeline.arms}; arms are algos: {', '.join(ALGOS)}")
+    _require(all(n in ENVS for n in cfg.pipeline.envs), "pipeline.envs",
+             f"unknown environment in {cfg.pipeline.envs}; choose from {', '.join(ENVS)}")
     _require(e.backend == "vllm", "engine.backend", f"unknown backend {e.backend!r}; choose vllm")
     _require(e.dtype in ("float32", "bfloat16", "float16"), "engine.dtype", f"unknown dtype {e.dtype!r}")
     _require(e.kv_cache_gib > 0, "engine.kv_cache_gib", f"must be > 0, got {e.kv_cache_gib}")

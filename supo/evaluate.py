@@ -42,7 +42,7 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
     m = rollout_metrics(rollouts, working_context=W, max_summaries=S)
     m["rollout_seconds"] = seconds
     m["engine_tokens_per_second"] = m["tokens_generated"] / max(seconds, 1e-9)
-    result = {"arm": arm or ckpt.name, "s_eval": S, "working_context": W, "split": ev.split,
+    result = {"env": cfg.env.name, "arm": arm or ckpt.name, "s_eval": S, "working_context": W, "split": ev.split,
               "checkpoint": str(checkpoint), "num_rollouts": len(rollouts), "temperature": ev.temperature, **m}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ __all__ = [
     "write_report",
 ]
 
-META_KEYS: tuple[str, ...] = ("arm", "s_eval", "working_context", "split", "checkpoint", "num_rollouts")
+META_KEYS: tuple[str, ...] = ("env", "arm", "s_eval", "working_context", "split", "checkpoint", "num_rollouts")
 """Keys of an eval metrics.json that describe the run rather than measure it."""
 
 METRIC_KEYS: tuple[str, ...] = (
@@ -93,13 +93,14 @@ def _validate_eval(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def collect_evals(evals_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """One row per ``<evals_dir>/<arm>/s<N>/metrics.json``, sorted by arm then s_eval.
+    """One row per ``<evals_dir>/[<env>/]<arm>/s<N>/metrics.json``, sorted by arm then s_eval (the arm is labelled
+    ``env/arm`` when the file names its ``env``).
 
     Raises FileNotFoundError when no file is found, ValueError (naming the file) for a file that
     is not a JSON object or lacks ``arm``/``s_eval``, and for two files with the same arm and s_eval.
     """
     root = Path(evals_dir)
-    pattern = "*/s*/metrics.json"
+    pattern = "**/s*/metrics.json"
     paths = sorted(root.glob(pattern)) if root.is_dir() else []
     if not paths:
         raise FileNotFoundError(f"no eval metrics found: nothing matches {root / pattern}")
@@ -108,6 +109,8 @@ def collect_evals(evals_dir: str | os.PathLike[str]) -> pd.DataFrame:
     for path in paths:
         data = _load_json_object(path)
         _validate_eval(path, data)
+        if isinstance(data.get("env"), str) and data["env"]:  # one report across environments: label env/arm
+            data["arm"] = f"{data['env']}/{data['arm']}"
         key = (data["arm"], data["s_eval"])
         if key in seen:
             raise ValueError(f"{path}: arm={key[0]!r} s_eval={key[1]} already comes from {seen[key]}")
@@ -127,9 +130,11 @@ def collect_training(checkpoints_dir: str | os.PathLike[str]) -> dict[str, list[
     if not root.is_dir():
         return {}
     training: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(root.glob("*/train_metrics.json")):
+    for path in sorted(root.glob("**/train_metrics.json")):
         data = _load_json_object(path)
         arm = data.get("arm", path.parent.name)
+        if isinstance(arm, str) and isinstance(data.get("env"), str) and data["env"]:
+            arm = f"{data['env']}/{arm}"
         if not isinstance(arm, str) or not arm:
             raise ValueError(f"{path}: invalid 'arm' (expected a non-empty string, got {arm!r})")
         history = data.get("history")

@@ -144,7 +144,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
     if rollouts:
         write_rollouts_jsonl(rollouts, out / "last_rollouts.jsonl")
     first, last = history[0], history[-1]
-    summary = {"arm": arm, "steps": len(history), **{f"first_{k}": first[k] for k in SUMMARY_KEYS},
+    summary = {"env": cfg.env.name, "arm": arm, "steps": len(history), **{f"first_{k}": first[k] for k in SUMMARY_KEYS},
                **{f"last_{k}": last[k] for k in SUMMARY_KEYS},
                "mean_step_seconds": sum(h["step_seconds"] for h in history) / len(history),
                "mean_rollout_seconds": sum(h["rollout_seconds"] for h in history) / len(history),
@@ -174,7 +174,8 @@ def _write_final(out: Path, model, tokenizer, cfg: Config, tracker, history, arm
            "working_context": cfg.budget.working_context, "steps_done": len(history),
            "mlflow_run_id": tracker.run_id if tracker is not None else None}
     (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
-    (out / "train_metrics.json").write_text(json.dumps({"arm": arm, "history": history}, indent=1) + "\n")
+    (out / "train_metrics.json").write_text(json.dumps({"env": cfg.env.name, "arm": arm, "history": history},
+                                                       indent=1) + "\n")
 
 
 def read_run_info(checkpoint: str | Path) -> dict:

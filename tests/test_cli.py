@@ -262,3 +262,46 @@ def test_a_half_written_checkpoint_is_never_loaded(tmp_path):
     assert st.step == 1 and st.trainer_state == {"updates": 1} and st.mlflow_run_id == "abc"
     save_checkpoint(out, step=2, model=model, tokenizer=tok, trainer_state={"updates": 2}, history=[], mlflow_run_id=None)
     assert latest_checkpoint(out).name == "step_000002" and not list(out.glob(".tmp-*"))
+
+
+FIXTURES = REPO / "tests" / "fixtures"
+ENV_CASES = {
+    "search": ["-S", "search.num_train=40", "-S", "search.num_test=4", "-S", "search.num_entities=60"],
+    "codegym": ["-S", f"files.codegym_path={FIXTURES / 'codegym' / 'rows.jsonl'}", "-S", "files.test_fraction=0.5",
+                "-S", "files.sandbox_seconds=2"],
+    "browsecomp": ["-S", f"files.browsecomp_queries={FIXTURES / 'browsecomp' / 'queries.jsonl'}",
+                   "-S", f"files.browsecomp_corpus={FIXTURES / 'browsecomp' / 'corpus.jsonl'}",
+                   "-S", f"files.browsecomp_qrels={FIXTURES / 'browsecomp' / 'qrel_evidence.txt'}",
+                   "-S", "files.test_fraction=0.5"],
+    "bfcl": ["-S", "budget.working_context=6144", "-S", "engine.max_model_len=8192",  # long function docs
+             "-S", "model.max_position_embeddings=8192"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_name", list(ENV_CASES))
+def test_eval_runs_on_every_environment(tmp_path, env_name):
+    """prepare (tokenizer + random tiny model for that env) then eval through the same rollout code."""
+    write_params(tmp_path)
+    common = ["--env", env_name, "-S", "expert.num_demos=0", "-S", f"files.index_dir={tmp_path}/bm25",
+              "-S", "budget.working_context=3072", "-S", "budget.max_obs_tokens=512", "-S", "budget.max_steps=3",
+              "-S", "engine.max_model_len=4096", "-S", "model.max_position_embeddings=4096", *ENV_CASES[env_name]]
+    cli("prepare", *common, cwd=tmp_path)
+    cli("eval", *common, "--checkpoint", f"models/init/{env_name}", "--num-tasks", "2", "--max-summaries", "1",
+        cwd=tmp_path)
+    m = json.loads((tmp_path / f"evals/{env_name}/{env_name}/s1/metrics.json").read_text())
+    assert m["env"] == env_name and m["num_rollouts"] == 2 and m["mean_tool_calls"] > 0
+
+
+def test_paper_profiles_load_and_carry_the_papers_settings():
+    from supo.config import load_config
+
+    cg = load_config(REPO / "profiles" / "paper-codegym.yaml")
+    assert (cg.budget.working_context, cg.budget.max_summaries, cg.budget.max_steps) == (4096, 7, 100)
+    bc = load_config(REPO / "profiles" / "paper-browsecomp.yaml")
+    assert (bc.budget.working_context, bc.budget.max_summaries) == (65536, 2)
+    for c in (cg, bc):
+        assert c.rollout.group_size == 8 and c.rollout.tasks_per_step == 128 and c.train.lr == 1e-6
+        assert (c.train.clip_low, c.train.clip_high, c.train.kl_coef) == (0.2, 0.28, 0.0)
+        assert c.train.overlong_mask and c.train.advantage == "rollout" and not c.model.build
+        assert c.rollout.temperature == 1.0 and c.budget.trigger_frac == 0.95

@@ -15,6 +15,7 @@ import statistics
 import string
 import tempfile
 import time
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -47,7 +48,7 @@ def tasks():
     return train + test
 
 
-def _run(task: Task, error_rate: float = 0.0, summarize: callable = None, drop_before_summary: bool = True,
+def _run(task: Task, error_rate: float = 0.0, summarize: Callable | None = None, drop_before_summary: bool = True,
          env=None, expert=None, max_actions: int = 80):
     """Drive the expert through ``env.step``; ``summarize(k, expert)`` says whether to summarize before action k.
 
@@ -172,7 +173,7 @@ def test_hops_follow_split_bounds(split, lo, hi, world):
         chain, rels = t.env_config["chain"], t.env_config["relations"]
         assert len(chain) == len(rels) + 1 and len(set(chain)) == len(chain)  # distinct entities
         assert t.reference == chain[-1] == S._walk(world, chain[0], rels)[-1]
-        assert t.difficulty == 2 * len(rels) + 1
+        assert t.difficulty >= 2 * len(rels) + 1
         question = t.prompt[1]["content"]
         assert chain[0] in question and all(name not in question for name in chain[1:])
 
@@ -236,8 +237,8 @@ def test_expert_solves_tasks_through_env_step(tasks):
     results = [_run(t) for t in tasks]
     solved = sum(r == 1.0 for r, _, _ in results)
     assert len(tasks) == 300 and solved >= 0.99 * len(tasks)
-    # 2 calls per hop, +1 per namesake opened, +1 to finish
-    assert all(k >= t.difficulty for (_, k, _), t in zip(results, tasks))
+    # 2 calls per hop, +1 per namesake opened, +1 to finish: the task's difficulty
+    assert all(k == t.difficulty >= 2 * len(t.env_config["relations"]) + 1 for (_, k, _), t in zip(results, tasks))
 
 
 def test_expert_actions_parse_and_fit_a_turn(tasks):
@@ -325,7 +326,8 @@ def test_summary_round_trips_every_state(tasks):
         for _ in range(40):
             snap = ex.state
             text = S.summary_text(ex.relations, snap)
-            assert S.parse_summary(text, ex.relations) == S.ExpertState(facts=snap.facts, cands=snap.cands)
+            assert S.parse_summary(text, ex.relations) == S.ExpertState(facts=snap.facts, cands=snap.cands,
+                                                                        attempt=min(snap.attempt, 1))
             a = ex.act()
             obs, done, _, _ = env.step(a)
             ex.observe(a, obs)
@@ -389,13 +391,13 @@ def test_expert_summary_keeps_documents_still_to_open(tasks):
 
 
 @pytest.fixture(scope="module")
-def loop_setup(tasks):
+def loop_setup(tasks, tmp_path_factory):
     from supo.models import build_tokenizer
     from supo.prepare import tokenizer_corpus
     from supo.rollout.templates import Templates
 
     cfg = load_config(None, overrides={"env.name": "search"})
-    tok = build_tokenizer(tokenizer_corpus(cfg, tasks[:150], tasks[150:]), 1024, tempfile.mkdtemp())
+    tok = build_tokenizer(tokenizer_corpus(cfg, tasks[:150], tasks[150:]), 1024, tmp_path_factory.mktemp("tok"))
     return cfg, tok, Templates.build(tok, cfg.prompts.summary_instruction, cfg.prompts.continuation)
 
 
@@ -417,7 +419,8 @@ def test_expert_solves_through_the_agent_loop_with_summaries(loop_setup, tasks):
     mean_summaries = statistics.mean(r.num_summaries for r in rollouts)
     assert success >= 0.99, success
     assert mean_summaries > 0.5, mean_summaries
-    assert all(max(r.context_lengths) < 400 + 80 + 20 for r in rollouts)
+    assert not any(r.overlong for r in rollouts)
+    assert any(r.num_summaries >= 2 for r in rollouts)
     assert sum(e.summary_errors for e in experts.values()) == 0
 
 
@@ -532,7 +535,10 @@ def test_injection_strings_are_plain_data(text, tasks):
         obs, done, reward, _ = env.step(action)
         assert isinstance(obs, str) and done is False and reward == 0.0
     obs, done, reward, _ = env.step(format_tool_call("finish", answer=text))
-    assert (obs, done, reward) == ("incorrect", True, 0.0)
+    if TOOL_CALL_OPEN in text:  # tags inside a string are still tags: the parser sees two calls
+        assert obs.startswith("Error:") and done is False
+    else:
+        assert (obs, done, reward) == ("incorrect", True, 0.0)
 
 
 @pytest.mark.parametrize("kind", ["list", "dict"])
@@ -629,10 +635,12 @@ def report_numbers(vocab_size: int = 1024) -> dict:
     cfg = load_config(None, overrides={"env.name": "search"})
     spec = get_env_spec("search")
     train, test = spec["build_split"](cfg, "train"), spec["build_split"](cfg, "test")
-    tok = build_tokenizer(tokenizer_corpus(cfg, train, test), vocab_size, tempfile.mkdtemp())
+    with tempfile.TemporaryDirectory() as d:
+        tok = build_tokenizer(tokenizer_corpus(cfg, train, test), vocab_size, d)
     t = Templates.build(tok, cfg.prompts.summary_instruction, cfg.prompts.continuation)
     enc = lambda s: len(tok.encode(s, add_special_tokens=False))  # noqa: E731
-    out: dict = {"num_train": len(train), "num_test": len(test), "vocab": len(tok), "v_sum_tokens": len(t.summary_request)}
+    out: dict = {"num_train": len(train), "num_test": len(test), "vocab": len(tok),
+                 "v_sum_tokens": len(t.summary_request)}
     no_summaries = LoopSettings(trigger=10**6, max_summaries=0, max_steps=100, max_turn_tokens=64,
                                 max_summary_tokens=96, max_obs_tokens=10**4, engine_max_len=10**6)
     for name, ts in (("train", train), ("test", test)):

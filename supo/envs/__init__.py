@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from supo.envs import array, bfcl, browsecomp, codegym, search
+from supo.envs import array, bfcl, browsecomp, codegym, funcall, search
 
 ENVS: dict[str, dict[str, Any]] = {"array": array.SPEC, "search": search.SPEC, "codegym": codegym.SPEC,
-                                   "browsecomp": browsecomp.SPEC, "bfcl": bfcl.SPEC}
+                                   "browsecomp": browsecomp.SPEC, "bfcl": bfcl.SPEC, "funcall": funcall.SPEC}
 
 
 def get_env_spec(name: str) -> dict[str, Any]:

@@ -155,16 +155,27 @@ def backend_class(name: str) -> type:
 
 
 @lru_cache(maxsize=None)
-def class_status() -> dict[str, str | None]:
-    """Every backend class → None when it imports here, else why not (e.g. ``No module named 'serpapi'``)."""
-    out: dict[str, str | None] = {}
-    for name in _backend_modules():
-        try:
-            backend_class(name)
-            out[name] = None
-        except Exception as e:  # ImportError, or whatever a backend's import does
-            out[name] = f"{e.__class__.__name__}: {e}"
-    return out
+def import_status(name: str) -> str | None:
+    """None when backend class ``name`` imports here, else why not (e.g. ``No module named 'mpmath'``)."""
+    try:
+        backend_class(name)
+        return None
+    except Exception as e:  # ImportError, or whatever a backend's import does
+        return f"{e.__class__.__name__}: {e}"
+
+
+def multi_turn_classes(categories: tuple[str, ...] = CATEGORIES) -> list[str]:
+    """The backend classes the multi-turn entries involve (the package's web-search and memory backends are not)."""
+    names: list[str] = []
+    for c in categories:
+        for e in load_category(c).values():
+            names.extend(n for n in e["involved_classes"] if n not in names)
+    return names
+
+
+def class_status(names: list[str] | None = None) -> dict[str, str | None]:
+    """Backend class → None when it imports here, else why not; only the multi-turn classes unless ``names``."""
+    return {n: import_status(n) for n in (names if names is not None else multi_turn_classes())}
 
 
 @lru_cache(maxsize=None)
@@ -176,10 +187,9 @@ def func_docs(class_name: str) -> tuple[dict[str, Any], ...]:
 
 def supported_entries(category: str) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """(entries whose backends all import, [(skipped entry id, why)])."""
-    status = class_status()
     ok, skipped = [], []
     for e in load_category(category).values():
-        bad = [f"{c} ({status.get(c) or 'unknown class'})" for c in e["involved_classes"] if status.get(c, "?")]
+        bad = [f"{c} ({import_status(c)})" for c in e["involved_classes"] if import_status(c)]
         if bad:
             skipped.append((e["id"], "backend does not import: " + "; ".join(bad)))
         else:
@@ -189,7 +199,7 @@ def supported_entries(category: str) -> tuple[list[dict[str, Any]], list[tuple[s
 
 def support_report(categories: tuple[str, ...] = CATEGORIES) -> dict[str, Any]:
     """Per category: entries served and skipped (with reasons); per backend class: whether it imports."""
-    out: dict[str, Any] = {"classes": class_status(), "categories": {}}
+    out: dict[str, Any] = {"classes": class_status(multi_turn_classes(categories)), "categories": {}}
     for c in categories:
         ok, skipped = supported_entries(c)
         reasons: dict[str, int] = {}
@@ -303,7 +313,8 @@ def parse_calls(text: str) -> list[ToolCall]:
         try:
             obj = json.loads(body.strip())
         except (json.JSONDecodeError, RecursionError) as e:
-            raise ToolCallError(f"tool call {k + 1} is not valid JSON ({e.__class__.__name__}: {str(e)[:80]})") from None
+            why = f"{e.__class__.__name__}: {str(e)[:80]}"
+            raise ToolCallError(f"tool call {k + 1} is not valid JSON ({why})") from None
         calls.append(_check_call(obj))
     return calls
 
@@ -406,7 +417,8 @@ def score(entry: dict[str, Any], decoded: list[list[list[str]]], category: str |
     try:
         res = multi_turn_checker(decoded, gt, test_entry, category, model_name)
     except Exception as e:  # the checker asserts on instance sets; any failure is an invalid result
-        res = {"valid": False, "error_type": "multi_turn:checker_error", "error_message": f"{e.__class__.__name__}: {e}"}
+        res = {"valid": False, "error_type": "multi_turn:checker_error",
+               "error_message": f"{e.__class__.__name__}: {e}"}
     finally:
         g = vars(multi_turn_utils)
         for k in [k for k in g if k.startswith(model_name)]:
@@ -485,8 +497,8 @@ class BFCLEnv:
             self.done, self.reward = True, 0.0
             self.result = {"valid": False, "error_type": "multi_turn:force_terminated",
                            "error_message": f"more than {MAXIMUM_STEP_LIMIT} steps in turn {self.turn}"}
-            return (obs + f"\nError: more than {MAXIMUM_STEP_LIMIT} call messages in one turn; the conversation ends", True,
-                    0.0, {**info, **self._final_info()})
+            obs += f"\nError: more than {MAXIMUM_STEP_LIMIT} call messages in one turn; the conversation ends"
+            return obs, True, 0.0, {**info, **self._final_info()}
         return obs, False, 0.0, {**info, "turn": self.turn}
 
     def _execute(self, call: ToolCall, step_calls: list[str]) -> str:

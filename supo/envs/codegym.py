@@ -167,6 +167,7 @@ def load_rows(path: str | Path, *, sandbox_seconds: float = 10.0, sandbox_memory
     path = Path(path)
     rows = read_records(path, "CodeGym rows")
     tasks: list[Task] = []
+    checked: dict[tuple[str, int], str] = {}  # many rows share one environment's source: parse it once
     for i, row in enumerate(rows):
         where = f"{path}, row {i}"
         cid, env_name, env_str = parse_ability(row.get("ability"), row.get("code_id"), where)
@@ -174,7 +175,11 @@ def load_rows(path: str | Path, *, sandbox_seconds: float = 10.0, sandbox_memory
         extra = row.get("extra_info")
         if not isinstance(extra, dict):
             raise DataError(f"{where}, field extra_info: expected an object holding gym_env (the environment source)")
-        code = _check_source(extra.get("gym_env"), env_name, where)
+        code = extra.get("gym_env")
+        key = (env_name, hash(code)) if isinstance(code, str) else None
+        if key is None or checked.get(key) != code:
+            code = _check_source(code, env_name, where)
+            checked[key] = code
         rounds = _int_field(extra.get("solve_fc_round"), 0, where, "extra_info.solve_fc_round")
         max_calls = _int_field(row.get("plugin_call_max_round"), DEFAULT_MAX_CALLS, where, "plugin_call_max_round")
         if max_calls < 1:
@@ -224,9 +229,22 @@ def build_split(cfg, split: str) -> list[Task]:
         raise ConfigError("files.sandbox_seconds must be > 0 and files.sandbox_memory_mb ≥ 32")
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; expected train or test")
-    tasks = load_rows(f.codegym_path, sandbox_seconds=f.sandbox_seconds, sandbox_memory_mb=f.sandbox_memory_mb,
-                      network_namespace=f.sandbox_network_namespace)
-    return split_tasks(tasks, f.test_fraction, cfg.seed)[split]
+    path = Path(f.codegym_path)
+    try:
+        st = path.stat()
+    except OSError:
+        raise DataError(f"CodeGym rows file {path} does not exist") from None
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, f.sandbox_seconds, f.sandbox_memory_mb,
+           f.sandbox_network_namespace)
+    if _LOADED.get("key") != key:  # build_split runs for train then test: read the file once
+        _LOADED.clear()
+        _LOADED.update(key=key, tasks=load_rows(path, sandbox_seconds=f.sandbox_seconds,
+                                                sandbox_memory_mb=f.sandbox_memory_mb,
+                                                network_namespace=f.sandbox_network_namespace))
+    return split_tasks(_LOADED["tasks"], f.test_fraction, cfg.seed)[split]
+
+
+_LOADED: dict[str, Any] = {}
 
 
 # ----------------------------------------------------------------------------------------------------------------------

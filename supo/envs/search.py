@@ -6,15 +6,16 @@ attributes (a year, a profession or industry, ...) and functional relations:
 * ``maker``: product → company; ``founder``: company → person; ``hq``: company → city;
 * ``birthplace``: person → city; ``employer``: person → company; ``mayor``: city → person.
 
-Every entity is rendered as one short document: a title line (name and type), its attributes, its outgoing facts
+Every entity is rendered as one short document: a title ("Ada Quill (person)."), its attributes, its outgoing facts
 ("Quillworks was founded by Ada Quill.") and its back-links ("Ada Quill founded the company Quillworks."). Names are
 unique among the real entities.
 
 **Hard negatives.** Each entity also has ``distractors`` *namesake* documents: same name, same type, the same
-attribute words (only the year differs), but every relation and back-link points elsewhere. A search for the name alone
-ranks the namesakes next to (often above) the true document, and their snippets look alike, so an agent that takes the
-first hit follows a wrong fact. The true document is the one that matches the question's constraint: the anchor's year
-(given in the question) or the back-link to the entity the agent came from.
+attribute words (only the year differs), but every relation and back-link points elsewhere; the first namesake names
+the entities linked to the true one in another role ("Torlo was founded by Hale Ixrek" where the true Torlo *employs*
+him). A search for the name alone ranks the namesakes next to (often above) the true document, and their snippets look
+alike, so an agent that takes the first hit follows a wrong fact. The true document is the one that meets the
+question's constraint: the anchor's year (given in the question) or the back-link to the entity the agent came from.
 
 **Questions.** A chain of ``hops`` relations from an anchor entity, asked as a nested phrase: "What is the birthplace
 of the founder of the company that makes the product Zorblax (launched in 1994)?". The answer is the last entity's
@@ -28,10 +29,13 @@ case normalisation.
 The corpus and its index depend only on ``(seed, num_entities, distractors)``; they are built once per process and
 cached, so building an environment is cheap.
 
-**The expert** (:class:`SearchExpert`) solves hop ``i`` by searching ``"<entity> <constraint>"``, opening the hits
-titled with the entity in rank order until one satisfies the constraint (skipping namesakes), and reading the next
-entity from it; it needs ``2 × hops + 1`` calls plus one per namesake it opens. Its summaries carry the facts found so
-far and the documents still to open; at ``error_rate`` a summary replaces the last fact with the one a namesake states.
+**The expert** (:class:`SearchExpert`) solves a hop by searching ``"<entity> <year>"`` (the anchor) or ``"<entity>
+<back-link word> <previous entity>"``, opening the hits titled with the entity in rank order until one meets the
+constraint (reading and skipping namesakes), and reading the next entity from it; it needs ``2 × hops + 1`` calls plus
+one per namesake it opens. Its summaries (``<summary>hop 2 of 3; found: maker = Torlo; open next: d0412</summary>``)
+carry the facts found so far and the hits still to open. At ``error_rate`` a summary replaces the last fact with the one
+a namesake of its source states; the expert then finds no document that meets the constraint, takes the first hit
+titled with the wrong entity and answers wrong.
 """
 
 from __future__ import annotations
@@ -450,7 +454,10 @@ def _sample_chain(world: World, rng: random.Random, anchors: list[int], hops: in
 
 def make_tasks(split: str, num: int, min_hops: int, max_hops: int, *, seed: int, num_entities: int = 400,
                distractors: int = 3, top_k: int = 3, snippet_chars: int = 160) -> list[Task]:
-    """Synthesise ``num`` seeded questions with ``min_hops..max_hops`` hops (uniform)."""
+    """Synthesise ``num`` seeded questions with ``min_hops..max_hops`` hops (uniform).
+
+    ``difficulty`` is the number of calls the clean expert makes: ``2 × hops + 1`` plus one per namesake it opens.
+    """
     if not 1 <= min_hops <= max_hops:
         raise ValueError(f"search: hops must satisfy 1 ≤ min_hops ≤ max_hops, got {min_hops}..{max_hops}")
     world = get_world(seed, num_entities, distractors)
@@ -463,19 +470,19 @@ def make_tasks(split: str, num: int, min_hops: int, max_hops: int, *, seed: int,
         e = world.entities[a]
         chain = _walk(world, e.name, rels)
         phrase = question_phrase(anchor_phrase(e.type, e.name, e.year), rels)
-        tasks.append(
-            Task(
-                id=f"{split}-{k:05d}",
-                env="search",
-                env_config={"seed": seed, "num_entities": num_entities, "distractors": distractors, "top_k": top_k,
-                            "snippet_chars": snippet_chars, "anchor_type": e.type, "anchor_year": e.year,
-                            "relations": rels, "chain": chain},
-                split=split,
-                prompt=task_prompt(top_k, snippet_chars, phrase),
-                reference=chain[-1],
-                difficulty=2 * hops + 1,
-            )
+        task = Task(
+            id=f"{split}-{k:05d}",
+            env="search",
+            env_config={"seed": seed, "num_entities": num_entities, "distractors": distractors, "top_k": top_k,
+                        "snippet_chars": snippet_chars, "anchor_type": e.type, "anchor_year": e.year,
+                        "relations": rels, "chain": chain},
+            split=split,
+            prompt=task_prompt(top_k, snippet_chars, phrase),
+            reference=chain[-1],
         )
+        _, pairs = run_expert(task)  # cheap (a few BM25 queries): the difficulty is the expert's exact call count
+        task.difficulty = len(pairs)
+        tasks.append(task)
     return tasks
 
 
@@ -637,7 +644,7 @@ class SearchExpert:
 
     def summarize(self) -> str:
         s = self.state
-        state = ExpertState(facts=s.facts, cands=s.cands)
+        state = ExpertState(facts=s.facts, cands=s.cands, attempt=min(s.attempt, MAX_ATTEMPTS - 1))
         if s.facts and self.rng.random() < self.error_rate:
             state = ExpertState(facts=(*s.facts[:-1], self._wrong_value(s)))
             self.summary_errors += 1
@@ -660,10 +667,14 @@ def summary_text(relations: list[str], s: ExpertState) -> str:
     body = f"{head}; found: {found}"
     if s.cands:
         body += f"; open next: {' '.join(s.cands)}"
+    if s.attempt:
+        body += f"; {NO_MATCH}"
     return f"{SUMMARY_OPEN}{body}{SUMMARY_CLOSE}"
 
 
-_SUMMARY_RE = re.compile(r"^(?:hop \d+ of \d+|all \d+ hops done); found: (.*?)(?:; open next: ([d\d ]+))?$")
+NO_MATCH = "no hit matched, take the first"
+_SUMMARY_RE = re.compile(r"^(?:hop \d+ of \d+|all \d+ hops done); found: (.*?)(?:; open next: ([d\d ]+))?"
+                         r"(; " + re.escape(NO_MATCH) + r")?$")
 
 
 def parse_summary(text: str, relations: list[str]) -> ExpertState | None:
@@ -680,7 +691,7 @@ def parse_summary(text: str, relations: list[str]) -> ExpertState | None:
                 return None
             facts.append(value)
     cands = tuple(m.group(2).split()) if m.group(2) else None
-    return ExpertState(facts=tuple(facts), cands=cands)
+    return ExpertState(facts=tuple(facts), cands=cands, attempt=1 if m.group(3) else 0)
 
 
 def expert_factory(task: Task, error_rate: float, seed: int) -> SearchExpert:
@@ -736,7 +747,8 @@ def corpus(tasks: list[Task], max_chars: int = CORPUS_CHARS) -> list[str]:
             if done:
                 break
         texts.extend(summary_text(expert.relations, ExpertState(facts=s.facts, cands=s.cands)) for s in seen[::2])
-    return texts
+        texts.append(summary_text(expert.relations, ExpertState(facts=seen[-1].facts[:1], attempt=1)))
+    return texts + ["incorrect", "no results"]
 
 
 SPEC: dict[str, Any] = {

@@ -102,6 +102,9 @@ class Family:
             if t not in self.graph:
                 raise ValueError(f"family {self.name}: target {t!r} is not one of its tools")
         for t in self.graph:
+            for p, src in self.graph.refs(t).items():
+                if self.graph[t].param_types[p] is not str:
+                    raise ValueError(f"family {self.name}: {t}.{p} reads {src}'s output, a string; declare it str")
             for kind, table, needed in (("goal", self.goal_templates, self.graph.walk_literals(t)),
                                         ("follow", self.follow_templates, self.graph.literals(t))):
                 templates = table.get(t)
@@ -138,12 +141,14 @@ class Family:
         raise NotImplementedError
 
     def spec_lines(self) -> list[str]:
-        """The tool documentation the policy sees (one line per tool)."""
+        """The tool documentation the policy sees, one line per tool: signature with the output's name, and
+        prerequisites. (The one-line ``doc`` strings are left out: the names carry the meaning, and the tiny
+        profile's working context has no room for them.)"""
         lines = []
         for name in self.graph:
             t = self.graph[name]
             req = f" Requires {', '.join(t.requires)}." if t.requires else ""
-            lines.append(f"- {t.signature()}: {t.doc}.{req}")
+            lines.append(f"- {t.signature()}.{req}")
         return lines
 
 
@@ -157,9 +162,9 @@ def _pick(rng: random.Random, xs, k: int | None = None):
 # ======================================================================================================================
 # files: a small directory tree with a current directory (BFCL-like: pwd, ls, cd, cat, wc, mkdir, cp)
 
-FOLDERS = ("docs", "projects", "archive", "photos", "music", "work", "alpha", "beta", "drafts", "old", "tmp", "logs",
-           "backup", "shared", "notes", "misc")
-FILES = ("notes.txt", "todo.txt", "plan.txt", "report.txt", "data.csv", "log.txt", "ideas.md", "list.txt")
+FOLDERS = ("docs", "work", "music", "photos", "old", "tmp", "logs", "misc", "alpha", "beta", "drafts", "backup")
+FILES = ("notes.txt", "todo.txt", "plan.txt", "data.csv", "log.txt", "list.txt")
+MAX_ENTRIES = 3  # subfolders (and, separately, files) per folder: keeps a listing short
 WORDS = ("red", "blue", "green", "apple", "river", "stone", "light", "fast", "quiet", "north", "seven", "paper")
 ROOT = "/home"
 
@@ -238,7 +243,7 @@ class FilesFamily(Family):
              ("mkdir",), effect=True),
     )
     goal_tools: tuple[str, ...] = ("cd", "mkdir", "cp")
-    final_tools: tuple[str, ...] = ("cat", "wc", "ls", "mkdir", "cp")
+    final_tools: tuple[str, ...] = ("cat", "wc", "mkdir", "cp")
     goal_templates: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
         "pwd": ("tell me which folder we are in", "show the current location"),
         "ls": ("list what this folder holds", "show me the contents of this folder"),
@@ -264,17 +269,17 @@ class FilesFamily(Family):
     backend_cls: type[Backend] = FilesBackend
 
     def make_state(self, rng: random.Random) -> dict[str, Any]:
-        names = _pick(rng, FOLDERS, rng.randint(4, 7))
+        names = _pick(rng, FOLDERS, rng.randint(4, 6))
         dirs: dict[str, Any] = {ROOT: {"dirs": [], "files": {}}}
         paths = [ROOT]
         for n in names:
-            parent = rng.choice([p for p in paths if p.count("/") <= 2 and len(dirs[p]["dirs"]) < 3])
+            parent = rng.choice([p for p in paths if p.count("/") <= 2 and len(dirs[p]["dirs"]) < 2])
             dirs[parent]["dirs"].append(n)
             dirs[parent]["dirs"].sort()
             dirs[f"{parent}/{n}"] = {"dirs": [], "files": {}}
             paths.append(f"{parent}/{n}")
         for p in paths:
-            for f in _pick(rng, FILES, rng.randint(1 if p == ROOT else 0, 3)):
+            for f in _pick(rng, FILES, rng.randint(1 if p == ROOT else 0, 2)):
                 dirs[p]["files"][f] = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 4)))
         return {"dirs": dirs, "cwd": ROOT}
 
@@ -291,13 +296,19 @@ class FilesFamily(Family):
         if tool in ("cat", "wc"):
             return {"file": _pick(rng, here["files"])} if here["files"] else None
         if tool == "mkdir":
-            new = self._new_folder(backend, rng)
+            new = self._new_folder(backend, rng) if len(here["dirs"]) < MAX_ENTRIES else None
             return {"folder": new} if new else None
         if tool == "cp":
             if not here["files"]:
                 return None
-            folder = _pick(rng, here["dirs"]) if here["dirs"] and rng.random() < 0.5 else self._new_folder(backend, rng)
-            return {"file": _pick(rng, here["files"]), "folder": folder} if folder else None
+            if here["dirs"] and (rng.random() < 0.5 or len(here["dirs"]) >= MAX_ENTRIES):
+                folder = _pick(rng, here["dirs"])
+            else:
+                folder = self._new_folder(backend, rng)
+            file = _pick(rng, here["files"])
+            if folder is None or self._full(backend, folder, file):
+                return None
+            return {"file": file, "folder": folder}
         raise ValueError(tool)
 
     def sample_follow(self, tool, backend, ctx, rng):
@@ -305,8 +316,15 @@ class FilesFamily(Family):
         if tool == "cp":  # the folder must exist already (mkdir ran for another folder)
             if not here["files"] or not here["dirs"]:
                 return None
-            return {"file": _pick(rng, here["files"]), "folder": _pick(rng, here["dirs"])}
+            file, folder = _pick(rng, here["files"]), _pick(rng, here["dirs"])
+            return None if self._full(backend, folder, file) else {"file": file, "folder": folder}
         return self.sample_goal(tool, backend, rng)
+
+    @staticmethod
+    def _full(backend: Backend, folder: str, file: str) -> bool:
+        """True when copying ``file`` into ``folder`` would leave it with more than MAX_ENTRIES files."""
+        there = backend.state["dirs"].get(f"{backend.state['cwd']}/{folder}", {"files": {}})["files"]
+        return file not in there and len(there) >= MAX_ENTRIES
 
     def entities(self, state):
         return {"file": list(FILES), "folder": list(FOLDERS)}
@@ -747,16 +765,16 @@ class InventoryFamily(Family):
         "lookup_sku": ("look up the product code of {item}", "tell me the code for {item}"),
         "find_warehouse": ("find the warehouse id for {city}", "tell me which depot serves {city}"),
         "get_stock": ("tell me how many {item} the {city} warehouse has", "check the stock of {item} in {city}"),
-        "reserve": ("reserve {qty} {item} in the {city} warehouse", "hold {qty} units of {item} at {city}"),
-        "ship": ("ship {qty} {item} from the {city} warehouse", "send out {qty} units of {item} from {city}"),
+        "reserve": ("hold {qty} {item} in the {city} warehouse", "set aside {qty} units of {item} at {city}"),
+        "ship": ("dispatch {qty} {item} from the {city} warehouse", "send out {qty} units of {item} from {city}"),
         "set_reorder": ("set the reorder level of {item} to {level}", "restock {item} when it drops to {level}"),
     })
     follow_templates: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
         "lookup_sku": ("look up the product code of {item}",),
         "find_warehouse": ("find the warehouse id for {city}",),
         "get_stock": ("check the remaining stock",),
-        "reserve": ("reserve {qty} more",),
-        "ship": ("ship that reservation",),
+        "reserve": ("hold {qty} more",),
+        "ship": ("dispatch that order",),
         "set_reorder": ("set its reorder level to {level}",),
     })
     distractors: tuple[str, ...] = ("Our {city} team counts {item} every Monday.", "The {item} supplier is late.",

@@ -1,0 +1,278 @@
+"""The synthesised function-calling environment (FunReason-MT style, ``env.name: funcall``).
+
+Tasks come from :mod:`supo.synth.tasks`: a family's API graph over a small stateful backend (files, travel, bank,
+inventory), a ground-truth call sequence built by Eq. 2 walks toward target tools, a hard query that names the goals
+and hides the prerequisite calls, kept only when a scripted solver reproduced the calls (Phase III).
+
+An episode runs the family's tools on a fresh copy of the task's backend. The API graph is enforced: a tool whose
+prerequisites have not run returns an ``Error:`` observation, as does any malformed or refused call; the episode goes
+on. ``finish(answer)`` ends it with reward 1 iff the backend's persistent state equals the ground truth's final state
+**and** the answer is the result of the last request (its value, e.g. ``TK12``, or the whole line ``ticket TK12``),
+else 0 — binary and checkable without the call sequence (any route to the same state and answer scores 1).
+
+The scripted expert replays the validated call sequence from what it has seen: literal arguments come from the plan,
+referenced ones (a zip code, a ticket id) from its own memory of earlier observations. Its summaries state how many
+calls are done and the remembered values still needed; with probability ``error_rate`` a summary loses or corrupts a
+needed value, or claims a step done that is not, and the expert then continues from what it wrote, so it fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from supo.envs.base import Tool, ToolCallError, ToolEnv, format_tool_call, parse_tool_call
+from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN
+from supo.synth.families import ToolFailure, get_family, output_value
+from supo.synth.tasks import FINISH, make_tasks
+from supo.types import Task
+
+UNKNOWN = "unknown"
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class FuncallEnv(ToolEnv):
+    """One episode over one task's backend."""
+
+    def __init__(self, family: str, state: dict[str, Any], expected_state: str, answer: str,
+                 answer_observation: str = "") -> None:
+        super().__init__()
+        self.family = get_family(family)
+        self.initial_state = copy.deepcopy(state)
+        self.backend = self.family.backend(self.initial_state)
+        self.expected_state = expected_state
+        self.answers = {_norm(answer)} | ({_norm(answer_observation)} if answer_observation else set())
+        graph = self.family.graph
+        self.tools = {
+            name: Tool(name, graph[name].doc, graph[name].param_types, graph[name].requires, fn=self._runner(name))
+            for name in graph
+        }
+        self.tools[FINISH] = Tool(FINISH, "submit the result of the last request and end the task", {"answer": str},
+                                  fn=self._finish, final=True)
+
+    def reset(self) -> str:
+        self.backend = self.family.backend(self.initial_state)
+        return super().reset()
+
+    def _runner(self, name: str):
+        def run(**params: Any) -> str:
+            try:
+                return self.backend.call(name, params)
+            except ToolFailure as e:
+                raise ToolCallError(str(e)) from None
+
+        return run
+
+    def _finish(self, answer: str) -> str:
+        ok = self.backend.verified_json() == self.expected_state and _norm(answer) in self.answers
+        self.reward = 1.0 if ok else 0.0
+        return "correct" if ok else "incorrect"
+
+
+def make_env(task: Task) -> FuncallEnv:
+    cfg = task.env_config
+    try:
+        return FuncallEnv(cfg["family"], cfg["state"], cfg["expected_state"], cfg["answer"],
+                          cfg.get("answer_observation", ""))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"task {task.id}: bad env_config for the funcall env ({e})") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the scripted expert
+
+_SUMMARY_RE = re.compile(r"^(\d+) calls done((?:; [^;]+)*)$")
+_WORDS = ("none", "misc", "other", "blank")
+
+
+@dataclass
+class _ExpertState:
+    pos: int = 0  # the next plan step
+    mem: dict[int, str] = field(default_factory=dict)  # plan step -> the value its observation gave
+
+
+def summary_text(pos: int, facts: list[tuple[str, str]]) -> str:
+    body = f"{pos} calls done" + "".join(f"; {name} {value}" for name, value in facts)
+    return f"{SUMMARY_OPEN}{body}{SUMMARY_CLOSE}"
+
+
+def wrong_value(value: str, rng: random.Random) -> str:
+    """A plausible but different value: another number in the last digit run, else another last word."""
+    runs = list(re.finditer(r"\d+", value))
+    if runs:
+        m = runs[-1]
+        width, cur = len(m.group()), int(m.group())
+        lo, hi = 10 ** (width - 1) if width > 1 else 0, 10**width - 1
+        choices = [n for n in range(lo, hi + 1) if n != cur]
+        n = rng.choice(choices) if choices else cur + 1
+        return value[: m.start()] + str(n) + value[m.end():]
+    words = value.split()
+    if not words:
+        return rng.choice(_WORDS)
+    words[-1] = rng.choice([w for w in _WORDS if w != words[-1]])
+    return " ".join(words)
+
+
+class FuncallExpert:
+    """Replays the task's validated call sequence; see the module docstring. Same protocol as ``ArrayExpert``:
+    :meth:`act`, :meth:`observe`, :meth:`drop` (forget the last pair) and :meth:`summarize`."""
+
+    def __init__(self, task: Task, error_rate: float = 0.0, seed: int = 0) -> None:
+        cfg = task.env_config
+        self.family = get_family(cfg["family"])
+        self.plan: list[dict[str, Any]] = cfg["plan"]
+        self.error_rate = error_rate
+        self.rng = random.Random(f"expert-{seed}-{task.id}")
+        self.state = _ExpertState()
+        self._history: list[_ExpertState] = []
+        self.summary_errors = 0
+        graph, n = self.family.graph, len(self.plan)
+        self.out_name = [graph[s["name"]].output if s["name"] in graph else "answer" for s in self.plan]
+        self.consumers: list[list[int]] = [[] for _ in range(n)]
+        for j, s in enumerate(self.plan):
+            for i in s["refs"].values():
+                self.consumers[i].append(j)
+        answer_src = self.plan[-1]["refs"].get("answer", n - 2)
+        self.checked = [s["name"] == FINISH or (s["name"] in graph and graph[s["name"]].effect) or i == answer_src
+                        for i, s in enumerate(self.plan)]
+        self.answer_src = answer_src
+        # does the value of step i reach a checked step (the state or the answer)?
+        self.matters = [False] * n
+        for i in reversed(range(n)):
+            self.matters[i] = any(self.checked[j] or self.matters[j] for j in self.consumers[i])
+
+    # the protocol -----------------------------------------------------------------------------------------------
+    def act(self) -> str:
+        step = self.plan[min(self.state.pos, len(self.plan) - 1)]
+        params = dict(step["params"])
+        for p, i in step["refs"].items():
+            params[p] = self.state.mem.get(i, UNKNOWN)
+        return format_tool_call(step["name"], **params)
+
+    def observe(self, action: str, observation: str) -> None:
+        self._history.append(copy.deepcopy(self.state))
+        try:
+            parse_tool_call(action)
+        except ToolCallError:
+            return
+        s = self.state
+        if s.pos < len(self.plan) and not observation.startswith("Error"):
+            s.mem[s.pos] = output_value(observation)
+        s.pos += 1  # a refused call counts as done: the expert goes on with its plan (it only fails after a bad summary)
+
+    def drop(self) -> None:
+        """The last (action, observation) left the context: forget what it taught."""
+        if self._history:
+            self.state = self._history.pop()
+
+    def live(self, pos: int) -> list[int]:
+        """Steps before ``pos`` whose values later steps still read."""
+        return sorted({i for j in range(pos, len(self.plan)) for i in self.plan[j]["refs"].values() if i < pos})
+
+    def summarize(self) -> str:
+        s = self.state
+        pos = s.pos
+        facts = {i: s.mem[i] for i in self.live(pos) if i in s.mem}
+        if self.error_rate > 0 and self.rng.random() < self.error_rate:
+            bad = self._corrupt(pos, facts)
+            if bad is not None:
+                pos, facts = bad
+                self.summary_errors += 1
+        text = summary_text(pos, [(self.out_name[i], v) for i, v in sorted(facts.items())])
+        self.state = self.parse_summary(text)  # continue from what was written
+        self._history.clear()
+        return text
+
+    # summaries ----------------------------------------------------------------------------------------------------
+    def parse_summary(self, text: str) -> _ExpertState:
+        body = text.strip()
+        if body.startswith(SUMMARY_OPEN):
+            body = body[len(SUMMARY_OPEN):]
+        if body.endswith(SUMMARY_CLOSE):
+            body = body[: -len(SUMMARY_CLOSE)]
+        m = _SUMMARY_RE.match(body.strip())
+        if not m:
+            return _ExpertState()
+        pos = int(m.group(1))
+        live = self.live(pos)
+        mem = {}
+        for fact in filter(None, m.group(2).split("; ")):
+            name, _, value = fact.partition(" ")
+            match = [i for i in live if self.out_name[i] == name]
+            if match:
+                mem[match[-1]] = value
+        return _ExpertState(pos, mem)
+
+    def _corrupt(self, pos: int, facts: dict[int, str]) -> tuple[int, dict[int, str]] | None:
+        """A summary error that changes the outcome: a needed value lost or wrong, or a checked step skipped."""
+        def hurts(j: int) -> bool:  # step j, still to run (the step at pos may have run before a drop), matters
+            return (j > pos or self.plan[j]["name"] == FINISH) and (self.checked[j] or self.matters[j])
+
+        needed = [i for i in facts if any(hurts(j) for j in self.consumers[i] if j >= pos)]
+        if needed:
+            i = self.rng.choice(needed)
+            facts = dict(facts)
+            if self.rng.random() < 0.5:
+                del facts[i]
+            else:
+                facts[i] = wrong_value(facts[i], self.rng)
+            return pos, facts
+        ahead = [j for j in range(pos + 1, len(self.plan) - 1) if self.checked[j]]
+        if ahead:
+            new = ahead[0] + 1
+        elif pos == self.answer_src:
+            new = pos + 1
+        else:
+            return None
+        keep = set(self.live(new))
+        return new, {i: v for i, v in facts.items() if i in keep}
+
+
+def corpus(tasks: list[Task]) -> list[str]:
+    """The text pieces the tokenizer is trained on: prompts, expert actions, observations and summaries."""
+    texts: list[str] = []
+    for t in tasks:
+        texts.extend(m["content"] for m in t.prompt)
+        env, expert = make_env(t), FuncallExpert(t)
+        env.reset()
+        snapshots = []
+        for _ in range(len(expert.plan) + 1):
+            snapshots.append(copy.deepcopy(expert.state))
+            a = expert.act()
+            obs, done, _, _ = env.step(a)
+            texts.extend([a, obs])
+            if done:
+                break
+            expert.observe(a, obs)
+        for snap in snapshots[1::3]:
+            facts = [(expert.out_name[i], snap.mem[i]) for i in expert.live(snap.pos) if i in snap.mem]
+            texts.append(summary_text(snap.pos, facts))
+    return texts
+
+
+def expert_factory(task: Task, error_rate: float, seed: int) -> FuncallExpert:
+    return FuncallExpert(task, error_rate=error_rate, seed=seed)
+
+
+def build_split(cfg, split: str) -> list[Task]:
+    """The ``split`` ("train" or "test") of the run config ``cfg`` (knobs in ``cfg.funcall``, seed ``cfg.seed``)."""
+    f = cfg.funcall
+    lo, hi, num = ((f.train_min_calls, f.train_max_calls, f.num_train) if split == "train"
+                   else (f.test_min_calls, f.test_max_calls, f.num_test))
+    return make_tasks(split, num, lo, hi, f.families, cfg.seed, k_max=f.k_max, explore_prob=f.explore_prob,
+                      noise_prob=f.noise_prob)
+
+
+SPEC: dict[str, Any] = {
+    "build_split": build_split,
+    "make_tasks": make_tasks,
+    "make_env": make_env,
+    "make_expert": expert_factory,
+    "corpus": corpus,
+}
