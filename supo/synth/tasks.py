@@ -48,6 +48,8 @@ FILLERS = ("Thanks in advance.", "This is urgent.", "I am new to this system.", 
 CLOSINGS = ("Reply with the last result when done.", "Tell me what the last step returns.",
             "I only need the final result.")
 VALUE_RE = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9]+)*"
+MAX_REQUESTS = 4  # requests (rounds) per task
+NOISE_CHARS = 200  # noise is added only while the query stays this short (prompts must fit small working contexts)
 
 SYSTEM_PROMPT = (
     'Use tools, one per turn: <tool_call>{{"name": NAME, "parameters": {{...}}}}</tool_call>. '
@@ -161,9 +163,10 @@ def phase1(family: Family, state: dict[str, Any], n_calls: int, rng: random.Rand
             rem = need - len(calls)
             finals = [t for t in family.final_tools if lengths[t] in (rem, rem - 1)]
             middles = [t for t in family.goal_tools if rem - lengths[t] >= min_final]
-            if finals and (not middles or rng.random() < 0.4):
+            last = len(requests) + 1 >= MAX_REQUESTS
+            if finals and (last or not middles or rng.random() < 0.4):
                 final, pool = True, finals
-            elif middles:
+            elif middles and not last:
                 final, pool = False, middles
             else:
                 return None
@@ -290,9 +293,13 @@ def write_query(family: Family, requests: Sequence[Request], state: dict[str, An
         else:
             ents = family.entities(state)
             noise = re.sub(r"\{(\w+)\}", lambda m: rng.choice(sorted(ents[m.group(1)])), rng.choice(family.distractors))
-        sentences.insert(rng.randint(0, len(sentences)), noise)
+        where = rng.randint(0, len(sentences))
+        if len(" ".join(sentences)) + len(noise) < NOISE_CHARS:
+            sentences.insert(where, noise)
     if rng.random() < noise_prob / 2:
-        sentences.append(rng.choice(CLOSINGS))
+        closing = rng.choice(CLOSINGS)
+        if len(" ".join(sentences)) + len(closing) < NOISE_CHARS:
+            sentences.append(closing)
     return " ".join(sentences)
 
 
