@@ -59,9 +59,18 @@ def _load(config: str, overrides: list[str] | None, extra: dict | None = None, e
 
 def _tracker(cfg, run_name: str, uri_flag: str | None, tags: dict, parent: str | None = None,
              resume_run_id: str | None = None):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
     from supo.tracking import Tracker, resolve_tracking_uri
 
     uri = resolve_tracking_uri(uri_flag, cfg.tracking.uri)
+    if parent is not None:  # nest under the checkpoint's training run when it is in this store; else only tag it
+        tags = {**tags, "checkpoint_run_id": parent}
+        try:
+            MlflowClient(tracking_uri=uri).get_run(parent)
+        except MlflowException:
+            parent = None
     return Tracker(uri, cfg.tracking.experiment, run_name, params=cfg.flat(),
                    tags={"profile": cfg.profile, "seed": str(cfg.seed), **tags}, parent_run_id=parent,
                    resume_run_id=resume_run_id)

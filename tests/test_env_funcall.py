@@ -322,7 +322,8 @@ def loop_setup(tmp_path_factory, tasks):
 
     cfg = load_config(None)
     # as `supo-cli prepare` builds it: the corpus of some train and test tasks (every family), v_sum, roles
-    texts = corpus(tasks[:120] + tasks[150:200]) + [cfg.prompts.summary_instruction, cfg.prompts.continuation + "\n"] * 50
+    texts = corpus(tasks[:120] + tasks[150:200])
+    texts += [cfg.prompts.summary_instruction, cfg.prompts.continuation + "\n"] * 50
     texts += ["system\n", "user\n", "assistant\n", "tool\n"] * 200
     tok = build_tokenizer(texts, 1024, tmp_path_factory.mktemp("tok_funcall"))
     return tok, Templates.build(tok, cfg.prompts.summary_instruction, cfg.prompts.continuation)

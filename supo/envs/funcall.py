@@ -8,9 +8,11 @@ An episode runs the family's tools on a fresh copy of the task's backend. The AP
 prerequisites have not run returns an ``Error:`` observation, as does any malformed or refused call; the episode goes
 on. ``finish(answer)`` ends it with reward 1 iff the backend's persistent state equals the ground truth's final state
 **and** the answer is the result of the last request (its value, e.g. ``TK12``, or the whole line ``ticket TK12``),
-else 0 — binary and checkable without the call sequence (any route to the same state and answer scores 1).
+else 0 — binary and checkable without the call sequence: any route that leaves the same persistent state (issued ids
+and cursors such as the current folder do not count) and gives the same answer scores 1.
 
-The scripted expert replays the validated call sequence from what it has seen: literal arguments come from the plan,
+The scripted expert (a deterministic program, like the synthesis agents) replays the validated call sequence from
+what it has seen: literal arguments come from the plan,
 referenced ones (a zip code, a ticket id) from its own memory of earlier observations. Its summaries state how many
 calls are done and the remembered values still needed; with probability ``error_rate`` a summary loses or corrupts a
 needed value, or claims a step done that is not, and the expert then continues from what it wrote, so it fails.
@@ -164,7 +166,7 @@ class FuncallExpert:
         s = self.state
         if s.pos < len(self.plan) and not observation.startswith("Error"):
             s.mem[s.pos] = output_value(observation)
-        s.pos += 1  # a refused call counts as done: the expert goes on with its plan (it only fails after a bad summary)
+        s.pos += 1  # a refused call counts as done: the expert goes on (refusals only follow a bad summary)
 
     def drop(self) -> None:
         """The last (action, observation) left the context: forget what it taught."""

@@ -84,7 +84,8 @@ class APIGraph:
         for t in tools:
             unknown = [r for r in t.requires if r not in self.tools]
             if unknown:
-                raise APIGraphError(f"tool {t.name!r} requires unknown tool(s) {unknown}; known: {', '.join(self.tools)}")
+                raise APIGraphError(f"tool {t.name!r} requires unknown tool(s) {unknown}; "
+                                    f"known: {', '.join(self.tools)}")
             if len(set(t.requires)) != len(t.requires):
                 raise APIGraphError(f"tool {t.name!r} lists a prerequisite twice: {list(t.requires)}")
             for p in t.params:

@@ -402,7 +402,7 @@ class TravelBackend(Backend):
         raise ToolFailure(f"unknown ticket {ticket[:40]!r}")
 
     def verified(self) -> Any:
-        return sorted((b["ticket"], b["flight"], b["passport"], b["active"]) for b in self.state["bookings"])
+        return sorted((b["flight"], b["passport"], b["active"]) for b in self.state["bookings"])  # ids: order-dependent
 
 
 def flight_id(cities: list[str], origin: str, destination: str) -> str:
@@ -468,7 +468,8 @@ class TravelFamily(Family):
 
     def _booked(self, backend: Backend) -> list[str]:
         s = backend.state
-        return [p for p, pp in s["passports"].items() if any(b["passport"] == pp and b["active"] for b in s["bookings"])]
+        return [p for p, pp in s["passports"].items()
+                if any(b["passport"] == pp and b["active"] for b in s["bookings"])]
 
     def sample_goal(self, tool, backend, rng):
         s = backend.state
@@ -583,7 +584,7 @@ class BankBackend(Backend):
     def verified(self) -> Any:
         s = self.state
         return {"balances": s["balances"], "paid": sorted(i["id"] for i in s["invoices"].values() if i["paid"]),
-                "limits": s["limits"], "transfers": [s["quotes"][q] for q in s["sent"]]}
+                "limits": s["limits"], "transfers": sorted(s["quotes"][q] for q in s["sent"])}
 
 
 @dataclass
@@ -610,7 +611,8 @@ class BankFamily(Family):
         "find_payee": ("look up the payee id of {recipient}",),
         "get_balance": ("check how much money {owner} has", "tell me the balance of {owner}"),
         "get_invoice": ("find the invoice number of {owner}", "tell me which invoice {owner} owes"),
-        "pay_invoice": ("pay the open bill of {owner}", "settle {owner}'s invoice", "clear the pending invoice for {owner}"),
+        "pay_invoice": ("pay the open bill of {owner}", "settle {owner}'s invoice",
+                        "clear the pending invoice for {owner}"),
         "quote_transfer": ("get a quote to send {amount} from {owner} to {recipient}",),
         "send_transfer": ("send {amount} from {owner} to {recipient}",
                           "transfer {amount} dollars from {owner}'s account to {recipient}",

@@ -64,6 +64,7 @@ def synthesis_stats(cfg: Config, *, vocab_size: int = 1024, working_contexts: tu
                 "mean_prompt_tokens": round(sum(len(prompt_ids(tok, t)) for t, _ in pairs) / n, 1),
                 "max_prompt_tokens": max(len(prompt_ids(tok, t)) for t, _ in pairs),
                 "mean_history_tokens": round(sum(hist) / n, 1),
+                "max_history_tokens": max(hist),
             }
             for w in working_contexts:
                 entry[f"history_over_{w}"] = round(sum(h > w for h in hist) / n, 4)

@@ -6,11 +6,12 @@ deterministic programs below. What each phase produces:
 * **Phase I** (:func:`phase1`): a task is a sequence of requests (the paper's rounds, §4.4). For each request a target
   tool is drawn, its request arguments are sampled from the backend's current state (the family's parameter sampler),
   and a walk of :func:`~supo.synth.api_graph.directed_sample` calls (Eq. 2) runs from an empty called set until the
-  target is called; with probability ``explore_prob`` one more Eq. 2 draw follows the target (branch 1: a random
-  legal tool — exploration). Every call is executed against the family's backend; its observation is recorded and
-  feeds later calls (a parameter named like an ancestor's output reads that output). The concatenated calls, then
-  ``finish(answer)`` with the value of the last call, are the ground-truth call sequence ``G_truth``. The number of
-  calls (``finish`` included) is the difficulty knob.
+  target is called; then, with probability ``explore_prob`` (in the last request: when the call count needs it), one
+  more Eq. 2 draw follows the target (branch 1: a random legal tool — exploration), with sampled arguments. Every
+  call is executed against the family's backend; its observation is recorded and feeds later calls (a parameter
+  named like an ancestor's output reads that output). The concatenated calls, then ``finish(answer)`` with the value
+  of the last call, are the ground-truth call sequence ``G_truth``. The number of calls (``finish`` included) is the
+  difficulty knob; at most ``MAX_REQUESTS`` requests per task.
 * **Phase II** (:func:`advanced_tools`, :func:`write_query`): each request's walk is abstracted into an
   :class:`AdvancedTool` (``buy_ticket_adv(city, destination, passenger) -> ticket`` wrapping ``get_passport``,
   ``get_zipcode``, ``get_airport``, ``find_flight``, ``buy_ticket``; A_T's role). The hard query (A_Q's role) is written
