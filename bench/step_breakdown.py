@@ -1,10 +1,10 @@
 """Per-step time, broken into rollout, train and weight sync, for (rollout workers, trainer world size) in
 {(1,1), (2,1), (1,2), (2,2)} on the tiny profile — side by side in one process, with ratios against (1,1).
 
-Needs the prepared data and the warm-started model of the tiny profile (`dvc repro sft`, or `supo-cli prepare && supo-cli
-sft`). Usage:
+Needs the prepared data and the warm-started model of the tiny profile (`dvc repro sft@array`, or
+`supo-cli prepare --env array && supo-cli sft --env array`). Usage:
 
-    python bench/step_breakdown.py [--steps 6] [--skip 1] [--config params.yaml] [-S key=value ...]
+    python bench/step_breakdown.py [--env array] [--steps 6] [--skip 1] [--config params.yaml] [-S key=value ...]
 
 The first ``--skip`` steps of each configuration are dropped (engine warm-up). Each configuration writes its
 checkpoints under a temporary folder that is removed afterwards.
@@ -23,6 +23,7 @@ GRID = [(1, 1), (2, 1), (1, 2), (2, 2)]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="params.yaml")
+    ap.add_argument("--env", default="array", help="environment (its prepared data and warm start are used)")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--skip", type=int, default=1)
     ap.add_argument("-S", "--set", action="append", default=[])
@@ -41,7 +42,7 @@ def main() -> None:
         overrides = dict(parse_override(o) for o in args.set)
         overrides.update({"train.steps": args.steps, "rollout.num_workers": workers, "trainer.world_size": world,
                           "train.checkpoint_every": 0})
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides, env=args.env)
         with tempfile.TemporaryDirectory() as tmp:
             cfg.paths.metrics = tmp
             t0 = time.perf_counter()

@@ -172,7 +172,10 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
     shutil.copytree(REPO / "supo", repo / "supo", ignore=shutil.ignore_patterns("__pycache__"))
-    write_params(repo, {"train": {"steps": 1}, "eval": {"num_tasks": 2}})
+    small_search = {"search.num_train": 40, "search.num_test": 4, "search.num_entities": 60, "expert.num_demos": 40,
+                    "sft.steps": 10, "sft.batch_size": 8, "train.steps": 1}
+    write_params(repo, {"train": {"steps": 1}, "eval": {"num_tasks": 2, "sweep": [0, 2]},
+                        "pipeline": {"envs": ["array", "search"]}, "envs": {"search": small_search}})
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "SUPO_PROGRESS": "0"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -181,6 +184,8 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):
     first = run("dvc", "repro")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert (repo / "reports/report.md").exists()
+    report = (repo / "reports/report.md").read_text()
+    assert "array/supo" in report and "search/grpo" in report and "array/sft" in report
     shown = run("dvc", "metrics", "show")
     assert shown.returncode == 0 and "success_rate" in shown.stdout
     second = run("dvc", "repro")
