@@ -1,0 +1,43 @@
+"""The metric vocabulary computed from rollouts (hand-checked numbers)."""
+
+import pytest
+
+from supo.metrics import rollout_metrics
+from supo.types import Rollout
+
+
+def _r(task, reward, *, finished=True, overlong=False, summaries=0, misses=0, calls=4, ctx=(100,), gen=10, proc=50):
+    return Rollout(task_id=task, group_id=f"{task}@0", index=0, reward=reward, finished=finished, overlong=overlong,
+                   num_summaries=summaries, summary_format_misses=misses, tool_calls=calls,
+                   context_lengths=list(ctx), tokens_generated=gen, tokens_processed=proc)
+
+
+def test_rollout_metrics_hand_computed():
+    rs = [
+        _r("a", 1.0, summaries=2, misses=1, calls=10, ctx=(200, 210, 150)),
+        _r("a", 0.0, finished=False, overlong=True, summaries=3, calls=12, ctx=(205, 211, 209, 212)),
+        _r("b", 0.0, calls=6, ctx=(120,)),
+        _r("b", 0.0, calls=2, ctx=(80,)),
+    ]
+    for i, r in enumerate(rs):
+        r.index = i
+    m = rollout_metrics(rs, working_context=224, max_summaries=3)
+    assert m["success_rate"] == 0.25 and m["mean_reward"] == 0.25
+    assert m["mean_tool_calls"] == 7.5 and m["mean_summaries"] == 1.25
+    assert m["summary_format_miss_rate"] == pytest.approx(1 / 5)
+    assert m["max_working_context_tokens"] == 212
+    assert m["mean_working_context_tokens"] == pytest.approx(sum([200, 210, 150, 205, 211, 209, 212, 120, 80]) / 9)
+    assert m["effective_context_tokens"] == 224 * 4
+    assert m["overlong_rate"] == 0.25
+    assert m["degenerate_group_frac"] == 0.5  # group b: all rewards equal
+    assert m["tokens_generated"] == 40 and m["tokens_processed"] == 200
+
+
+def test_a_reward_without_an_answer_is_not_a_success():
+    m = rollout_metrics([_r("a", 1.0, finished=False)], working_context=10, max_summaries=0)
+    assert m["success_rate"] == 0.0 and m["summary_format_miss_rate"] == 0.0
+
+
+def test_no_rollouts_is_an_error():
+    with pytest.raises(ValueError, match="no rollouts"):
+        rollout_metrics([], working_context=10, max_summaries=0)
