@@ -128,7 +128,7 @@ def train(
 ) -> None:
     """RL training with SUPO or GRPO: rollouts on the vLLM engine, advantages grouped by task, clipped token-mean
     loss, weights pushed into the engine every step; writes an HF-format checkpoint."""
-    from supo.train_loop import resume_info
+    from supo.train_loop import preflight, resume_info
     from supo.train_loop import train as run
 
     extra = {"train.algo": algo}
@@ -144,6 +144,7 @@ def train(
     previous = resume_info(out) if resume else {}
     if resume and not previous:
         _fail(f"--resume: no checkpoint under {out}/steps to resume from")
+    preflight(cfg, previous.get("path", init))  # bad budgets or data fail here, before an MLflow run is opened
     tags = {"stage": "train", "arm": arm, "algo": algo, "max_summaries": str(cfg.train_max_summaries)}
     with _tracker(cfg, f"train-{arm}", tracking_uri, tags, resume_run_id=previous.get("mlflow_run_id")) as tr, \
             _progress(cfg.train.steps, f"train {arm}") as pb:

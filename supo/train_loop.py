@@ -54,6 +54,12 @@ def resume_info(out: str | Path) -> dict:
     return {"path": str(path), "step": st["step"], "mlflow_run_id": st.get("mlflow_run_id")}
 
 
+def preflight(cfg: Config, init: str | Path) -> None:
+    """The checks that need the data and the tokenizer (budgets against prompts, engine limit), before any run starts."""
+    tasks = read_tasks(split_path(cfg.paths.data, "train"))
+    build_runtime(cfg, init, tasks, max_summaries=cfg.train_max_summaries, working_context=cfg.budget.working_context)
+
+
 def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = None, tracker=None, progress=None,
           resume: bool = False, log=print) -> dict:
     """Run ``train.steps`` RL steps from the model at ``init`` (or from the latest checkpoint in ``out``)."""
