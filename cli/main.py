@@ -71,8 +71,9 @@ def _tracker(cfg, run_name: str, uri_flag: str | None, tags: dict, parent: str |
             MlflowClient(tracking_uri=uri).get_run(parent)
         except MlflowException:
             parent = None
-    return Tracker(uri, cfg.tracking.experiment, run_name, params=cfg.flat(),
-                   tags={"profile": cfg.profile, "seed": str(cfg.seed), **tags}, parent_run_id=parent,
+    return Tracker(uri, cfg.tracking.experiment, f"{cfg.env.name}-{run_name}", params=cfg.flat(),
+                   tags={"profile": cfg.profile, "seed": str(cfg.seed), "env": cfg.env.name, **tags},
+                   parent_run_id=parent,
                    resume_run_id=resume_run_id)
 
 

@@ -129,7 +129,7 @@ def test_engine_limit_and_working_context_checked_against_the_tokenizer(prepared
     if db.exists():
         client = MlflowClient(tracking_uri=f"sqlite:///{db}")
         exp = client.get_experiment_by_name("supo-tiny")
-        assert exp is None or not client.search_runs([exp.experiment_id], "attributes.run_name = 'train-supo'")
+        assert exp is None or not client.search_runs([exp.experiment_id], "attributes.run_name = 'array-train-supo'")
 
 
 @pytest.mark.slow
@@ -159,13 +159,14 @@ def test_sft_train_eval_report_with_vllm_and_mlflow(prepared):
     client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
     exp = client.get_experiment_by_name("supo-tiny")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])}
-    assert {"sft", "train-supo", "eval-supo-s3"} <= set(runs)
+    assert {"array-sft", "array-train-supo", "array-eval-supo-s3"} <= set(runs)
     train_run = client.get_run(run_id)
-    assert train_run.info.run_name == "train-supo" and train_run.data.params["train.algo"] == "supo"
+    assert train_run.info.run_name == "array-train-supo" and train_run.data.params["train.algo"] == "supo"
+    assert train_run.data.tags["env"] == "array" and train_run.data.tags["arm"] == "supo"
     assert train_run.info.status == "FINISHED"
     assert len(client.get_metric_history(run_id, "mean_reward")) == 2
     assert any(a.path.startswith("rollouts") for a in client.list_artifacts(run_id))
-    assert runs["eval-supo-s3"].data.tags["mlflow.parentRunId"] == run_id
+    assert runs["array-eval-supo-s3"].data.tags["mlflow.parentRunId"] == run_id
 
     cli("report", cwd=prepared)
     report = (prepared / "reports/report.md").read_text()
