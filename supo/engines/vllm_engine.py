@@ -10,8 +10,10 @@ worker's ``reload_weights`` followed by a prefix-cache reset (plain ``load_weigh
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,35 @@ def configure_environment(kv_cache_gib: float) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
+
+
+@contextlib.contextmanager
+def _modules_vllm_can_scan():
+    """Hide, while the engine starts, modules whose namespace holds objects that break vLLM's kernel-override scan.
+
+    vLLM walks ``sys.modules`` at start-up and calls ``vars(value).get(...)`` on every attribute with a ``__dict__``;
+    some objects (llvmlite's ``_lib_fn_wrapper``, imported through numba) answer ``__dict__`` with something that is
+    not a dict, and the engine fails with an AttributeError. Those modules are popped for the duration of the start
+    and put back afterwards.
+    """
+    hidden = {}
+    for name, module in list(sys.modules.items()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for value in list(namespace.values()):
+            try:
+                if hasattr(value, "__dict__") and not hasattr(vars(value), "get"):
+                    hidden[name] = module
+                    break
+            except Exception:  # noqa: BLE001 - anything vars() cannot read is skipped by vLLM as well
+                continue
+    for name in hidden:
+        sys.modules.pop(name, None)
+    try:
+        yield
+    finally:
+        sys.modules.update(hidden)
 
 
 def _reload(worker, state_dict):  # runs inside the vLLM worker (in-process: the dict is passed as is)
@@ -57,7 +88,8 @@ class VLLMPolicy:
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = engine_cfg.gpu_memory_utilization
         t0 = time.perf_counter()
-        self.llm = LLM(**kwargs)
+        with _modules_vllm_can_scan():
+            self.llm = LLM(**kwargs)
         self.start_seconds = time.perf_counter() - t0
         torch.set_num_threads(threads)  # vLLM lowers torch's thread count for serving; the trainer wants it back
         self.temperature, self.top_p = temperature, top_p
