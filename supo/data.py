@@ -35,6 +35,23 @@ def _read_parquet(path: Path, columns: Sequence[str], what: str) -> pd.DataFrame
     return df
 
 
+def iter_jsonl(path: str | Path):
+    """``(line number, object)`` for every non-blank line of a JSONL file; a line that is not a JSON object raises
+    :class:`DataError` naming the file and line."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}, line {n}: expected a JSON object, got {type(obj).__name__}")
+            yield n, obj
+
+
 def split_path(data_dir: str | Path, split: str) -> Path:
     return Path(data_dir) / f"{split}.parquet"
 

@@ -41,7 +41,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from supo.data import DataError
+from supo.data import DataError, iter_jsonl
 from supo.envs.base import Tool, ToolCallError, ToolEnv
 from supo.envs.codegym import read_records
 from supo.types import Task
@@ -184,19 +184,8 @@ def iter_corpus(path: str | Path) -> Iterator[tuple[str, str, str]]:
         return
     if suffix not in (".jsonl", ".json", ".ndjson"):
         raise DataError(f"corpus file {path}: expected a .jsonl or .parquet file")
-    with open(path, encoding="utf-8") as f:
-        i = 0
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}, line {n}: expected a JSON object")
-            yield check(i, row)
-            i += 1
+    for i, (_, row) in enumerate(iter_jsonl(path)):
+        yield check(i, row)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from supo.data import DataError
+from supo.data import DataError, iter_jsonl
 from supo.envs.base import MAX_ACTION_CHARS, ToolCall, ToolCallError, format_tool_call, parse_tool_call
 from supo.envs.sandbox import Sandbox, SandboxError, SandboxLimits
 from supo.models import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
@@ -79,19 +79,7 @@ def read_records(path: Path, what: str) -> list[dict[str, Any]]:
         return [_plain(r) for r in df.to_dict("records")]
     if path.suffix.lower() not in (".jsonl", ".json", ".ndjson"):
         raise DataError(f"{what} file {path}: expected a .jsonl or .parquet file")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {i + 1}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}, line {i + 1}: expected a JSON object, got {type(obj).__name__}")
-            rows.append(obj)
-    return rows
+    return [obj for _, obj in iter_jsonl(path)]
 
 
 def _check_messages(prompt: Any, where: str) -> list[dict[str, str]]:
