@@ -100,7 +100,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
     log(f"train {arm}: algo={cfg.train.algo} S={S} W={W} L={rt.budgets.trigger} G={cfg.rollout.group_size} "
         f"tasks/step={cfg.rollout.tasks_per_step} steps={start}->{cfg.train.steps} workers={cfg.rollout.num_workers} "
         f"world_size={cfg.trainer.world_size}; actors up in {time.perf_counter() - t0:.1f}s")
-    rollouts = []
+    rollouts, weights = [], None
     try:
         for step in range(start, cfg.train.steps):
             t_step = time.perf_counter()
@@ -140,7 +140,8 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
             done = step + 1
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
                 _checkpoint(out, done, model, weights, rt.tokenizer, group, history, tracker, cfg, arm)
-        weights = group.state_dict()
+        if weights is None:  # no step ran (a resume of a finished run): gather once here
+            weights = group.state_dict()
         if len(history) > start or state is None:
             _checkpoint(out, len(history), model, weights, rt.tokenizer, group, history, tracker, cfg, arm)
     finally:
