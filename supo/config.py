@@ -199,6 +199,9 @@ class BudgetConfig:
     max_turn_tokens: int = F(24, "the most tokens one action generation may produce")
     max_summary_tokens: int = F(24, "the most tokens one summary generation may produce")
     max_obs_tokens: int = F(24, "observations longer than this (in tokens) are truncated")
+    use_effective_context: bool = F(False, "the GRPO-Weff arm: W becomes W × (S + 1) with S = max_summaries (and "
+                                           "engine.max_model_len grows by W × S; the loaded config holds the grown values); requires "
+                                           "train.algo=grpo")
 
     @property
     def trigger_tokens(self) -> int:
@@ -296,15 +299,24 @@ class EvalConfig:
     max_summaries: int = F(3, "S at evaluation time (`--max-summaries`)")
     working_context: int = F(0, "W at evaluation time (`--working-context`); 0 = the training W")
     temperature: float = F(1.0, "sampling temperature at evaluation")
-    sweep: list[int] = F([0, 3, 6], "S_eval values the DVC pipeline evaluates every checkpoint at")
+    sweep: list[int] = F([], "S_eval values `eval --sweep` runs (in one engine); [] = {0, 1, S, 2S, 4S} with "
+                             "S = budget.max_summaries")
+
+    def sweep_values(self, train_summaries: int) -> list[int]:
+        """The S_eval grid: ``sweep`` if set, else {0, 1, S, 2S, 4S} (sorted, without repeats)."""
+        s = train_summaries
+        return sorted(set(self.sweep or [0, 1, s, 2 * s, 4 * s]))
 
 
 @dataclass
 class PipelineConfig:
-    """What `dvc repro` runs (dvc.yaml reads these lists): every env × arm is trained and evaluated at eval.sweep."""
+    """What `dvc repro` runs (dvc.yaml reads these lists): every env × arm × seed is trained, then evaluated at every
+    S_eval of the sweep."""
 
     envs: list[str] = F(["array", "search"], "environments the pipeline prepares, trains and evaluates (`--env`)")
-    arms: list[str] = F(["grpo", "supo"], "training arms (`--algo`)")
+    arms: list[str] = F(["grpo-w", "grpo-weff", "supo", "supo-no-mask", "supo-eq4"],
+                        "training arms (`--arm`), each a key of `arms`")
+    seeds: list[int] = F([0, 1], "RL seeds per arm (the warm start is shared); mean ± std in the report is over these")
 
 
 @dataclass
@@ -343,6 +355,10 @@ class Config:
         default_factory=dict,
         metadata={"help": "per-environment dotted overrides applied by `--env NAME` (e.g. search: "
                           "{budget.working_context: 448}); `--env` also puts every stage's paths under <path>/NAME"})
+    arms: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={"help": "per-arm dotted overrides applied by `--arm NAME` after the env's (e.g. supo-eq4: "
+                          "{train.advantage: segment})"})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -454,12 +470,15 @@ ENV_PATHS = ("data", "model", "sft", "checkpoints", "evals", "metrics")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
-                env: str | None = None) -> Config:
+                env: str | None = None, arm: str | None = None) -> Config:
     """Read ``params.yaml`` (or defaults when ``path`` is None), apply dotted overrides, validate.
 
     ``env``: run on that environment: ``env.name = env``, the ``envs.<env>`` overrides of the file apply (before the
     explicit ``overrides``), and the stage paths (``paths.data``, ``paths.model``, …) get ``/<env>`` appended, so two
     environments' pipelines never share files.
+
+    ``arm``: apply the file's ``arms.<arm>`` overrides (after the env's, before the explicit ones); an arm the file does
+    not define is an error.
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -479,6 +498,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
         for key, value in per_env.items():
             _set_dotted(data, key, value)
         _set_dotted(data, "env.name", env)
+    if arm is not None:
+        arms = data.get("arms") or {}
+        if arm not in arms:
+            close = difflib.get_close_matches(arm, list(arms), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"--arm {arm}: not an arm of the params file's `arms` ({', '.join(arms) or 'none'}){hint}")
+        per_arm = arms[arm]
+        if not isinstance(per_arm, dict):
+            raise ConfigError(f"arms.{arm}: expected a mapping of dotted overrides, got {per_arm!r}")
+        for key, value in per_arm.items():
+            _set_dotted(data, key, value)
     items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides or []]
     for key, value in items:
         _set_dotted(data, key, value)
@@ -486,6 +516,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     if env is not None:
         for name in ENV_PATHS:
             setattr(cfg.paths, name, f"{getattr(cfg.paths, name)}/{env}")
+    if cfg.budget.use_effective_context:
+        _require(cfg.train.algo == "grpo", "budget.use_effective_context",
+                 f"is the GRPO-Weff arm: it needs train.algo=grpo, got {cfg.train.algo!r}")
+        extra = cfg.budget.working_context * cfg.budget.max_summaries
+        cfg.budget.working_context += extra
+        cfg.engine.max_model_len += extra
     validate(cfg)
     return cfg
 
@@ -552,8 +588,11 @@ def validate(cfg: Config) -> None:
     _require(ev.split in ("train", "test"), "eval.split", f"must be train or test, got {ev.split!r}")
     _require(ev.num_tasks >= 1, "eval.num_tasks", f"must be ≥ 1, got {ev.num_tasks}")
     _require(ev.samples_per_task >= 1, "eval.samples_per_task", f"must be ≥ 1, got {ev.samples_per_task}")
-    _require(all(a in ALGOS for a in cfg.pipeline.arms), "pipeline.arms",
-             f"unknown arm in {cfg.pipeline.arms}; arms are algos: {', '.join(ALGOS)}")
+    unknown = [a for a in cfg.pipeline.arms if a not in cfg.arms]
+    _require(not cfg.arms or not unknown, "pipeline.arms",
+             f"{unknown} not defined under `arms` (defined: {', '.join(cfg.arms)})")
+    _require(len(set(cfg.pipeline.seeds)) == len(cfg.pipeline.seeds) and cfg.pipeline.seeds, "pipeline.seeds",
+             f"need at least one seed and no repeats, got {cfg.pipeline.seeds}")
     _require(all(n in ENVS for n in cfg.pipeline.envs), "pipeline.envs",
              f"unknown environment in {cfg.pipeline.envs}; choose from {', '.join(ENVS)}")
     _require(e.backend == "vllm", "engine.backend", f"unknown backend {e.backend!r}; choose vllm")

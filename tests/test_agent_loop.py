@@ -281,3 +281,20 @@ def test_an_environment_that_raises_becomes_an_error_observation(setup):
     rollouts = run_rollouts(items, pol, tok, t, settings(), make_faulty, keep_transcript=True)
     assert any("Error: the environment failed: RuntimeError: disk on fire" in x for x in rollouts[0].transcript)
     assert all(r.finished for r in rollouts[1:]) and rollouts[0].tool_calls > 3
+
+
+def test_per_item_settings_run_each_rollout_under_its_own_budgets(setup):
+    """An eval sweep batches several S into one call: each rollout keeps its own S, and a rollout's result is the
+    same as when it runs alone under those settings (the expert is deterministic)."""
+    tasks, tok, t = setup
+    long = [task for task in tasks if len(task.env_config["values"]) >= 12][:4]
+    per = [settings(S=0)] * len(long) + [settings(S=1)] * len(long) + [settings(S=8)] * len(long)
+    items = [(task, f"{task.id}@{j}", 0) for j in range(3) for task in long]
+    mixed = run_rollouts(items, Recording(tok, long * 3, t.eos_id), tok, t, per, make_env)
+    assert [r.num_summaries for r in mixed[:4]] == [0] * 4 and all(r.overlong for r in mixed[:4])
+    assert all(r.num_summaries <= 1 for r in mixed[4:8]) and all(r.finished for r in mixed[8:])
+    alone, _ = run(setup, settings(S=8), tasks=long)
+    assert [(r.reward, r.num_summaries, r.tool_calls) for r in mixed[8:]] == \
+           [(r.reward, r.num_summaries, r.tool_calls) for r in alone]
+    with pytest.raises(ValueError, match="one per item"):
+        run_rollouts(items, Recording(tok, long * 3, t.eos_id), tok, t, per[:-1], make_env)

@@ -69,7 +69,7 @@ def test_repo_params_yaml_loads_and_matches_file():
 
     def walk(prefix: str, node):
         for k, v in node.items():
-            if isinstance(v, dict) and prefix + k != "envs":  # envs holds per-env overrides, kept as a mapping
+            if isinstance(v, dict) and prefix + k not in ("envs", "arms"):  # per-env/arm overrides stay mappings
                 walk(f"{prefix}{k}.", v)
             else:
                 assert flat[f"{prefix}{k}"] == v, f"{prefix}{k}"
@@ -363,3 +363,58 @@ def test_env_flag_applies_per_env_overrides_and_namespaces_paths(tmp_path):
     with pytest.raises(ConfigError, match="budget.working_contxt"):
         p.write_text("envs:\n  array:\n    budget.working_contxt: 256\n")
         load_config(p, env="array")
+
+
+def test_arm_flag_applies_the_arms_overrides_after_the_envs(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("envs:\n  array:\n    train.lr: 0.5\npipeline:\n  arms: [abl, plain]\n"
+                 "arms:\n  abl:\n    train.advantage: segment\n    train.lr: 0.25\n  plain: {}\n")
+    cfg = load_config(p, env="array", arm="abl")
+    assert cfg.train.advantage == "segment" and cfg.train.lr == 0.25  # the arm's value wins over the env's
+    assert load_config(p, {"train.lr": 0.125}, env="array", arm="abl").train.lr == 0.125  # explicit wins over both
+    assert load_config(p, env="array", arm="plain").train.advantage == "rollout"
+    with pytest.raises(ConfigError, match="--arm abll.*did you mean abl"):
+        load_config(p, arm="abll")
+
+
+def test_effective_context_arm_scales_w_and_the_engine_limit_by_s_plus_one():
+    cfg = load_config(None, {"train.algo": "grpo", "budget.use_effective_context": True, "budget.working_context": 200,
+                             "budget.max_summaries": 3, "engine.max_model_len": 300})
+    assert cfg.budget.working_context == 800 and cfg.engine.max_model_len == 300 + 600
+    assert cfg.train_max_summaries == 0
+    with pytest.raises(ConfigError, match="budget.use_effective_context.*train.algo=grpo"):
+        load_config(None, {"budget.use_effective_context": True})  # SUPO with W_eff is not an arm
+
+
+def test_eval_sweep_defaults_to_0_1_s_2s_4s():
+    cfg = load_config(None)
+    assert cfg.eval.sweep_values(3) == [0, 1, 3, 6, 12]
+    assert cfg.eval.sweep_values(1) == [0, 1, 2, 4]  # repeats collapse
+    assert load_config(None, {"eval.sweep": [5, 0, 5]}).eval.sweep_values(3) == [0, 5]
+
+
+def test_repo_params_define_every_pipeline_arm_and_the_papers_arms():
+    cfg = load_config(REPO_ROOT / "params.yaml")
+    assert set(cfg.pipeline.arms) <= set(cfg.arms) and len(cfg.pipeline.seeds) >= 2
+    for env in cfg.pipeline.envs:
+        s = load_config(REPO_ROOT / "params.yaml", env=env).budget.max_summaries
+        w = load_config(REPO_ROOT / "params.yaml", env=env, arm="grpo-w")
+        weff = load_config(REPO_ROOT / "params.yaml", env=env, arm="grpo-weff")
+        supo = load_config(REPO_ROOT / "params.yaml", env=env, arm="supo")
+        assert w.train_max_summaries == 0 and weff.train_max_summaries == 0 and supo.train_max_summaries == s
+        assert weff.budget.working_context == w.budget.working_context * (s + 1) == supo.budget.working_context * (s + 1)
+        assert not load_config(REPO_ROOT / "params.yaml", env=env, arm="supo-no-mask").train.overlong_mask
+        assert load_config(REPO_ROOT / "params.yaml", env=env, arm="supo-eq4").train.advantage == "segment"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field_name"),
+    [
+        ({"pipeline.arms": ["supo", "nope"], "arms": {"supo": {}}}, "pipeline.arms"),
+        ({"pipeline.seeds": [0, 0]}, "pipeline.seeds"),
+        ({"pipeline.seeds": []}, "pipeline.seeds"),
+    ],
+)
+def test_pipeline_arms_and_seeds_are_checked(overrides, field_name):
+    with pytest.raises(ConfigError, match=field_name.replace(".", r"\.")):
+        load_config(None, overrides)

@@ -99,14 +99,21 @@ def run_rollouts(
     policy: Policy,
     tokenizer,
     templates: Templates,
-    settings: LoopSettings,
+    settings: LoopSettings | Sequence[LoopSettings],
     make_env: Callable[[Task], Any],
     *,
     seed: int = 0,
     keep_transcript: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> list[Rollout]:
-    """Run one rollout per ``(task, group_id, index)`` item, all batched together; return them in item order."""
+    """Run one rollout per ``(task, group_id, index)`` item, all batched together; return them in item order.
+
+    ``settings`` is one :class:`LoopSettings` for every item, or one per item (an eval sweep batches several S_eval
+    values into the same engine calls; each rollout still runs under its own budgets).
+    """
+    per_item = [settings] * len(items) if isinstance(settings, LoopSettings) else list(settings)
+    if len(per_item) != len(items):
+        raise ValueError(f"{len(per_item)} LoopSettings for {len(items)} items: give one, or one per item")
     live: list[_Live] = []
     for key, (task, group_id, index) in enumerate(items):
         env = make_env(task)
@@ -124,9 +131,9 @@ def run_rollouts(
     while active:
         requests, order = [], []
         for k in active:
-            lv = live[k]
-            budget = settings.max_turn_tokens if lv.phase == "action" else settings.max_summary_tokens
-            room = settings.engine_max_len - lv.context_len
+            lv, st = live[k], per_item[k]
+            budget = st.max_turn_tokens if lv.phase == "action" else st.max_summary_tokens
+            room = st.engine_max_len - lv.context_len
             if room < 1:
                 _finish(lv, templates, reward=0.0, overlong="engine_limit")
                 continue
@@ -137,7 +144,7 @@ def run_rollouts(
             break
         results = policy.generate(requests)
         for k, req, res in zip(order, requests, results):
-            lv = live[k]
+            lv, st = live[k], per_item[k]
             ids, lps = list(res.token_ids), list(res.logprobs)
             lv.turns += 1
             lv.rollout.tokens_generated += len(ids)
@@ -161,20 +168,20 @@ def run_rollouts(
                 continue
             pair_start = len(lv.resp)
             lv.extend(ids, 1, lps)
-            obs_ids = tokenizer.encode(observation, add_special_tokens=False)[: settings.max_obs_tokens]
+            obs_ids = tokenizer.encode(observation, add_special_tokens=False)[: st.max_obs_tokens]
             lv.extend(templates.obs_prefix + obs_ids + templates.obs_suffix, 0)
             policy.on_step(k, text, observation)
             lv.peak = max(lv.peak, lv.context_len)
-            if lv.context_len >= settings.trigger:
-                _drop_pair(lv, pair_start, len(ids), settings)
+            if lv.context_len >= st.trigger:
+                _drop_pair(lv, pair_start, len(ids), st)
                 policy.on_drop(k)
-                if lv.rollout.num_summaries < settings.max_summaries:
+                if lv.rollout.num_summaries < st.max_summaries:
                     lv.extend(templates.summary_request, 0)
                     lv.phase = "summary"
                 else:
                     _finish(lv, templates, reward=0.0, overlong="max_summaries")
                 continue
-            if lv.steps >= settings.max_steps:
+            if lv.steps >= st.max_steps:
                 _finish(lv, templates, reward=0.0, overlong="max_steps")
         active = [k for k in active if live[k].phase != "done"]
         if progress is not None:
