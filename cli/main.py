@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+_T0 = time.time()  # the command's start, for the wall time each stage records (bench/stage_times.py reads them)
 
 app = typer.Typer(
     name="supo-cli",
@@ -25,6 +29,15 @@ SetOpt = typer.Option(None, "--set", "-S", help="override a config field: -S tra
 UriOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (else MLFLOW_TRACKING_URI, else the config)")
 EnvOpt = typer.Option(None, "--env", help="environment to run on: applies the params file's envs.<NAME> overrides and "
                                           "puts every stage path under <path>/<NAME>")
+
+
+def _record_wall(path: str | Path) -> None:
+    """Add ``wall_seconds`` (this command's wall time so far) to the JSON metrics file the stage wrote."""
+    p = Path(path)
+    data = json.loads(p.read_text()) if p.exists() else {}
+    data["wall_seconds"] = round(time.time() - _T0, 2)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _fail(msg: str) -> None:
@@ -48,13 +61,25 @@ def clean_errors(fn):
     return wrapper
 
 
-def _load(config: str, overrides: list[str] | None, extra: dict | None = None, env: str | None = None):
+def _load(config: str, overrides: list[str] | None, extra: dict | None = None, env: str | None = None,
+          arm: str | None = None):
     from supo.config import load_config, parse_override
 
     path = config if Path(config).exists() or config != "params.yaml" else None
-    items = dict(parse_override(o) for o in overrides or [])
-    items.update(extra or {})
-    return load_config(path, items, env=env)
+    items = dict(extra or {})
+    items.update(dict(parse_override(o) for o in overrides or []))
+    return load_config(path, items, env=env, arm=arm)
+
+
+def _defined_arms(config: str) -> dict:
+    """The ``arms`` mapping of the params file (empty without a file)."""
+    import yaml
+
+    p = Path(config)
+    if not p.exists():
+        return {}
+    data = yaml.safe_load(p.read_text()) or {}
+    return data.get("arms") or {} if isinstance(data, dict) else {}
 
 
 def _tracker(cfg, run_name: str, uri_flag: str | None, tags: dict, parent: str | None = None,
@@ -93,6 +118,7 @@ def prepare(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt, env: Op
 
     cfg = _load(config, set_, env=env)
     run(cfg, log=typer.echo)
+    _record_wall(Path(cfg.paths.metrics) / "prepare.json")
 
 
 @app.command()
@@ -108,18 +134,22 @@ def sft(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt, env: Option
         result = run_sft(cfg, tracker=tr, log=typer.echo,
                          progress=lambda n, ema: pb.update(task, completed=n, info=f"loss {ema:.4f}"))
         tr.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))}, step=cfg.sft.steps)
+    _record_wall(Path(cfg.paths.metrics) / "sft.json")
 
 
 @app.command()
 @clean_errors
 def train(
-    algo: str = typer.Option("supo", "--algo", help="supo (S = budget.max_summaries) or grpo (S = 0)"),
+    algo: Optional[str] = typer.Option(None, "--algo", help="supo (S = budget.max_summaries) or grpo (S = 0); default: "
+                                                          "the arm's train.algo, else supo"),
     config: str = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
     env: Optional[str] = EnvOpt,
     init: Optional[str] = typer.Option(None, "--init", help="model to start from (default: paths.sft)"),
-    out: Optional[str] = typer.Option(None, "--out", help="checkpoint folder (default: paths.checkpoints/<arm>)"),
-    arm: Optional[str] = typer.Option(None, "--arm", help="arm name for outputs and MLflow (default: the algo)"),
+    out: Optional[str] = typer.Option(None, "--out", help="checkpoint folder (default: paths.checkpoints/<arm>/seed<seed>)"),
+    arm: Optional[str] = typer.Option(None, "--arm", help="an arm of the params file's `arms` (applies its overrides; "
+                                                          "names outputs and MLflow runs); default: the algo"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override seed (RL sampling and training order)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="override train.steps"),
     workers: Optional[int] = typer.Option(None, "--workers", help="rollout-worker actors (rollout.num_workers)"),
     world_size: Optional[int] = typer.Option(None, "--world-size", help="FSDP2 trainer ranks (trainer.world_size)"),
@@ -132,14 +162,16 @@ def train(
     from supo.train_loop import preflight, resume_info
     from supo.train_loop import train as run
 
-    extra = {"train.algo": algo}
-    for key, val in (("train.steps", steps), ("rollout.num_workers", workers), ("trainer.world_size", world_size)):
+    extra = {}
+    for key, val in (("train.algo", algo), ("train.steps", steps), ("rollout.num_workers", workers),
+                     ("trainer.world_size", world_size), ("seed", seed)):
         if val is not None:
             extra[key] = val
-    cfg = _load(config, set_, extra, env=env)
+    cfg = _load(config, set_, extra, env=env, arm=arm)
+    algo = cfg.train.algo
     arm = arm or algo
     init = init or cfg.paths.sft
-    out = out or str(Path(cfg.paths.checkpoints) / arm)
+    out = out or str(Path(cfg.paths.checkpoints) / arm / f"seed{cfg.seed}")
     if not Path(init).exists():
         _fail(f"--init {init} does not exist; run `supo-cli sft` first (or pass --init)")
     previous = resume_info(out) if resume else {}
@@ -147,12 +179,13 @@ def train(
         _fail(f"--resume: no checkpoint under {out}/steps to resume from")
     preflight(cfg, previous.get("path", init))  # bad budgets or data fail here, before an MLflow run is opened
     tags = {"stage": "train", "arm": arm, "algo": algo, "max_summaries": str(cfg.train_max_summaries)}
-    with _tracker(cfg, f"train-{arm}", tracking_uri, tags, resume_run_id=previous.get("mlflow_run_id")) as tr, \
+    with _tracker(cfg, f"train-{arm}-seed{cfg.seed}", tracking_uri, tags, resume_run_id=previous.get("mlflow_run_id")) as tr, \
             _progress(cfg.train.steps, f"train {arm}") as pb:
         task = pb.add_task("train", total=cfg.train.steps, completed=previous.get("step", 0), info="")
         run(cfg, init=init, out=out, arm=arm, tracker=tr, resume=resume, log=typer.echo,
             progress=lambda n, m: pb.update(task, completed=n, info=f"reward {m['mean_reward']:.3f} "
                                                                     f"summaries {m['mean_summaries']:.2f}"))
+    _record_wall(Path(cfg.paths.metrics) / f"train-{arm}-seed{cfg.seed}.json")
 
 
 @app.command("eval")
@@ -160,11 +193,18 @@ def train(
 def eval_(
     checkpoint: str = typer.Option(..., "--checkpoint", help="model folder to evaluate (HF format)"),
     max_summaries: Optional[int] = typer.Option(None, "--max-summaries", help="S at test time (default eval.max_summaries)"),
+    sweep: bool = typer.Option(False, "--sweep", help="evaluate at every S_eval of eval.sweep (default {0, 1, S, 2S, "
+                                                      "4S}) in one engine; writes <out>/s<N>/ per value"),
     working_context: Optional[int] = typer.Option(None, "--working-context", help="W at test time (default: training W)"),
     split: Optional[str] = typer.Option(None, "--split", help="train or test (default eval.split)"),
     num_tasks: Optional[int] = typer.Option(None, "--num-tasks", help="evaluate the first N tasks of the split"),
-    out: Optional[str] = typer.Option(None, "--out", help="output folder (default: paths.evals/<arm>/s<N>)"),
-    arm: Optional[str] = typer.Option(None, "--arm", help="arm name (default: the checkpoint folder's name)"),
+    out: Optional[str] = typer.Option(None, "--out", help="output folder (default: paths.evals/<arm>/seed<seed>, plus /s<N> without --sweep)"),
+    arm: Optional[str] = typer.Option(None, "--arm", help="arm name (default: the checkpoint's training arm, else its "
+                                                          "folder's name); an arm of "
+                                                          "the params file's `arms` also applies its overrides (its W)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override seed (sampling; labels the outputs)"),
+    metrics_file: Optional[str] = typer.Option(None, "--metrics-file", help="also write every S_eval's metrics into "
+                                                                           "this one JSON file (for `dvc metrics`)"),
     config: str = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
     env: Optional[str] = EnvOpt,
@@ -172,56 +212,107 @@ def eval_(
 ) -> None:
     """Evaluate a checkpoint with the training rollout code and any number of summaries; prints a table and writes
     metrics.json (docs/design.md §6 metrics) and rollouts.jsonl."""
-    from rich.console import Console
-    from rich.table import Table
-
     from supo.evaluate import evaluate
     from supo.train_loop import read_run_info
 
     if not Path(checkpoint).exists():
         _fail(f"--checkpoint {checkpoint} does not exist")
+    if sweep and max_summaries is not None:
+        _fail("--sweep and --max-summaries conflict: the sweep's values come from eval.sweep")
     extra = {}
     for key, val in (("eval.max_summaries", max_summaries), ("eval.working_context", working_context),
-                     ("eval.split", split), ("eval.num_tasks", num_tasks)):
+                     ("eval.split", split), ("eval.num_tasks", num_tasks), ("seed", seed)):
         if val is not None:
             extra[key] = val
-    cfg = _load(config, set_, extra, env=env)
-    arm = arm or Path(checkpoint).name
-    out = out or str(Path(cfg.paths.evals) / arm / f"s{cfg.eval.max_summaries}")
-    parent = read_run_info(checkpoint).get("mlflow_run_id")
-    tags = {"stage": "eval", "arm": arm, "s_eval": str(cfg.eval.max_summaries), "checkpoint": str(checkpoint)}
+    info = read_run_info(checkpoint)
+    arm = arm or info.get("arm") or Path(checkpoint).name
+    cfg = _load(config, set_, extra, env=env, arm=arm if arm in _defined_arms(config) else None)
+    parent = info.get("mlflow_run_id")
     n = cfg.eval.num_tasks * cfg.eval.samples_per_task
-    with _tracker(cfg, f"eval-{arm}-s{cfg.eval.max_summaries}", tracking_uri, tags, parent) as tr, \
-            _progress(n, f"eval {arm} S={cfg.eval.max_summaries}") as pb:
-        task = pb.add_task("eval", total=n, info="")
-        res = evaluate(cfg, checkpoint=checkpoint, out=out, arm=arm, tracker=tr, log=typer.echo,
-                       progress=lambda done: pb.update(task, completed=done, info=""))
-    table = Table(title=f"{arm} · S_eval={res['s_eval']} · W={res['working_context']} · split={res['split']}")
+    base_tags = {"stage": "eval", "arm": arm, "checkpoint": str(checkpoint)}
+    if sweep:
+        values = cfg.eval.sweep_values(cfg.budget.max_summaries)
+        out = out or str(Path(cfg.paths.evals) / arm / f"seed{cfg.seed}")
+
+        def trackers(S: int):
+            return _tracker(cfg, f"eval-{arm}-seed{cfg.seed}-s{S}", tracking_uri, {**base_tags, "s_eval": str(S)},
+                            parent)
+
+        with _progress(n * len(values), f"eval {arm} S_eval={values}") as pb:
+            task = pb.add_task("eval", total=n * len(values), info="")
+            res = evaluate(cfg, checkpoint=checkpoint, out=out, arm=arm, log=typer.echo, sweep=values,
+                           trackers=trackers, progress=lambda done: pb.update(task, completed=done, info=""))
+        rows = list(res["sweep"].values())
+    else:
+        out = out or str(Path(cfg.paths.evals) / arm / f"seed{cfg.seed}" / f"s{cfg.eval.max_summaries}")
+        tags = {**base_tags, "s_eval": str(cfg.eval.max_summaries)}
+        with _tracker(cfg, f"eval-{arm}-seed{cfg.seed}-s{cfg.eval.max_summaries}", tracking_uri, tags, parent) as tr, \
+                _progress(n, f"eval {arm} S={cfg.eval.max_summaries}") as pb:
+            task = pb.add_task("eval", total=n, info="")
+            rows = [evaluate(cfg, checkpoint=checkpoint, out=out, arm=arm, tracker=tr, log=typer.echo,
+                             progress=lambda done: pb.update(task, completed=done, info=""))]
+    if metrics_file:
+        Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics_file).write_text(json.dumps({f"s{r['s_eval']}": {k: v for k, v in r.items()
+                                                                      if isinstance(v, (int, float))} for r in rows},
+                                                 indent=2) + "\n")
+        _record_wall(metrics_file)
+    _print_eval_table(arm, rows)
+    typer.echo(f"metrics -> {out}")
+
+
+def _print_eval_table(arm: str, rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    first = rows[0]
+    table = Table(title=f"{arm} · W={first['working_context']} · split={first['split']}")
     table.add_column("metric")
-    table.add_column("value", justify="right")
+    for r in rows:
+        table.add_column(f"S_eval={r['s_eval']}", justify="right")
     for k in ("success_rate", "mean_tool_calls", "mean_summaries", "summary_format_miss_rate",
               "mean_working_context_tokens", "max_working_context_tokens", "effective_context_tokens",
               "overlong_rate", "segments_per_rollout", "tokens_generated", "tokens_processed", "rollout_seconds"):
-        v = res[k]
-        table.add_row(k, f"{v:.3f}" if isinstance(v, float) and not float(v).is_integer() else f"{v:.0f}")
+        table.add_row(k, *[f"{r[k]:.3f}" if isinstance(r[k], float) and not float(r[k]).is_integer() else f"{r[k]:.0f}"
+                           for r in rows])
     Console().print(table)
-    typer.echo(f"metrics -> {Path(out) / 'metrics.json'}")
-
-
 @app.command()
 @clean_errors
 def report(
     config: str = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default paths.reports)"),
+    tracking_uri: Optional[str] = UriOpt,
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="write the report files only; log nothing to MLflow"),
 ) -> None:
-    """Write the report (markdown table of the docs/design.md §6 metrics per arm and S_eval, training curves summary,
-    a figure) from the eval and training outputs."""
-    from supo.report import write_report
+    """Write the report from every environment's eval and training outputs: report.md and a self-contained
+    report.html (Table 1 and Table 3 analogues, training curves, the claims C1–C4 held or not with their numbers),
+    PNG figures, summary.json (DVC metrics) and plots/*.csv (DVC plots); then log it to MLflow as the run `report` and
+    attach each environment's figures to its training runs."""
+    from supo.report import log_report, roles_from_config, write_report
 
     cfg = _load(config, set_)
-    path = write_report(cfg.paths.evals, cfg.paths.checkpoints, out or cfg.paths.reports)
-    typer.echo(f"report -> {path}")
+    roles = roles_from_config(cfg.pipeline.arms, cfg.arms)
+    try:
+        files = write_report(cfg.paths.evals, cfg.paths.checkpoints, out or cfg.paths.reports, roles=roles,
+                             envs=cfg.pipeline.envs, arms=cfg.pipeline.arms, seeds=cfg.pipeline.seeds,
+                             title=f"SUPO results ({cfg.profile} profile)")
+    except ValueError as e:  # a malformed metrics file: the message names it
+        _fail(str(e))
+    for env, claims in files.claims.items():
+        typer.echo(f"{env}: " + "; ".join(f"{c.key} {c.label}" for c in claims))
+    if not no_mlflow:
+        from supo.tracking import resolve_tracking_uri
+
+        uri = resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
+        params = {"paths.evals": cfg.paths.evals, "paths.checkpoints": cfg.paths.checkpoints,
+                  "pipeline.envs": cfg.pipeline.envs, "pipeline.arms": cfg.pipeline.arms,
+                  "pipeline.seeds": cfg.pipeline.seeds}
+        run_id, attached = log_report(files, uri, cfg.tracking.experiment, profile=cfg.profile, params=params)
+        typer.echo(f"MLflow run report ({run_id}) in {uri}, experiment {cfg.tracking.experiment}; figures attached "
+                   f"to {len(attached)} training run(s)")
+    typer.echo(f"report -> {files.markdown}")
+    typer.echo(f"report -> {files.html}")
 
 
 @app.command()

@@ -151,7 +151,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
     if rollouts:
         write_rollouts_jsonl(rollouts, out / "last_rollouts.jsonl")
     first, last = history[0], history[-1]
-    summary = {"env": cfg.env.name, "arm": arm, "steps": len(history), **{f"first_{k}": first[k] for k in SUMMARY_KEYS},
+    summary = {"env": cfg.env.name, "arm": arm, "seed": cfg.seed, "steps": len(history), **{f"first_{k}": first[k] for k in SUMMARY_KEYS},
                **{f"last_{k}": last[k] for k in SUMMARY_KEYS},
                "mean_step_seconds": sum(h["step_seconds"] for h in history) / len(history),
                "mean_rollout_seconds": sum(h["rollout_seconds"] for h in history) / len(history),
@@ -159,7 +159,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
                "mean_weight_sync_seconds": sum(h["weight_sync_seconds"] for h in history) / len(history),
                "mean_engine_tokens_per_second": sum(h["engine_tokens_per_second"] for h in history) / len(history)}
     Path(cfg.paths.metrics).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.paths.metrics) / f"train-{arm}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (Path(cfg.paths.metrics) / f"train-{arm}-seed{cfg.seed}.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(f"train {arm}: reward {first['mean_reward']:.3f} -> {last['mean_reward']:.3f}, summaries/rollout "
         f"{last['mean_summaries']:.2f}; checkpoint -> {out}")
     return {"history": history, "summary": summary}
@@ -177,11 +177,14 @@ def _write_final(out: Path, model, tokenizer, cfg: Config, tracker, history, arm
     """The final policy in HF format at ``out`` itself (what ``eval --checkpoint out`` reads)."""
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
-    run = {"arm": arm, "algo": cfg.train.algo, "max_summaries": cfg.train_max_summaries,
+    run = {"arm": arm, "algo": cfg.train.algo, "seed": cfg.seed, "max_summaries": cfg.train_max_summaries,
            "working_context": cfg.budget.working_context, "steps_done": len(history),
            "mlflow_run_id": tracker.run_id if tracker is not None else None}
     (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
-    (out / "train_metrics.json").write_text(json.dumps({"env": cfg.env.name, "arm": arm, "history": history},
+    (out / "train_metrics.json").write_text(json.dumps({"env": cfg.env.name, "arm": arm, "seed": cfg.seed,
+                                                        "algo": cfg.train.algo, "max_summaries": cfg.train_max_summaries,
+                                                        "working_context": cfg.budget.working_context,
+                                                        "history": history},
                                                        indent=1) + "\n")
 
 

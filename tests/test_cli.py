@@ -72,6 +72,8 @@ def test_help_lists_every_command():
         (["train", "-S", "budget.trigger_frac=1.5"], "budget.trigger_frac"),
         (["eval", "--checkpoint", "no/such/checkpoint"], "no/such/checkpoint"),
         (["eval", "--checkpoint", ".", "--max-summaries", "-2"], "eval.max_summaries"),
+        (["train", "--arm", "supo-no-msk"], "did you mean supo-no-mask"),
+        (["train", "--arm", "grpo-weff", "--algo", "supo"], "budget.use_effective_context"),
     ],
 )
 def test_bad_input_fails_early_naming_what_is_wrong(tmp_path, args, needle):
@@ -129,7 +131,7 @@ def test_engine_limit_and_working_context_checked_against_the_tokenizer(prepared
     if db.exists():
         client = MlflowClient(tracking_uri=f"sqlite:///{db}")
         exp = client.get_experiment_by_name("supo-tiny")
-        assert exp is None or not client.search_runs([exp.experiment_id], "attributes.run_name = 'array-train-supo'")
+        assert exp is None or not client.search_runs([exp.experiment_id], "attributes.run_name = 'array-train-supo-seed0'")
 
 
 @pytest.mark.slow
@@ -139,34 +141,51 @@ def test_sft_train_eval_report_with_vllm_and_mlflow(prepared):
     cli("sft", cwd=prepared)
     assert (prepared / "models/sft/model.safetensors").exists()
     cli("train", "--algo", "supo", cwd=prepared)
-    ckpt = prepared / "checkpoints/supo"
+    ckpt = prepared / "checkpoints/supo/seed0"
     assert (ckpt / "model.safetensors").exists() and (ckpt / "config.json").exists()
     hist = json.loads((ckpt / "train_metrics.json").read_text())["history"]
     assert [h["step"] for h in hist] == [0, 1]
     for h in hist:
         assert h["optimizer_steps"] == 2 and h["weight_sync_seconds"] > 0 and h["train_tokens"] >= 0
     run_id = json.loads((ckpt / "supo_run.json").read_text())["mlflow_run_id"]
+    assert json.loads((prepared / "metrics/train-supo-seed0.json").read_text())["wall_seconds"] > 0
 
-    proc = cli("eval", "--checkpoint", "checkpoints/supo", "--max-summaries", "3", cwd=prepared)
+    proc = cli("eval", "--checkpoint", "checkpoints/supo/seed0", "--max-summaries", "3", cwd=prepared)
     assert "success_rate" in proc.stdout
-    m = json.loads((prepared / "evals/supo/s3/metrics.json").read_text())
+    m = json.loads((prepared / "evals/supo/seed0/s3/metrics.json").read_text())
     assert m["s_eval"] == 3 and m["num_rollouts"] == 4 and m["effective_context_tokens"] == 224 * 4
     for key in ("success_rate", "mean_summaries", "mean_working_context_tokens", "overlong_rate", "tokens_processed"):
         assert key in m
     assert m["max_working_context_tokens"] <= 224 + 24 + 24 + 24  # bounded by W (+ one turn and the summary)
-    assert sum(1 for _ in open(prepared / "evals/supo/s3/rollouts.jsonl")) == 4
+    assert sum(1 for _ in open(prepared / "evals/supo/seed0/s3/rollouts.jsonl")) == 4
+
+    # the sweep: every S_eval of eval.sweep in one engine, one nested MLflow run per S_eval
+    proc = cli("eval", "--checkpoint", "checkpoints/supo/seed0", "--sweep", "--metrics-file", "metrics/eval.json",
+               cwd=prepared)
+    assert "S_eval=0" in proc.stdout and "S_eval=2" in proc.stdout
+    sweep = {s: json.loads((prepared / f"evals/supo/seed0/s{s}/metrics.json").read_text()) for s in (0, 2)}
+    assert sweep[0]["mean_summaries"] == 0 and sweep[2]["mean_summaries"] <= 2
+    assert all(m["num_rollouts"] == 4 and m["arm"] == "supo" and m["seed"] == 0 for m in sweep.values())
+    combined = json.loads((prepared / "metrics/eval.json").read_text())
+    assert combined["s0"]["success_rate"] == sweep[0]["success_rate"] and combined["wall_seconds"] > 0
+    assert cli("eval", "--checkpoint", "checkpoints/supo/seed0", "--sweep", "--max-summaries", "1", cwd=prepared,
+               check=False).returncode == 2
 
     client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
     exp = client.get_experiment_by_name("supo-tiny")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])}
-    assert {"array-sft", "array-train-supo", "array-eval-supo-s3"} <= set(runs)
+    assert {"array-sft", "array-train-supo-seed0", "array-eval-supo-seed0-s3", "array-eval-supo-seed0-s0",
+            "array-eval-supo-seed0-s2"} <= set(runs)
     train_run = client.get_run(run_id)
-    assert train_run.info.run_name == "array-train-supo" and train_run.data.params["train.algo"] == "supo"
+    assert train_run.info.run_name == "array-train-supo-seed0" and train_run.data.params["train.algo"] == "supo"
     assert train_run.data.tags["env"] == "array" and train_run.data.tags["arm"] == "supo"
+    assert train_run.data.tags["seed"] == "0"
     assert train_run.info.status == "FINISHED"
     assert len(client.get_metric_history(run_id, "mean_reward")) == 2
     assert any(a.path.startswith("rollouts") for a in client.list_artifacts(run_id))
-    assert runs["array-eval-supo-s3"].data.tags["mlflow.parentRunId"] == run_id
+    for s in (3, 0, 2):
+        ev = runs[f"array-eval-supo-seed0-s{s}"].data.tags
+        assert ev["mlflow.parentRunId"] == run_id and ev["s_eval"] == str(s) and ev["arm"] == "supo"
 
     cli("report", cwd=prepared)
     report = (prepared / "reports/report.md").read_text()
@@ -184,7 +203,8 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):
     small_search = {"search.num_train": 40, "search.num_test": 4, "search.num_entities": 60, "expert.num_demos": 40,
                     "sft.steps": 10, "sft.batch_size": 8, "train.steps": 1}
     write_params(repo, {"train": {"steps": 1}, "eval": {"num_tasks": 2, "sweep": [0, 2]},
-                        "pipeline": {"envs": ["array", "search"]}, "envs": {"search": small_search}})
+                        "pipeline": {"envs": ["array", "search"], "arms": ["grpo-weff", "supo"], "seeds": [0]},
+                        "envs": {"search": small_search}})
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "SUPO_PROGRESS": "0"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -224,12 +244,12 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(prepared):
     if not (prepared / "models/sft").exists():
         cli("sft", cwd=prepared)
     common = ["--algo", "supo", "--steps", "3", "-S", "train.checkpoint_every=1"]
-    cli("train", *common, "--out", "checkpoints/whole", "--arm", "whole", cwd=prepared)
+    cli("train", *common, "--out", "checkpoints/whole", cwd=prepared)
 
     env = {**os.environ, "SUPO_PROGRESS": "0"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "train", *common, "--out", "checkpoints/cut",
-                             "--arm", "cut"], cwd=prepared, env=env, start_new_session=True,
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "train", *common, "--out", "checkpoints/cut"],
+                            cwd=prepared, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = prepared / "checkpoints/cut/steps/latest"
     deadline = time.time() + 600
@@ -242,7 +262,7 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(prepared):
     assert killed_at in ("step_000001", "step_000002")
     assert not (prepared / "checkpoints/cut/train_metrics.json").exists()  # it really died mid-training
 
-    out = cli("train", *common, "--out", "checkpoints/cut", "--arm", "cut", "--resume", cwd=prepared)
+    out = cli("train", *common, "--out", "checkpoints/cut", "--resume", cwd=prepared)
     assert "resume" in out.stdout
     whole, cut = prepared / "checkpoints/whole", prepared / "checkpoints/cut"
     assert _history(whole / "train_metrics.json") == _history(cut / "train_metrics.json")
