@@ -146,9 +146,12 @@ def train(
     set_: Optional[list[str]] = SetOpt,
     env: Optional[str] = EnvOpt,
     init: Optional[str] = typer.Option(None, "--init", help="model to start from (default: paths.sft)"),
-    out: Optional[str] = typer.Option(None, "--out", help="checkpoint folder (default: paths.checkpoints/<arm>/seed<seed>)"),
-    arm: Optional[str] = typer.Option(None, "--arm", help="an arm of the params file's `arms` (applies its overrides; "
-                                                          "names outputs and MLflow runs); default: the algo"),
+    out: Optional[str] = typer.Option(None, "--out", help="checkpoint folder (default: paths.checkpoints/seed<seed>/<arm>)"),
+    arm: Optional[list[str]] = typer.Option(None, "--arm", help="an arm of the params file's `arms` (applies its "
+                                                                "overrides; names outputs and MLflow runs); repeat it to "
+                                                                "train several arms one after another on the same "
+                                                                "actors; default: the algo"),
+    all_arms: bool = typer.Option(False, "--all-arms", help="train every arm of pipeline.arms (as repeated --arm)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="override seed (RL sampling and training order)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="override train.steps"),
     workers: Optional[int] = typer.Option(None, "--workers", help="rollout-worker actors (rollout.num_workers)"),
@@ -158,8 +161,8 @@ def train(
     tracking_uri: Optional[str] = UriOpt,
 ) -> None:
     """RL training with SUPO or GRPO: rollouts on the vLLM engine, advantages grouped by task, clipped token-mean
-    loss, weights pushed into the engine every step; writes an HF-format checkpoint."""
-    from supo.train_loop import preflight, resume_info
+    loss, weights pushed into the engine every step; writes an HF-format checkpoint per arm."""
+    from supo.train_loop import Actors, preflight, resume_info
     from supo.train_loop import train as run
 
     extra = {}
@@ -167,98 +170,142 @@ def train(
                      ("trainer.world_size", world_size), ("seed", seed)):
         if val is not None:
             extra[key] = val
-    cfg = _load(config, set_, extra, env=env, arm=arm)
-    algo = cfg.train.algo
-    arm = arm or algo
-    init = init or cfg.paths.sft
-    out = out or str(Path(cfg.paths.checkpoints) / arm / f"seed{cfg.seed}")
+    arms = list(arm or [])
+    if all_arms:
+        if arms:
+            _fail("--all-arms and --arm conflict: --all-arms trains pipeline.arms")
+        arms = _load(config, set_, extra, env=env).pipeline.arms
+    if len(arms) != len(set(arms)):
+        _fail(f"--arm: {arms} repeats an arm")
+    if len(arms) > 1 and (out or resume):
+        _fail("--out and --resume take one arm: several arms write to paths.checkpoints/seed<seed>/<arm>")
+    runs = []  # (cfg, arm name, out, previous checkpoint info)
+    for name in arms or [None]:
+        cfg = _load(config, set_, extra, env=env, arm=name)
+        name = name or cfg.train.algo
+        run_out = out or str(Path(cfg.paths.checkpoints) / f"seed{cfg.seed}" / name)
+        runs.append((cfg, name, run_out, resume_info(run_out) if resume else {}))
+    init = init or runs[0][0].paths.sft
     if not Path(init).exists():
         _fail(f"--init {init} does not exist; run `supo-cli sft` first (or pass --init)")
-    previous = resume_info(out) if resume else {}
-    if resume and not previous:
-        _fail(f"--resume: no checkpoint under {out}/steps to resume from")
-    preflight(cfg, previous.get("path", init))  # bad budgets or data fail here, before an MLflow run is opened
-    tags = {"stage": "train", "arm": arm, "algo": algo, "max_summaries": str(cfg.train_max_summaries)}
-    with _tracker(cfg, f"train-{arm}-seed{cfg.seed}", tracking_uri, tags, resume_run_id=previous.get("mlflow_run_id")) as tr, \
-            _progress(cfg.train.steps, f"train {arm}") as pb:
-        task = pb.add_task("train", total=cfg.train.steps, completed=previous.get("step", 0), info="")
-        run(cfg, init=init, out=out, arm=arm, tracker=tr, resume=resume, log=typer.echo,
-            progress=lambda n, m: pb.update(task, completed=n, info=f"reward {m['mean_reward']:.3f} "
-                                                                    f"summaries {m['mean_summaries']:.2f}"))
-    _record_wall(Path(cfg.paths.metrics) / f"train-{arm}-seed{cfg.seed}.json")
+    if resume and not runs[0][3]:
+        _fail(f"--resume: no checkpoint under {runs[0][2]}/steps to resume from")
+    for cfg, _, _, previous in runs:  # bad budgets or data fail here, before any MLflow run is opened
+        preflight(cfg, previous.get("path", init))
+    actors = Actors.start([r[0] for r in runs], init, log=typer.echo) if len(runs) > 1 else None
+    try:
+        for cfg, name, run_out, previous in runs:
+            tags = {"stage": "train", "arm": name, "algo": cfg.train.algo,
+                    "max_summaries": str(cfg.train_max_summaries)}
+            with _tracker(cfg, f"train-{name}-seed{cfg.seed}", tracking_uri, tags,
+                          resume_run_id=previous.get("mlflow_run_id")) as tr, \
+                    _progress(cfg.train.steps, f"train {name}") as pb:
+                task = pb.add_task("train", total=cfg.train.steps, completed=previous.get("step", 0), info="")
+                run(cfg, init=init, out=run_out, arm=name, tracker=tr, resume=resume, log=typer.echo, actors=actors,
+                    progress=lambda n, m: pb.update(task, completed=n, info=f"reward {m['mean_reward']:.3f} "
+                                                                            f"summaries {m['mean_summaries']:.2f}"))
+    finally:
+        if actors is not None:
+            actors.shutdown()
+    _record_wall(Path(runs[0][0].paths.metrics) / f"train-seed{runs[0][0].seed}.json")
 
 
 @app.command("eval")
 @clean_errors
 def eval_(
-    checkpoint: str = typer.Option(..., "--checkpoint", help="model folder to evaluate (HF format)"),
+    checkpoint: Optional[list[str]] = typer.Option(None, "--checkpoint", help="model folder to evaluate (HF format); "
+                                                                             "repeat it to evaluate several in one "
+                                                                             "engine"),
+    all_arms: bool = typer.Option(False, "--all-arms", help="evaluate every arm of pipeline.arms trained with --seed "
+                                                            "(paths.checkpoints/seed<seed>/<arm>), in one engine"),
     max_summaries: Optional[int] = typer.Option(None, "--max-summaries", help="S at test time (default eval.max_summaries)"),
     sweep: bool = typer.Option(False, "--sweep", help="evaluate at every S_eval of eval.sweep (default {0, 1, S, 2S, "
-                                                      "4S}) in one engine; writes <out>/s<N>/ per value"),
+                                                      "4S}), read off one run at the largest; writes <out>/s<N>/ each"),
     working_context: Optional[int] = typer.Option(None, "--working-context", help="W at test time (default: training W)"),
     split: Optional[str] = typer.Option(None, "--split", help="train or test (default eval.split)"),
     num_tasks: Optional[int] = typer.Option(None, "--num-tasks", help="evaluate the first N tasks of the split"),
-    out: Optional[str] = typer.Option(None, "--out", help="output folder (default: paths.evals/<arm>/seed<seed>, plus /s<N> without --sweep)"),
-    arm: Optional[str] = typer.Option(None, "--arm", help="arm name (default: the checkpoint's training arm, else its "
-                                                          "folder's name); an arm of "
-                                                          "the params file's `arms` also applies its overrides (its W)"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="override seed (sampling; labels the outputs)"),
-    metrics_file: Optional[str] = typer.Option(None, "--metrics-file", help="also write every S_eval's metrics into "
-                                                                           "this one JSON file (for `dvc metrics`)"),
+    out: Optional[str] = typer.Option(None, "--out", help="output folder, one checkpoint only (default: "
+                                                          "paths.evals/seed<seed>/<arm>, plus /s<N> without --sweep)"),
+    arm: Optional[str] = typer.Option(None, "--arm", help="arm name, one checkpoint only (default: the checkpoint's "
+                                                          "training arm, else its folder's name); an arm of the params "
+                                                          "file's `arms` also applies its overrides (its W)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed for sampling and the outputs' label (default: the "
+                                                            "checkpoint's training seed, else the config's)"),
+    metrics_file: Optional[str] = typer.Option(None, "--metrics-file", help="also merge every result into this JSON "
+                                                                           "file as {arm: {s<N>: metrics}} (for `dvc "
+                                                                           "metrics`)"),
     config: str = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
     env: Optional[str] = EnvOpt,
     tracking_uri: Optional[str] = UriOpt,
 ) -> None:
-    """Evaluate a checkpoint with the training rollout code and any number of summaries; prints a table and writes
-    metrics.json (docs/design.md §6 metrics) and rollouts.jsonl."""
-    from supo.evaluate import evaluate
+    """Evaluate checkpoints with the training rollout code and any number of summaries; prints a table and writes
+    metrics.json (docs/design.md §6 metrics) and rollouts.jsonl per S_eval."""
+    from supo.data import update_json
+    from supo.evaluate import evaluate, open_engine
     from supo.train_loop import read_run_info
 
-    if not Path(checkpoint).exists():
-        _fail(f"--checkpoint {checkpoint} does not exist")
+    checkpoint = list(checkpoint or [])
+    if all_arms:
+        if checkpoint:
+            _fail("--all-arms and --checkpoint conflict: --all-arms evaluates pipeline.arms' checkpoints")
+        base = _load(config, set_, {"seed": seed} if seed is not None else None, env=env)
+        checkpoint = [str(Path(base.paths.checkpoints) / f"seed{base.seed}" / a) for a in base.pipeline.arms]
+    if not checkpoint:
+        _fail("give --checkpoint PATH (repeatable) or --all-arms")
+    for c in checkpoint:
+        if not Path(c).exists():
+            _fail(f"--checkpoint {c} does not exist")
+    if len(checkpoint) > 1 and (out or arm):
+        _fail("--out and --arm take one --checkpoint: with several, each is named by its training arm and seed")
     if sweep and max_summaries is not None:
         _fail("--sweep and --max-summaries conflict: the sweep's values come from eval.sweep")
-    extra = {}
-    for key, val in (("eval.max_summaries", max_summaries), ("eval.working_context", working_context),
-                     ("eval.split", split), ("eval.num_tasks", num_tasks), ("seed", seed)):
-        if val is not None:
-            extra[key] = val
-    info = read_run_info(checkpoint)
-    arm = arm or info.get("arm") or Path(checkpoint).name
-    cfg = _load(config, set_, extra, env=env, arm=arm if arm in _defined_arms(config) else None)
-    parent = info.get("mlflow_run_id")
-    n = cfg.eval.num_tasks * cfg.eval.samples_per_task
-    base_tags = {"stage": "eval", "arm": arm, "checkpoint": str(checkpoint)}
-    if sweep:
-        values = cfg.eval.sweep_values(cfg.budget.max_summaries)
-        out = out or str(Path(cfg.paths.evals) / arm / f"seed{cfg.seed}")
+    defined = _defined_arms(config)
+    jobs = []  # (checkpoint, arm, cfg, training run id)
+    for c in checkpoint:
+        info = read_run_info(c)
+        name = arm or info.get("arm") or Path(c).name
+        extra = {}
+        for key, val in (("eval.max_summaries", max_summaries), ("eval.working_context", working_context),
+                         ("eval.split", split), ("eval.num_tasks", num_tasks),
+                         ("seed", seed if seed is not None else info.get("seed"))):
+            if val is not None:
+                extra[key] = val
+        cfg = _load(config, set_, extra, env=env, arm=name if name in defined else None)
+        jobs.append((c, name, cfg, info.get("mlflow_run_id")))
+    engine = open_engine([j[2] for j in jobs], checkpoint[0])
+    for c, name, cfg, parent in jobs:
+        n = cfg.eval.num_tasks * cfg.eval.samples_per_task
+        base_tags = {"stage": "eval", "arm": name, "checkpoint": str(c)}
+        if sweep:
+            values = cfg.eval.sweep_values(cfg.budget.max_summaries)
+            where = out or str(Path(cfg.paths.evals) / f"seed{cfg.seed}" / name)
 
-        def trackers(S: int):
-            return _tracker(cfg, f"eval-{arm}-seed{cfg.seed}-s{S}", tracking_uri, {**base_tags, "s_eval": str(S)},
-                            parent)
+            def trackers(S: int, cfg=cfg, name=name, base_tags=base_tags, parent=parent):
+                return _tracker(cfg, f"eval-{name}-seed{cfg.seed}-s{S}", tracking_uri, {**base_tags, "s_eval": str(S)},
+                                parent)
 
-        with _progress(n * len(values), f"eval {arm} S_eval={values}") as pb:
-            task = pb.add_task("eval", total=n * len(values), info="")
-            res = evaluate(cfg, checkpoint=checkpoint, out=out, arm=arm, log=typer.echo, sweep=values,
-                           trackers=trackers, progress=lambda done: pb.update(task, completed=done, info=""))
-        rows = list(res["sweep"].values())
-    else:
-        out = out or str(Path(cfg.paths.evals) / arm / f"seed{cfg.seed}" / f"s{cfg.eval.max_summaries}")
-        tags = {**base_tags, "s_eval": str(cfg.eval.max_summaries)}
-        with _tracker(cfg, f"eval-{arm}-seed{cfg.seed}-s{cfg.eval.max_summaries}", tracking_uri, tags, parent) as tr, \
-                _progress(n, f"eval {arm} S={cfg.eval.max_summaries}") as pb:
-            task = pb.add_task("eval", total=n, info="")
-            rows = [evaluate(cfg, checkpoint=checkpoint, out=out, arm=arm, tracker=tr, log=typer.echo,
-                             progress=lambda done: pb.update(task, completed=done, info=""))]
+            with _progress(n, f"eval {name} seed {cfg.seed} S_eval={values}") as pb:
+                task = pb.add_task("eval", total=n, info="")
+                res = evaluate(cfg, checkpoint=c, out=where, arm=name, log=typer.echo, sweep=values,
+                               trackers=trackers, engine=engine,
+                               progress=lambda done: pb.update(task, completed=done, info=""))
+            rows = list(res["sweep"].values())
+        else:
+            S = cfg.eval.max_summaries
+            where = out or str(Path(cfg.paths.evals) / f"seed{cfg.seed}" / name / f"s{S}")
+            with _tracker(cfg, f"eval-{name}-seed{cfg.seed}-s{S}", tracking_uri, {**base_tags, "s_eval": str(S)},
+                          parent) as tr, _progress(n, f"eval {name} S={S}") as pb:
+                task = pb.add_task("eval", total=n, info="")
+                rows = [evaluate(cfg, checkpoint=c, out=where, arm=name, tracker=tr, log=typer.echo, engine=engine,
+                                 progress=lambda done: pb.update(task, completed=done, info=""))]
+        if metrics_file:
+            numbers = {f"s{r['s_eval']}": {k: v for k, v in r.items() if isinstance(v, (int, float))} for r in rows}
+            update_json(metrics_file, {name: numbers})
+        _print_eval_table(f"{name} seed {cfg.seed}", rows)
+        typer.echo(f"metrics -> {where}")
     if metrics_file:
-        Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(metrics_file).write_text(json.dumps({f"s{r['s_eval']}": {k: v for k, v in r.items()
-                                                                      if isinstance(v, (int, float))} for r in rows},
-                                                 indent=2) + "\n")
         _record_wall(metrics_file)
-    _print_eval_table(arm, rows)
-    typer.echo(f"metrics -> {out}")
 
 
 def _print_eval_table(arm: str, rows: list[dict]) -> None:
@@ -311,6 +358,7 @@ def report(
         run_id, attached = log_report(files, uri, cfg.tracking.experiment, profile=cfg.profile, params=params)
         typer.echo(f"MLflow run report ({run_id}) in {uri}, experiment {cfg.tracking.experiment}; figures attached "
                    f"to {len(attached)} training run(s)")
+    _record_wall(files.summary_json)
     typer.echo(f"report -> {files.markdown}")
     typer.echo(f"report -> {files.html}")
 

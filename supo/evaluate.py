@@ -7,6 +7,7 @@ sampling are the same. Outputs: ``metrics.json`` (docs/design.md §6 vocabulary 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -17,16 +18,31 @@ from supo.data import read_tasks, split_path, write_rollouts_jsonl
 from supo.engines.vllm_engine import VLLMPolicy
 from supo.envs import get_env_spec
 from supo.metrics import rollout_metrics
+from supo.models import load_policy
 from supo.rollout.agent_loop import run_rollouts
 from supo.runtime import build_runtime
 
 
-def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str | None = None, tracker=None,
-             progress=None, log=print, sweep: Sequence[int] | None = None, trackers=None) -> dict:
-    """Evaluate ``checkpoint`` at S_eval = ``eval.max_summaries`` (or at every S of ``sweep``, all batched into one
-    engine's calls); write ``<out>/metrics.json`` (single S) or ``<out>/s<N>/metrics.json`` per S (sweep).
+def open_engine(cfgs: Sequence[Config], checkpoint: str | Path) -> VLLMPolicy:
+    """One engine able to evaluate every config of ``cfgs`` (its sequence limit is the largest of theirs), serving
+    ``checkpoint`` first; :func:`evaluate` with ``engine=`` loads each checkpoint's weights into it in place."""
+    cfg = cfgs[0]
+    engine_cfg = dataclasses.replace(cfg.engine, max_model_len=max(c.engine.max_model_len for c in cfgs))
+    return VLLMPolicy(checkpoint, engine_cfg, seed=cfg.seed, temperature=cfg.eval.temperature,
+                      top_p=cfg.rollout.top_p)
 
-    Returns the single result, or ``{"sweep": {S: result}}``. ``trackers(S)`` (sweep) yields one tracker per S_eval.
+
+def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str | None = None, tracker=None,
+             progress=None, log=print, sweep: Sequence[int] | None = None, trackers=None,
+             engine: VLLMPolicy | None = None) -> dict:
+    """Evaluate ``checkpoint`` at S_eval = ``eval.max_summaries``, or at every S of ``sweep``; write
+    ``<out>/metrics.json`` (single S) or ``<out>/s<N>/metrics.json`` per S (sweep), with the rollouts beside.
+
+    A sweep runs each task once at the largest S and reads every smaller S off the same trajectories where that
+    budget would have ended them (``run_rollouts(views=...)``: exact, not an approximation — each S_eval's rollouts are
+    what a run at that S would produce, on common trajectories across S). ``engine``: evaluate in this engine (the
+    checkpoint's weights are loaded into it) instead of starting one. ``trackers(S)`` (sweep) yields one tracker per
+    S_eval. Returns the single result, or ``{"sweep": {S: result}, "rollout_seconds": …}``.
     """
     ckpt = Path(checkpoint)
     if not ckpt.exists():
@@ -34,33 +50,36 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
     if not (ckpt / "config.json").exists():
         raise FileNotFoundError(f"checkpoint {ckpt} is not a model folder (no config.json)")
     ev = cfg.eval
-    values = [ev.max_summaries] if sweep is None else list(sweep)
+    values = [ev.max_summaries] if sweep is None else sorted(sweep)
     if not values or any(s < 0 for s in values) or len(set(values)) != len(values):
-        raise ValueError(f"S_eval sweep {values}: need distinct values ≥ 0")
+        raise ValueError(f"S_eval sweep {list(sweep or [])}: need distinct values ≥ 0")
     W = ev.working_context or cfg.budget.working_context
     spec = get_env_spec(cfg.env.name)
     tasks = read_tasks(split_path(cfg.paths.data, ev.split))[: ev.num_tasks]
     wc_field = "eval.working_context" if ev.working_context else "budget.working_context"
-    rts = {s: build_runtime(cfg, ckpt, tasks, max_summaries=s, working_context=W, wc_field=wc_field) for s in values}
-    rt = rts[values[0]]
-    engine = VLLMPolicy(ckpt, cfg.engine, seed=cfg.seed, temperature=ev.temperature, top_p=cfg.rollout.top_p)
+    S_max = values[-1]
+    rt = build_runtime(cfg, ckpt, tasks, max_summaries=S_max, working_context=W, wc_field=wc_field)
+    if engine is None:
+        engine = open_engine([cfg], ckpt)
+    else:
+        engine.push_weights(load_policy(ckpt).state_dict())
     items = [(t, f"{t.id}@eval", i) for t in tasks for i in range(ev.samples_per_task)]
-    all_items = [it for _ in values for it in items]
-    settings = [rts[s].settings for s in values for _ in items]
+    views: dict[int, list] = {s: [] for s in values[:-1]}
     t0 = time.perf_counter()
-    rollouts = run_rollouts(all_items, engine, rt.tokenizer, rt.templates, settings, spec["make_env"],
-                            seed=cfg.seed + 7, keep_transcript=True, progress=progress)
+    rollouts = run_rollouts(items, engine, rt.tokenizer, rt.templates, rt.settings, spec["make_env"],
+                            seed=cfg.seed + 7, keep_transcript=True, progress=progress, views=views)
     seconds = time.perf_counter() - t0
+    views[S_max] = rollouts
     out = Path(out)
     results: dict[int, dict] = {}
-    for j, S in enumerate(values):
-        part = rollouts[j * len(items):(j + 1) * len(items)]
+    for S in values:
+        part = views[S]
         m = rollout_metrics(part, working_context=W, max_summaries=S)
-        m["rollout_seconds"] = seconds  # the whole batched call (the S values share the engine's batches)
+        m["rollout_seconds"] = seconds  # the one run the whole sweep is read from
         m["engine_tokens_per_second"] = sum(r.tokens_generated for r in rollouts) / max(seconds, 1e-9)
         result = {"env": cfg.env.name, "arm": arm or ckpt.name, "seed": cfg.seed, "s_eval": S, "working_context": W,
                   "split": ev.split, "checkpoint": str(checkpoint), "num_rollouts": len(part),
-                  "temperature": ev.temperature, **m}
+                  "temperature": ev.temperature, "sweep_max_summaries": S_max, **m}
         folder = out if sweep is None else out / f"s{S}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -71,7 +90,7 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
                 run.log_metrics(dict(m), step=0)
                 run.log_artifact(str(folder / "metrics.json"))
                 run.log_artifact(str(folder / "rollouts.jsonl"))
-        log(f"eval {result['arm']}: S_eval={S} success {m['success_rate']:.3f} summaries {m['mean_summaries']:.2f} "
-            f"overlong {m['overlong_rate']:.3f}")
+        log(f"eval {result['arm']} seed {cfg.seed}: S_eval={S} success {m['success_rate']:.3f} "
+            f"summaries {m['mean_summaries']:.2f} overlong {m['overlong_rate']:.3f}")
         results[S] = result
     return results[values[0]] if sweep is None else {"sweep": results, "rollout_seconds": seconds}

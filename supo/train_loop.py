@@ -13,18 +13,21 @@ ends with the same metrics as an uninterrupted run of the same seed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from supo.algo.advantage import broadcast, compute_advantages
 from supo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from supo.config import Config
-from supo.data import read_tasks, split_path, write_rollouts_jsonl
+from supo.data import read_tasks, split_path, update_json, write_rollouts_jsonl
 from supo.metrics import rollout_metrics
 from supo.models import load_policy
 from supo.runtime import build_runtime
@@ -60,13 +63,60 @@ def preflight(cfg: Config, init: str | Path) -> None:
     build_runtime(cfg, init, tasks, max_summaries=cfg.train_max_summaries, working_context=cfg.budget.working_context)
 
 
+@dataclass
+class Actors:
+    """Rollout workers and trainer ranks that several runs share one after another (``train(..., actors=)``): each
+    run resets them to its initial weights, optimizer and seed, and the Ray/vLLM/FSDP start-up is paid once."""
+
+    pool: Any
+    group: Any
+
+    @classmethod
+    def start(cls, cfgs: list[Config], init: str | Path, log=print) -> "Actors":
+        """Actors able to run every config of ``cfgs`` (the engine's sequence limit is the largest of theirs)."""
+        from supo.distributed import init_ray
+        from supo.distributed.rollout_workers import RolloutPool
+        from supo.distributed.trainer_group import TrainerGroup
+
+        cfg = cfgs[0]
+        for c in cfgs[1:]:
+            for section in ("rollout", "trainer"):
+                if getattr(c, section) != getattr(cfg, section):
+                    raise ValueError(f"runs that share actors need the same {section} settings")
+        engine_cfg = dataclasses.replace(cfg.engine, max_model_len=max(c.engine.max_model_len for c in cfgs))
+        run_cfg = dataclasses.replace(cfg, engine=engine_cfg)
+        t0 = time.perf_counter()
+        n_actors = cfg.rollout.num_workers + cfg.trainer.world_size
+        init_ray(num_cpus=max(n_actors * max(1.0, cfg.rollout.num_cpus_per_worker, cfg.trainer.num_cpus_per_rank), 2))
+        pool = RolloutPool(cfg.rollout.num_workers, str(init), run_cfg, temperature=cfg.rollout.temperature,
+                           seed=cfg.seed, num_cpus_per_worker=cfg.rollout.num_cpus_per_worker)
+        # rollouts and updates alternate, so each phase may use all of the node's cores
+        threads = cfg.trainer.threads_per_rank or max(1, (os.cpu_count() or 1) // cfg.trainer.world_size)
+        group = TrainerGroup(cfg.trainer.world_size, str(init), cfg.train, 0, None, cfg.seed,
+                             num_cpus_per_rank=cfg.trainer.num_cpus_per_rank, threads_per_rank=threads)
+        log(f"actors up in {time.perf_counter() - t0:.1f}s: {cfg.rollout.num_workers} rollout worker(s), "
+            f"{cfg.trainer.world_size} trainer rank(s), engine limit {engine_cfg.max_model_len}")
+        return cls(pool, group)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown()
+        self.group.shutdown()
+
+
 def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = None, tracker=None, progress=None,
-          resume: bool = False, log=print) -> dict:
-    """Run ``train.steps`` RL steps from the model at ``init`` (or from the latest checkpoint in ``out``)."""
+          resume: bool = False, log=print, actors: Actors | None = None) -> dict:
+    """Run ``train.steps`` RL steps from the model at ``init`` (or from the latest checkpoint in ``out``).
+
+    ``actors``: run on these (reset to ``init``'s weights, a fresh optimizer and this run's seed) and leave them up;
+    without, start them for this run and shut them down at the end.
+    """
     from supo.distributed import init_ray
     from supo.distributed.rollout_workers import RolloutPool
     from supo.distributed.trainer_group import TrainerGroup
 
+    t_run = time.perf_counter()
+    if actors is not None and resume:
+        raise ValueError("--resume continues one run in its own actors; it cannot share them")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     arm = arm or cfg.train.algo
@@ -84,15 +134,21 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
         log(f"resume: from {ckpt} (step {start})")
     rt = build_runtime(cfg, init, tasks, max_summaries=S, working_context=W)
     max_seq = cfg.train.max_seq_len or rt.budgets.trainer_needed
-    n_actors = cfg.rollout.num_workers + cfg.trainer.world_size
-    init_ray(num_cpus=max(n_actors * max(1.0, cfg.rollout.num_cpus_per_worker, cfg.trainer.num_cpus_per_rank), 2))
     t0 = time.perf_counter()
-    pool = RolloutPool(cfg.rollout.num_workers, str(init), cfg, temperature=cfg.rollout.temperature, seed=cfg.seed,
-                       num_cpus_per_worker=cfg.rollout.num_cpus_per_worker)
-    # rollouts and updates alternate, so each phase may use all of the node's cores
-    threads = cfg.trainer.threads_per_rank or max(1, (os.cpu_count() or 1) // cfg.trainer.world_size)
-    group = TrainerGroup(cfg.trainer.world_size, str(init), cfg.train, rt.tokenizer.pad_token_id, max_seq, cfg.seed,
-                         num_cpus_per_rank=cfg.trainer.num_cpus_per_rank, threads_per_rank=threads)
+    if actors is None:
+        n_actors = cfg.rollout.num_workers + cfg.trainer.world_size
+        init_ray(num_cpus=max(n_actors * max(1.0, cfg.rollout.num_cpus_per_worker, cfg.trainer.num_cpus_per_rank), 2))
+        pool = RolloutPool(cfg.rollout.num_workers, str(init), cfg, temperature=cfg.rollout.temperature, seed=cfg.seed,
+                           num_cpus_per_worker=cfg.rollout.num_cpus_per_worker)
+        # rollouts and updates alternate, so each phase may use all of the node's cores
+        threads = cfg.trainer.threads_per_rank or max(1, (os.cpu_count() or 1) // cfg.trainer.world_size)
+        group = TrainerGroup(cfg.trainer.world_size, str(init), cfg.train, rt.tokenizer.pad_token_id, max_seq,
+                             cfg.seed, num_cpus_per_rank=cfg.trainer.num_cpus_per_rank, threads_per_rank=threads)
+    else:  # a new run on shared actors: the initial weights, a fresh optimizer, this run's seed
+        pool, group = actors.pool, actors.group
+        initial = load_policy(init).state_dict()
+        group.reset(initial, cfg.train, max_seq, cfg.seed, rt.tokenizer.pad_token_id)
+        pool.push_weights(initial)
     if state is not None:
         group.restore(state.trainer_state)
         set_rng_state(state.rng)
@@ -145,8 +201,9 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
         if len(history) > start or state is None:
             _checkpoint(out, len(history), model, weights, rt.tokenizer, group, history, tracker, cfg, arm)
     finally:
-        pool.shutdown()
-        group.shutdown()
+        if actors is None:
+            pool.shutdown()
+            group.shutdown()
     _write_final(out, model, rt.tokenizer, cfg, tracker, history, arm)
     if rollouts:
         write_rollouts_jsonl(rollouts, out / "last_rollouts.jsonl")
@@ -157,9 +214,9 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
                "mean_rollout_seconds": sum(h["rollout_seconds"] for h in history) / len(history),
                "mean_train_seconds": sum(h["train_seconds"] for h in history) / len(history),
                "mean_weight_sync_seconds": sum(h["weight_sync_seconds"] for h in history) / len(history),
-               "mean_engine_tokens_per_second": sum(h["engine_tokens_per_second"] for h in history) / len(history)}
-    Path(cfg.paths.metrics).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.paths.metrics) / f"train-{arm}-seed{cfg.seed}.json").write_text(json.dumps(summary, indent=2) + "\n")
+               "mean_engine_tokens_per_second": sum(h["engine_tokens_per_second"] for h in history) / len(history),
+               "run_seconds": time.perf_counter() - t_run}
+    update_json(Path(cfg.paths.metrics) / f"train-seed{cfg.seed}.json", {arm: summary})
     log(f"train {arm}: reward {first['mean_reward']:.3f} -> {last['mean_reward']:.3f}, summaries/rollout "
         f"{last['mean_summaries']:.2f}; checkpoint -> {out}")
     return {"history": history, "summary": summary}

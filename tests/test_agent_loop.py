@@ -57,12 +57,12 @@ def settings(L=120, S=8, H=100, max_len=400, trigger_action=True):
                         max_obs_tokens=24, engine_max_len=max_len, train_trigger_action=trigger_action)
 
 
-def run(setup, st, policy=None, tasks=None, **kw):
+def run(setup, st, policy=None, tasks=None, views=None, **kw):
     all_tasks, tok, t = setup
     tasks = tasks or all_tasks
     policy = policy or Recording(tok, tasks, t.eos_id, **kw)
     items = [(task, f"{task.id}@0", 0) for task in tasks]
-    return run_rollouts(items, policy, tok, t, st, make_env), policy
+    return run_rollouts(items, policy, tok, t, st, make_env, views=views), policy
 
 
 def test_expert_rollouts_succeed_with_summaries(setup):
@@ -298,3 +298,22 @@ def test_per_item_settings_run_each_rollout_under_its_own_budgets(setup):
            [(r.reward, r.num_summaries, r.tool_calls) for r in alone]
     with pytest.raises(ValueError, match="one per item"):
         run_rollouts(items, Recording(tok, long * 3, t.eos_id), tok, t, per[:-1], make_env)
+
+
+@pytest.mark.parametrize("error_rate", [0.0, 0.5])
+def test_views_equal_runs_at_each_smaller_s(setup, error_rate):
+    """One run at S = 8 read at S = b (views) is exactly the run at S = b: same records, segment for segment."""
+    tasks, tok, t = setup
+    views = {0: [], 1: [], 2: []}
+    full, _ = run(setup, settings(S=8), error_rate=error_rate, views=views)
+    assert any(r.num_summaries > 2 for r in full)
+    for b, view in views.items():
+        direct, _ = run(setup, settings(S=b), error_rate=error_rate)
+        assert [v.to_record() for v in view] == [r.to_record() for r in direct], f"S = {b}"
+        tokens = lambda rs: [[(s.kind, s.index, s.is_last, s.prompt_ids, s.response_ids, s.response_mask)  # noqa: E731
+                              for s in r.segments] for r in rs]
+        assert tokens(view) == tokens(direct)
+    assert [r.to_record() for r in full] == [r.to_record() for r in run(setup, settings(S=8),
+                                                                         error_rate=error_rate)[0]]
+    with pytest.raises(ValueError, match="not below"):
+        run(setup, settings(S=2), views={2: []})

@@ -141,34 +141,35 @@ def test_sft_train_eval_report_with_vllm_and_mlflow(prepared):
     cli("sft", cwd=prepared)
     assert (prepared / "models/sft/model.safetensors").exists()
     cli("train", "--algo", "supo", cwd=prepared)
-    ckpt = prepared / "checkpoints/supo/seed0"
+    ckpt = prepared / "checkpoints/seed0/supo"
     assert (ckpt / "model.safetensors").exists() and (ckpt / "config.json").exists()
     hist = json.loads((ckpt / "train_metrics.json").read_text())["history"]
     assert [h["step"] for h in hist] == [0, 1]
     for h in hist:
         assert h["optimizer_steps"] == 2 and h["weight_sync_seconds"] > 0 and h["train_tokens"] >= 0
     run_id = json.loads((ckpt / "supo_run.json").read_text())["mlflow_run_id"]
-    assert json.loads((prepared / "metrics/train-supo-seed0.json").read_text())["wall_seconds"] > 0
+    train_json = json.loads((prepared / "metrics/train-seed0.json").read_text())
+    assert train_json["wall_seconds"] > 0 and train_json["supo"]["steps"] == 2
 
-    proc = cli("eval", "--checkpoint", "checkpoints/supo/seed0", "--max-summaries", "3", cwd=prepared)
+    proc = cli("eval", "--checkpoint", "checkpoints/seed0/supo", "--max-summaries", "3", cwd=prepared)
     assert "success_rate" in proc.stdout
-    m = json.loads((prepared / "evals/supo/seed0/s3/metrics.json").read_text())
+    m = json.loads((prepared / "evals/seed0/supo/s3/metrics.json").read_text())
     assert m["s_eval"] == 3 and m["num_rollouts"] == 4 and m["effective_context_tokens"] == 224 * 4
     for key in ("success_rate", "mean_summaries", "mean_working_context_tokens", "overlong_rate", "tokens_processed"):
         assert key in m
     assert m["max_working_context_tokens"] <= 224 + 24 + 24 + 24  # bounded by W (+ one turn and the summary)
-    assert sum(1 for _ in open(prepared / "evals/supo/seed0/s3/rollouts.jsonl")) == 4
+    assert sum(1 for _ in open(prepared / "evals/seed0/supo/s3/rollouts.jsonl")) == 4
 
     # the sweep: every S_eval of eval.sweep in one engine, one nested MLflow run per S_eval
-    proc = cli("eval", "--checkpoint", "checkpoints/supo/seed0", "--sweep", "--metrics-file", "metrics/eval.json",
+    proc = cli("eval", "--checkpoint", "checkpoints/seed0/supo", "--sweep", "--metrics-file", "metrics/eval.json",
                cwd=prepared)
     assert "S_eval=0" in proc.stdout and "S_eval=2" in proc.stdout
-    sweep = {s: json.loads((prepared / f"evals/supo/seed0/s{s}/metrics.json").read_text()) for s in (0, 2)}
+    sweep = {s: json.loads((prepared / f"evals/seed0/supo/s{s}/metrics.json").read_text()) for s in (0, 2)}
     assert sweep[0]["mean_summaries"] == 0 and sweep[2]["mean_summaries"] <= 2
     assert all(m["num_rollouts"] == 4 and m["arm"] == "supo" and m["seed"] == 0 for m in sweep.values())
     combined = json.loads((prepared / "metrics/eval.json").read_text())
-    assert combined["s0"]["success_rate"] == sweep[0]["success_rate"] and combined["wall_seconds"] > 0
-    assert cli("eval", "--checkpoint", "checkpoints/supo/seed0", "--sweep", "--max-summaries", "1", cwd=prepared,
+    assert combined["supo"]["s0"]["success_rate"] == sweep[0]["success_rate"] and combined["wall_seconds"] > 0
+    assert cli("eval", "--checkpoint", "checkpoints/seed0/supo", "--sweep", "--max-summaries", "1", cwd=prepared,
                check=False).returncode == 2
 
     client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
@@ -214,9 +215,16 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert (repo / "reports/report.md").exists()
     report = (repo / "reports/report.md").read_text()
-    assert "array/supo" in report and "search/grpo" in report and "array/sft" in report
+    assert "array/supo" in report and "search/grpo-weff" in report and "array/sft" in report
+    assert "C1" in report and "C4" in report
+    assert (repo / "reports/report.html").exists() and (repo / "reports/figures/array-success_vs_s_eval.png").exists()
     shown = run("dvc", "metrics", "show")
     assert shown.returncode == 0 and "success_rate" in shown.stdout
+    plots = run("dvc", "plots", "show", "--json")
+    assert plots.returncode == 0 and "success_vs_s_eval.csv" in plots.stdout and "training_curves.csv" in plots.stdout
+    times = subprocess.run([sys.executable, str(REPO / "bench" / "stage_times.py")], cwd=repo, capture_output=True,
+                           text=True)
+    assert times.returncode == 0 and "train@array-supo-0" in times.stdout and "report" in times.stdout
     second = run("dvc", "repro")
     assert second.returncode == 0 and "up to date" in second.stdout.lower()
     assert "Running stage" not in second.stdout
@@ -301,7 +309,7 @@ def test_eval_runs_on_every_environment(tmp_path, env_name):
     cli("prepare", *common, cwd=tmp_path)
     cli("eval", *common, "--checkpoint", f"models/init/{env_name}", "--num-tasks", "2", "--max-summaries", "1",
         cwd=tmp_path)
-    m = json.loads((tmp_path / f"evals/{env_name}/{env_name}/s1/metrics.json").read_text())
+    m = json.loads((tmp_path / f"evals/{env_name}/seed0/{env_name}/s1/metrics.json").read_text())
     assert m["env"] == env_name and m["num_rollouts"] == 2 and m["mean_tool_calls"] > 0
 
 

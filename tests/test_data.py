@@ -214,3 +214,14 @@ def test_rollouts_jsonl(tmp_path):
     write_rollouts_jsonl([_rollout("a")], path, with_tokens=True)
     rec = json.loads(path.read_text())
     assert [s["kind"] for s in rec["segments"]] == ["segment", "segment", "trigger_action"]
+
+
+def test_update_json_merges_entries_and_names_a_bad_file(tmp_path):
+    from supo.data import DataError, update_json
+
+    path = tmp_path / "m" / "train-seed0.json"
+    update_json(path, {"supo": {"steps": 2}})
+    assert update_json(path, {"grpo-w": {"steps": 3}}) == {"supo": {"steps": 2}, "grpo-w": {"steps": 3}}
+    path.write_text("[1]")
+    with pytest.raises(DataError, match="train-seed0.json"):
+        update_json(path, {"x": 1})

@@ -120,6 +120,8 @@ def runs(ray_cluster, model_dir):
         except Exception as e:  # noqa: BLE001 - checked in the test
             out["too_long"] = e
         out["after_error"] = (g2.get_updates(), g2.update(second))
+        g2.reset(out["plain_init"], CFG, MAX_SEQ, SEED, PAD)  # a new run on the same actors (train --arm a --arm b)
+        out["reset"] = (g2.get_updates(), g2.state_dict(), g2.update(first), g2.state_dict())
     finally:
         for g in (g1, g2, fresh):
             g.shutdown()
@@ -189,3 +191,14 @@ def test_a_rank_error_raises_on_the_driver_and_leaves_the_group_usable(runs):
     assert isinstance(err, ValueError) and "exceeds the trainer's sequence limit" in str(err)
     updates, stats = runs["after_error"]
     assert updates == 2 and stats.optimizer_steps == 4  # the failed update changed nothing, the next one runs
+
+
+def test_reset_starts_a_new_run_on_the_same_actors_as_a_fresh_group_would(runs):
+    """After updates, a reset to the initial weights makes the group what a new one is: the initial weights, no
+    optimizer state, update count 0 — so its first update repeats a fresh group's first update bit for bit."""
+    updates, before, stats, after = runs["reset"]
+    assert updates == 0
+    _assert_state_close(before, runs["plain_init"], atol=0)
+    (s2, sd2) = runs["w2"]
+    assert (stats.loss, stats.grad_norm, stats.clip_frac) == (s2.loss, s2.grad_norm, s2.clip_frac)
+    _assert_state_close(after, sd2, atol=0)

@@ -108,6 +108,7 @@ class TrainerRank:
             _shard(m, self.mesh)
             return m
 
+        self.pad_id = pad_id
         self.model = load()
         self.ref = None
         if train_cfg.kl_coef > 0:  # the frozen reference policy, sharded the same way
@@ -183,6 +184,22 @@ class TrainerRank:
         if ref_sd and self.ref is not None:
             _reshard(self.ref)
             set_model_state_dict(self.ref, dict(ref_sd), options=opts)
+
+    def reset(self, model_sd: dict, train_cfg, max_seq_len: int | None, seed: int, pad_id: int) -> None:
+        """Start a new run on this rank: the weights ``model_sd`` (also the KL reference's), a fresh optimizer built
+        from ``train_cfg``, the sequence limit and seed of that run — what a new actor would hold, without its
+        start-up."""
+        import torch
+
+        from supo.trainer.policy_trainer import PolicyTrainer
+
+        torch.manual_seed(seed)
+        if (train_cfg.kl_coef > 0) != (self.ref is not None):
+            raise ValueError("reset: train.kl_coef must stay zero or non-zero across the runs of one trainer group")
+        self.pad_id = pad_id
+        self.load_state(model_sd, None, model_sd if self.ref is not None else None)
+        self.trainer = PolicyTrainer(self.model, train_cfg, self.pad_id, max_seq_len, seed, rank=self.rank,
+                                     world_size=self.world_size, ref_model=self.ref)
 
     def destroy(self) -> None:
         import torch.distributed as dist
@@ -296,6 +313,12 @@ class TrainerGroup:
         ref_ref = ray.put(state.get("ref_model"))
         self._all("load_state", model_ref, optim_ref, ref_ref)
         self._all("set_updates", int(state.get("updates", 0)))
+
+    def reset(self, model_sd: dict, train_cfg, max_seq_len: int | None, seed: int, pad_id: int) -> None:
+        """Start a new run on the same actors (see :meth:`TrainerRank.reset`)."""
+        import ray
+
+        self._all("reset", ray.put(model_sd), train_cfg, max_seq_len, seed, pad_id)
 
     def get_updates(self) -> int:
         return self._all("get_updates")[0]

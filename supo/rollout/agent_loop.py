@@ -17,6 +17,7 @@ Per rollout (SUPO; GRPO is the same with S = 0):
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -105,11 +106,18 @@ def run_rollouts(
     seed: int = 0,
     keep_transcript: bool = False,
     progress: Callable[[int], None] | None = None,
+    views: dict[int, list[Rollout | None]] | None = None,
 ) -> list[Rollout]:
     """Run one rollout per ``(task, group_id, index)`` item, all batched together; return them in item order.
 
-    ``settings`` is one :class:`LoopSettings` for every item, or one per item (an eval sweep batches several S_eval
-    values into the same engine calls; each rollout still runs under its own budgets).
+    ``settings`` is one :class:`LoopSettings` for every item, or one per item (each rollout runs under its own
+    budgets).
+
+    ``views``: ``{b: []}`` for summary budgets b below the settings' S: each list is filled, per item, with the rollout
+    as it would have ended under S = b. Nothing before a rollout's (b + 1)-th trigger depends on S, so that rollout is
+    this one up to that trigger, where S = b ends it overlong (R4) — a copy is finished there; a rollout that never
+    reaches it is the same under S = b. One run at the largest S_eval thus yields a whole test-time summary sweep on
+    common trajectories (tests check it against runs at each S).
     """
     per_item = [settings] * len(items) if isinstance(settings, LoopSettings) else list(settings)
     if len(per_item) != len(items):
@@ -125,6 +133,10 @@ def run_rollouts(
         r = Rollout(task_id=task.id, group_id=group_id, index=index)
         live.append(_Live(task, env, r, seed=(seed * 1_000_003 + key * 7919) % (2**31), base_prompt=base, prompt=p))
     rollouts = [lv.rollout for lv in live]
+    for b, view in (views or {}).items():
+        if any(b >= st.max_summaries for st in per_item):
+            raise ValueError(f"views: summary budget {b} is not below every item's S")
+        view[:] = [None] * len(live)
     active = list(range(len(live)))
     decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731 - parsing only
 
@@ -175,6 +187,8 @@ def run_rollouts(
             if lv.context_len >= st.trigger:
                 _drop_pair(lv, pair_start, len(ids), st)
                 policy.on_drop(k)
+                if views and lv.rollout.num_summaries in views:  # here S = num_summaries would end the rollout
+                    views[lv.rollout.num_summaries][k] = _ended_copy(lv, templates)
                 if lv.rollout.num_summaries < st.max_summaries:
                     lv.extend(templates.summary_request, 0)
                     lv.phase = "summary"
@@ -186,7 +200,18 @@ def run_rollouts(
         active = [k for k in active if live[k].phase != "done"]
         if progress is not None:
             progress(len(live) - len(active))
+    for view in (views or {}).values():
+        view[:] = [v if v is not None else r for v, r in zip(view, rollouts)]
     return rollouts
+
+
+def _ended_copy(lv: _Live, t: Templates) -> Rollout:
+    """The rollout as S = its current summary count would end it at this trigger (R4), leaving ``lv`` as it is."""
+    c = copy.copy(lv)
+    c.rollout = copy.deepcopy(lv.rollout)
+    c.prompt, c.resp, c.mask, c.lps = list(lv.prompt), list(lv.resp), list(lv.mask), list(lv.lps)
+    _finish(c, t, reward=0.0, overlong="max_summaries")
+    return c.rollout
 
 
 def _drop_pair(lv: _Live, pair_start: int, action_len: int, settings: LoopSettings) -> None:
