@@ -1,10 +1,11 @@
 """The wall time of every stage of the last `dvc repro`, side by side, with each stage's share of the total.
 
 Every `supo-cli` stage adds ``wall_seconds`` (from the command's start to its end, heavy imports and engine start-up
-included) to the metrics file it writes: ``metrics/<env>/prepare.json``, ``sft.json``, ``train-<arm>-seed<k>.json``,
-``eval-<arm>-seed<k>.json`` and ``reports/summary.json``. This script reads them back, names each file's DVC stage
-(``train@array-supo-0`` …) and prints a table: stage, seconds, share of the total, and the ratio against the mean of
-its kind (one arm's training against the other arms'). Usage, after `dvc repro`:
+included) to the metrics file it writes: ``metrics/<env>/prepare.json``, ``sft.json``, ``train-seed<k>.json``,
+``eval-seed<k>.json``, ``eval-sft.json`` and ``reports/summary.json``. This script reads them back, names each file's DVC stage
+(``train@array-0`` …) and prints a table: stage, seconds, share of the total, and the ratio against the mean of its
+kind; under each train stage, each arm's own run (its steps and checkpoint, without the shared actor start-up).
+Usage, after `dvc repro`:
 
     python bench/stage_times.py [--metrics metrics] [--report reports/summary.json] [--markdown]
 """
@@ -21,9 +22,9 @@ from pathlib import Path
 PATTERNS = [  # file name -> (stage kind, DVC stage name)
     (re.compile(r"prepare\.json"), "prepare", "prepare@{env}"),
     (re.compile(r"sft\.json"), "sft", "sft@{env}"),
-    (re.compile(r"train-(?P<arm>.+)-seed(?P<seed>\d+)\.json"), "train", "train@{env}-{arm}-{seed}"),
-    (re.compile(r"eval-sft-seed(?P<seed>\d+)\.json"), "eval_warm_start", "eval_warm_start@{env}"),
-    (re.compile(r"eval-(?P<arm>.+)-seed(?P<seed>\d+)\.json"), "eval", "eval@{env}-{arm}-{seed}"),
+    (re.compile(r"train-seed(?P<seed>\d+)\.json"), "train", "train@{env}-{seed}"),
+    (re.compile(r"eval-sft\.json"), "eval_warm_start", "eval_warm_start@{env}"),
+    (re.compile(r"eval-seed(?P<seed>\d+)\.json"), "eval", "eval@{env}-{seed}"),
 ]
 
 
@@ -37,8 +38,13 @@ def collect(metrics_dir: Path, report_summary: Path | None) -> list[dict]:
             if m:
                 data = json.loads(path.read_text())
                 if "wall_seconds" in data:
-                    rows.append({"stage": template.format(env=env, **m.groupdict()), "kind": kind, "env": env,
-                                 "seconds": float(data["wall_seconds"])})
+                    stage = template.format(env=env, **m.groupdict())
+                    rows.append({"stage": stage, "kind": kind, "env": env, "seconds": float(data["wall_seconds"])})
+                    if kind == "train":  # the arms trained in turn inside the stage (start-up not included)
+                        for arm, summary in data.items():
+                            if isinstance(summary, dict) and "run_seconds" in summary:
+                                rows.append({"stage": f"  {stage} · {arm}", "kind": "train run", "env": env,
+                                             "seconds": float(summary["run_seconds"]), "part": True})
                 break
     if report_summary is not None and report_summary.exists():
         data = json.loads(report_summary.read_text())
@@ -50,7 +56,7 @@ def collect(metrics_dir: Path, report_summary: Path | None) -> list[dict]:
 def render(rows: list[dict], markdown: bool = False) -> str:
     if not rows:
         return "no stage recorded wall_seconds: run `dvc repro` first"
-    total = sum(r["seconds"] for r in rows)
+    total = sum(r["seconds"] for r in rows if not r.get("part"))
     by_kind: dict[str, list[float]] = defaultdict(list)
     for r in rows:
         by_kind[r["kind"]].append(r["seconds"])

@@ -224,7 +224,7 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):
     assert plots.returncode == 0 and "success_vs_s_eval.csv" in plots.stdout and "training_curves.csv" in plots.stdout
     times = subprocess.run([sys.executable, str(REPO / "bench" / "stage_times.py")], cwd=repo, capture_output=True,
                            text=True)
-    assert times.returncode == 0 and "train@array-supo-0" in times.stdout and "report" in times.stdout
+    assert times.returncode == 0 and "train@array-0" in times.stdout and "· supo" in times.stdout and "report" in times.stdout
     second = run("dvc", "repro")
     assert second.returncode == 0 and "up to date" in second.stdout.lower()
     assert "Running stage" not in second.stdout
