@@ -20,7 +20,7 @@ TINY = {
             "test_max_len": 14},
     "expert": {"num_demos": 80},
     "model": {"hidden_size": 64, "num_heads": 1, "num_kv_heads": 1, "num_layers": 2, "intermediate_size": 128},
-    "budget": {"max_summaries": 2},
+    "budget": {"max_summaries": 2, "max_steps": 16},  # bounds the near-random miniature models' rollouts
     "rollout": {"group_size": 2, "tasks_per_step": 2},
     "sft": {"steps": 20, "batch_size": 8},
     "train": {"steps": 2, "log_rollouts_every": 1},
