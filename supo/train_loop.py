@@ -110,10 +110,6 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
     ``actors``: run on these (reset to ``init``'s weights, a fresh optimizer and this run's seed) and leave them up;
     without, start them for this run and shut them down at the end.
     """
-    from supo.distributed import init_ray
-    from supo.distributed.rollout_workers import RolloutPool
-    from supo.distributed.trainer_group import TrainerGroup
-
     t_run = time.perf_counter()
     if actors is not None and resume:
         raise ValueError("--resume continues one run in its own actors; it cannot share them")
@@ -135,19 +131,14 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
     rt = build_runtime(cfg, init, tasks, max_summaries=S, working_context=W)
     max_seq = cfg.train.max_seq_len or rt.budgets.trainer_needed
     t0 = time.perf_counter()
-    if actors is None:
-        n_actors = cfg.rollout.num_workers + cfg.trainer.world_size
-        init_ray(num_cpus=max(n_actors * max(1.0, cfg.rollout.num_cpus_per_worker, cfg.trainer.num_cpus_per_rank), 2))
-        pool = RolloutPool(cfg.rollout.num_workers, str(init), cfg, temperature=cfg.rollout.temperature, seed=cfg.seed,
-                           num_cpus_per_worker=cfg.rollout.num_cpus_per_worker)
-        # rollouts and updates alternate, so each phase may use all of the node's cores
-        threads = cfg.trainer.threads_per_rank or max(1, (os.cpu_count() or 1) // cfg.trainer.world_size)
-        group = TrainerGroup(cfg.trainer.world_size, str(init), cfg.train, rt.tokenizer.pad_token_id, max_seq,
-                             cfg.seed, num_cpus_per_rank=cfg.trainer.num_cpus_per_rank, threads_per_rank=threads)
-    else:  # a new run on shared actors: the initial weights, a fresh optimizer, this run's seed
-        pool, group = actors.pool, actors.group
-        initial = load_policy(init).state_dict()
-        group.reset(initial, cfg.train, max_seq, cfg.seed, rt.tokenizer.pad_token_id)
+    own = actors is None
+    if own:
+        actors = Actors.start([cfg], init, log=log)
+    pool, group = actors.pool, actors.group
+    # this run's weights, a fresh optimizer, its sequence limit and seed (then a resumed run loads its checkpoint)
+    initial = load_policy(init).state_dict()
+    group.reset(initial, cfg.train, max_seq, cfg.seed, rt.tokenizer.pad_token_id)
+    if not own:  # a shared engine still serves the previous run's policy
         pool.push_weights(initial)
     if state is not None:
         group.restore(state.trainer_state)
@@ -201,9 +192,8 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
         if len(history) > start or state is None:
             _checkpoint(out, len(history), model, weights, rt.tokenizer, group, history, tracker, cfg, arm)
     finally:
-        if actors is None:
-            pool.shutdown()
-            group.shutdown()
+        if own:
+            actors.shutdown()
     _write_final(out, model, rt.tokenizer, cfg, tracker, history, arm)
     if rollouts:
         write_rollouts_jsonl(rollouts, out / "last_rollouts.jsonl")
