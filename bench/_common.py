@@ -74,3 +74,12 @@ def load_note() -> str:
 def engine_config(cfg: Any, max_model_len: int) -> Any:
     """The profile's engine section with ``max_model_len`` replaced."""
     return dataclasses.replace(cfg.engine, max_model_len=max_model_len)
+
+
+def add_run_args(ap: Any, *, workdir_help: str, quick_help: str) -> None:
+    """The options both benchmarks share: engine threads, scratch folder, config overrides, the smoke run."""
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the engines (default 1: stable "
+                                                           "timings on a shared machine; 0 = torch's default)")
+    ap.add_argument("--workdir", default="", help=workdir_help)
+    ap.add_argument("-S", "--set", action="append", default=[], help="config override key=value (repeatable)")
+    ap.add_argument("--quick", action="store_true", help=quick_help)

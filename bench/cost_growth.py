@@ -55,7 +55,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import MEDIUM_MODEL, build_profile_tokenizer, build_random_model, engine_config, load_note, \
-    load_profile, set_threads  # noqa: E402
+    add_run_args, load_profile, set_threads  # noqa: E402
 
 from supo.rollout.agent_loop import GenRequest, GenResult, Policy, run_rollouts  # noqa: E402
 from supo.types import Rollout  # noqa: E402
@@ -398,11 +398,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=2, help="replays per arm and mode; the fastest time per turn counts")
     ap.add_argument("--rows", type=int, default=12, help="about this many evenly spaced table rows")
     ap.add_argument("--out", default="", help="PNG path (default: cost_growth.png in a new temporary folder)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads for the engines (default 1: stable "
-                                                           "timings on a shared machine; 0 = torch's default)")
-    ap.add_argument("--workdir", default="", help="scratch folder for the built model (default: a temporary one)")
-    ap.add_argument("-S", "--set", action="append", default=[], help="config override key=value (repeatable)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: arrays of 20, 2 rollouts, one replay")
+    add_run_args(ap, workdir_help="scratch folder for the built model (default: a temporary one)",
+                 quick_help="smoke run: arrays of 20, 2 rollouts, one replay")
     args = ap.parse_args(argv)
     if args.quick:
         args.array_len, args.rollouts, args.repeats = 20, 2, 1

@@ -46,7 +46,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import MEDIUM_MODEL, build_profile_tokenizer, build_random_model, count_parameters, load_note, \
-    load_profile, set_threads  # noqa: E402
+    add_run_args, load_profile, set_threads  # noqa: E402
 
 from supo.rollout.agent_loop import GenRequest, GenResult, Policy, run_rollouts  # noqa: E402
 from supo.types import Rollout, Task  # noqa: E402
@@ -251,11 +251,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--models", default="tiny,25m", help="comma-separated subset of tiny,25m")
     ap.add_argument("--tiny-model", default="", help="a model folder to use as the tiny model (e.g. the SFT model; its "
                                                       "tokenizer is used for both models); default: random init")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads for the engines (default 1: stable "
-                                                           "timings on a shared machine; 0 = torch's default)")
-    ap.add_argument("--workdir", default="", help="scratch folder for the built models (default: a temporary one)")
-    ap.add_argument("-S", "--set", action="append", default=[], help="config override key=value (repeatable)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 4 rollouts, 3 steps")
+    add_run_args(ap, workdir_help="scratch folder for the built models (default: a temporary one)",
+                 quick_help="smoke run: 4 rollouts, 3 steps")
     args = ap.parse_args(argv)
     if args.quick:
         args.rollouts, args.max_steps = 4, 3

@@ -148,17 +148,6 @@ class ArmRoles:
 DEFAULT_ROLES = ArmRoles()
 
 
-def _flat_overrides(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in overrides.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(_flat_overrides(value, name))
-        else:
-            out[name] = value
-    return out
-
-
 def roles_from_config(arms: Sequence[str], overrides: Mapping[str, Mapping[str, Any]] | None = None,
                       warm_start: str = DEFAULT_ROLES.warm_start) -> ArmRoles:
     """Assign roles to the pipeline's ``arms`` from their config overrides (``arms.<name>`` of params.yaml).
@@ -169,6 +158,8 @@ def roles_from_config(arms: Sequence[str], overrides: Mapping[str, Mapping[str, 
     else the first SUPO arm; the other SUPO arms are the ablations. A role no arm fills keeps its default name (the
     report then says it is missing).
     """
+    from supo.tracking import flatten_params  # the MLflow params' flattening; imported here, with mlflow
+
     overrides = overrides or {}
     grpo_w: list[str] = []
     grpo_weff: list[str] = []
@@ -176,7 +167,7 @@ def roles_from_config(arms: Sequence[str], overrides: Mapping[str, Mapping[str, 
     plain_supo: list[str] = []
     for arm in arms:
         if arm in overrides and overrides[arm] is not None:
-            flat = _flat_overrides(overrides[arm])
+            flat = flatten_params(overrides[arm])
             algo = str(flat.get("train.algo", "supo"))
             effective = bool(flat.get("budget.use_effective_context", False))
             plain = set(flat) <= {"train.algo"}
