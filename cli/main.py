@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import time
@@ -33,11 +32,9 @@ EnvOpt = typer.Option(None, "--env", help="environment to run on: applies the pa
 
 def _record_wall(path: str | Path) -> None:
     """Add ``wall_seconds`` (this command's wall time so far) to the JSON metrics file the stage wrote."""
-    p = Path(path)
-    data = json.loads(p.read_text()) if p.exists() else {}
-    data["wall_seconds"] = round(time.time() - _T0, 2)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(data, indent=2) + "\n")
+    from supo.data import update_json
+
+    update_json(path, {"wall_seconds": round(time.time() - _T0, 2)})
 
 
 def _fail(msg: str) -> None:
