@@ -239,6 +239,9 @@ class EngineConfig:
     kv_cache_gib: float = F(1.0, "KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE on CPU)")
     dtype: str = F("float32", "engine dtype: float32 or bfloat16")
     gpu_memory_utilization: float = F(0.5, "GPU only: fraction of GPU memory vLLM may use")
+    block_size: int = F(0, "KV-cache block size in tokens (0 = vLLM's default: 128 on CPU, 16 on CUDA). Prefix caching "
+                           "reuses whole blocks only, so each turn of a multi-turn rollout recomputes up to one block "
+                           "of its context; a small block (32 on CPU, which needs multiples of 32) recomputes less")
 
 
 @dataclass
@@ -274,7 +277,13 @@ class TrainConfig:
     train_trigger_action: bool = F(True, "R5b: train on the action dropped at each trigger as a sample of its own")
     mini_batches: int = F(2, "optimizer steps per training step (segments are split into this many mini-batches)")
     ppo_epochs: int = F(1, "passes over the step's segments")
-    micro_batch_size: int = F(64, "segments per forward/backward (gradient accumulation; does not change the loss)")
+    micro_batch_size: int = F(64, "segments (packed rows with train.packing) per forward/backward (gradient "
+                                  "accumulation; does not change the loss)")
+    packing: bool = F(True, "exact shared-prefix packing: samples that share a prefix (a segment and its trigger-action "
+                            "samples, a group's common first turns) are computed once as a token tree, and tokens "
+                            "without gradient (mask 0, advantage 0) are not run; same loss and gradient as unpacked")
+    pack_tokens: int = F(512, "most tokens of one packed row (dense attention over a row costs its length squared); a "
+                              "longer sample gets a row of its own")
     max_seq_len: int = F(0, "the trainer's sequence limit; 0 = derived (the longest possible segment)")
     checkpoint_every: int = F(0, "write a checkpoint every N steps (0 = only at the end)")
     log_rollouts_every: int = F(10, "attach sample rollouts as an MLflow artifact every N steps")
@@ -469,6 +478,25 @@ def parse_override(text: str) -> tuple[str, Any]:
 ENV_PATHS = ("data", "model", "sft", "checkpoints", "evals", "metrics")
 
 
+def read_params(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a params file; a missing, unparsable, empty or scalar file is a ConfigError (an empty
+    file would otherwise run silently on the code's defaults)."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+    if data is None:
+        raise ConfigError(f"config file {p} is empty; it needs the sections of params.yaml (`supo-cli config --docs` "
+                          "lists them)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: expected a mapping of sections at the top level, got "
+                          f"{type(data).__name__} {data!r}"[:200])
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
                 env: str | None = None, arm: str | None = None) -> Config:
     """Read ``params.yaml`` (or defaults when ``path`` is None), apply dotted overrides, validate.
@@ -480,17 +508,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     ``arm``: apply the file's ``arms.<arm>`` overrides (after the env's, before the explicit ones); an arm the file does
     not define is an error.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p}: expected a mapping at the top level")
+    data = read_params(path) if path is not None else {}
     if env is not None:
         per_env = (data.get("envs") or {}).get(env, {})
         if not isinstance(per_env, dict):
@@ -578,6 +596,7 @@ def validate(cfg: Config) -> None:
     _require(t.mini_batches >= 1, "train.mini_batches", f"must be ≥ 1, got {t.mini_batches}")
     _require(t.ppo_epochs >= 1, "train.ppo_epochs", f"must be ≥ 1, got {t.ppo_epochs}")
     _require(t.micro_batch_size >= 1, "train.micro_batch_size", f"must be ≥ 1, got {t.micro_batch_size}")
+    _require(t.pack_tokens >= 1, "train.pack_tokens", f"must be ≥ 1, got {t.pack_tokens}")
     _require(t.kl_coef >= 0 and t.entropy_coef >= 0, "train.kl_coef/entropy_coef", "must be ≥ 0")
     _require(t.max_seq_len >= 0, "train.max_seq_len", f"must be ≥ 0 (0 = derived), got {t.max_seq_len}")
     _require(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be ≥ 0, got {t.checkpoint_every}")
@@ -599,6 +618,8 @@ def validate(cfg: Config) -> None:
     _require(e.dtype in ("float32", "bfloat16", "float16"), "engine.dtype", f"unknown dtype {e.dtype!r}")
     _require(e.kv_cache_gib > 0, "engine.kv_cache_gib", f"must be > 0, got {e.kv_cache_gib}")
     _require(e.max_num_seqs >= 1, "engine.max_num_seqs", f"must be ≥ 1, got {e.max_num_seqs}")
+    _require(e.block_size >= 0 and e.block_size % 16 == 0, "engine.block_size",
+             f"must be 0 (vLLM's default) or a multiple of 16 (32 on CPU), got {e.block_size}")
     env = cfg.env
     _require(1 <= env.train_min_len <= env.train_max_len, "env.train_min_len/train_max_len",
              f"need 1 ≤ min ≤ max, got {env.train_min_len}..{env.train_max_len}")
@@ -688,3 +709,41 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]
             shown = repr(default) if not isinstance(default, str) or len(default) < 40 else repr(default[:37] + "...")
             rows.append((prefix + f.name, shown, f.metadata.get("help", "")))
     return rows
+
+
+def provenance(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
+               env: str | None = None, arm: str | None = None) -> dict[str, str]:
+    """Where each field of ``load_config(path, overrides, env, arm)`` takes its value from: ``default`` (the code),
+    the params file's name, ``envs.<env>``, ``arms.<arm>`` or ``-S`` — the last layer that sets it, in
+    :func:`load_config`'s order. Derived values say so: ``+ /<env>`` on the stage paths under ``--env``, ``+ W×S`` on
+    the GRPO-Weff context (``budget.use_effective_context``)."""
+    names = [n for n, _, _ in describe()]
+    source = {n: "default" for n in names}
+
+    def mark(dotted: str, value: Any, label: str) -> None:
+        if dotted in source:
+            source[dotted] = label
+        elif isinstance(value, dict):  # a whole section
+            for key, sub in value.items():
+                mark(f"{dotted}.{key}" if dotted else str(key), sub, label)
+
+    data = read_params(path) if path is not None else {}
+    mark("", data, Path(path).name if path is not None else "default")
+    if env is not None:
+        for key, value in ((data.get("envs") or {}).get(env) or {}).items():
+            mark(key, value, f"envs.{env}")
+        source["env.name"] = "--env"
+    if arm is not None:
+        for key, value in ((data.get("arms") or {}).get(arm) or {}).items():
+            mark(key, value, f"arms.{arm}")
+    items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides or []]
+    for key, value in items:
+        mark(key, value, "-S")
+    if env is not None:
+        for name in ENV_PATHS:
+            source[f"paths.{name}"] += f" + /{env}"
+    cfg = load_config(path, overrides, env=env, arm=arm)
+    if cfg.budget.use_effective_context:
+        for name in ("budget.working_context", "engine.max_model_len"):
+            source[name] += " + W×S (use_effective_context)"
+    return source

@@ -85,6 +85,8 @@ class VLLMPolicy:
             enforce_eager=True,
             enable_prefix_caching=True,
         )
+        if engine_cfg.block_size:
+            kwargs["block_size"] = engine_cfg.block_size
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = engine_cfg.gpu_memory_utilization
         t0 = time.perf_counter()

@@ -25,6 +25,11 @@ import torch
 from supo.algo.advantage import TrainingSample
 from supo.algo.loss import entropy_from_logits, kl_k3, policy_loss
 from supo.trainer.batch import Batch, collate, micro_batches, padding_sample, split_minibatches
+from supo.trainer.packing import PackedBatch, collate_rows, pack_rows, padding_row, row_batches
+
+# model types whose logits are exactly ``lm_head(final hidden state)``: for these only the predicting positions go
+# through the output head; any other model computes every position's logits, then gathers
+PLAIN_HEAD_MODEL_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral"})
 
 
 def token_logprobs(model, batch: Batch, with_entropy: bool = False):
@@ -33,6 +38,29 @@ def token_logprobs(model, batch: Batch, with_entropy: bool = False):
     logits = out.logits[:, :-1, :]
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # half-precision models: compute log-probs in float32; float64 stays float64
+    logp = torch.log_softmax(logits, dim=-1)
+    lp = torch.gather(logp, -1, batch.targets.unsqueeze(-1)).squeeze(-1)
+    ent = entropy_from_logits(logits) if with_entropy else None
+    return lp, ent
+
+
+def packed_logprobs(model, batch: PackedBatch, with_entropy: bool = False):
+    """Log-probs of ``batch``'s predictions under ``model`` ([N]); also the entropy at each when asked."""
+    kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                  use_cache=False)
+    if getattr(model.config, "model_type", None) in PLAIN_HEAD_MODEL_TYPES:
+        captured = {}
+        hook = model.get_decoder().register_forward_hook(
+            lambda _m, _i, out: captured.__setitem__("h", out.last_hidden_state))
+        try:
+            model(**kwargs, logits_to_keep=1)  # the head runs on one position per row; the rest is read below
+        finally:
+            hook.remove()
+        logits = model.get_output_embeddings()(captured["h"][batch.pred_row, batch.pred_pos])
+    else:
+        logits = model(**kwargs).logits[batch.pred_row, batch.pred_pos]
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
     logp = torch.log_softmax(logits, dim=-1)
     lp = torch.gather(logp, -1, batch.targets.unsqueeze(-1)).squeeze(-1)
     ent = entropy_from_logits(logits) if with_entropy else None
@@ -81,6 +109,7 @@ class UpdateStats:
     kl: float
     entropy: float
     seconds: float
+    forward_tokens: int = 0  # token positions the model computed (padding and packed rows included)
 
 
 class PolicyTrainer:
@@ -132,6 +161,7 @@ class PolicyTrainer:
         losses, clips, norms, kls, ents = [], [], [], [], []
         steps = 0
         total_tokens = 0
+        forward_tokens = 0
         for epoch in range(cfg.ppo_epochs):
             chunks = split_minibatches(samples, cfg.mini_batches, seed=self.seed * 1_000 + self.updates * 10 + epoch,
                                        pad_id=self.pad_id)
@@ -141,36 +171,40 @@ class PolicyTrainer:
                     total_tokens += int(n_tokens)
                 self.optimizer.zero_grad(set_to_none=True)
                 chunk_loss = chunk_clip = chunk_kl = chunk_ent = 0.0
-                rows = rank_rows(chunk, self.rank, world, self.pad_id) if world > 1 else chunk
-                # Unsharded: skip the backward of a micro-batch without tokens (it adds nothing). FSDP: every rank
-                # must run the same passes and every forward its backward (FSDP2 hooks), so the choice is made per
-                # mini-batch, the same on every rank: a mini-batch without tokens is skipped whole (no forward, no
-                # collective), which leaves the gradients None exactly as the unsharded run does; otherwise every
-                # micro-batch runs forward and backward (a token-less one adds exact zeros).
-                if self.sharded and n_tokens == 0:
-                    rows = []
-                for micro in micro_batches(rows, cfg.micro_batch_size):
-                    batch = _to_device(collate(micro, self.pad_id, self.max_seq_len, dtype=self.dtype), self.device)
-                    lp, ent = token_logprobs(self.model, batch, with_entropy=cfg.entropy_coef > 0)
-                    loss, st = policy_loss(cfg.policy_loss, lp, batch.old_logprobs, batch.advantages,
-                                           batch.loss_mask, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
-                                           num_tokens=n_tokens)
+                # FSDP: every rank must run the same passes and every forward its backward (FSDP2 hooks), so what
+                # runs is decided per mini-batch, the same on every rank (each holds the whole mini-batch): a
+                # mini-batch without tokens is skipped whole (no forward, no collective), which leaves the gradients
+                # None exactly as the unsharded run does; otherwise every micro-batch runs forward and backward (a
+                # token-less one adds exact zeros). Unsharded: a micro-batch without tokens skips its backward.
+                if cfg.packing:
+                    batches = self._packed_micro_batches(chunk, n_tokens)
+                else:
+                    rows = rank_rows(chunk, self.rank, world, self.pad_id) if world > 1 else chunk
+                    if self.sharded and n_tokens == 0:
+                        rows = []
+                    batches = [collate(m, self.pad_id, self.max_seq_len, dtype=self.dtype)
+                               for m in micro_batches(rows, cfg.micro_batch_size)]
+                ran = False
+                for batch in batches:
+                    batch = batch.to(self.device) if isinstance(batch, PackedBatch) else _to_device(batch, self.device)
+                    loss, st = self._loss(batch, n_tokens)
                     chunk_clip += st["clip_frac"]
-                    if self.ref is not None:
-                        with torch.no_grad():
-                            ref_lp, _ = token_logprobs(self.ref, batch)
-                        kl = (kl_k3(lp, ref_lp) * batch.loss_mask).sum() / max(n_tokens, 1.0)
-                        loss = loss + cfg.kl_coef * kl
-                        chunk_kl += float(kl.detach())
-                    if ent is not None:
-                        e = (ent * batch.loss_mask).sum() / max(n_tokens, 1.0)
-                        loss = loss - cfg.entropy_coef * e
-                        chunk_ent += float(e.detach())
+                    chunk_kl += st["kl"]
+                    chunk_ent += st["entropy"]
+                    forward_tokens += int(batch.input_ids.numel())
                     if self.sharded:
                         (loss * world).backward()  # FSDP2 divides the reduced gradient by the world size
+                        ran = True
                     elif batch.num_tokens > 0:
                         loss.backward()
+                        ran = True
                     chunk_loss += float(loss.detach())
+                if not ran and n_tokens > 0:
+                    # every token of this mini-batch has advantage 0 (packing left nothing to run): the plain
+                    # computation's gradient is exactly zero, and AdamW must take that zero step too
+                    for p in self.model.parameters():
+                        if p.grad is None:
+                            p.grad = torch.zeros_like(p)
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 steps += 1
@@ -188,7 +222,43 @@ class PolicyTrainer:
         self.updates += 1
         mean = lambda xs: float(sum(xs) / len(xs)) if xs else 0.0  # noqa: E731
         return UpdateStats(mean(losses), mean(clips), mean(norms), steps, len(samples), total_tokens, mean(kls),
-                           mean(ents), time.perf_counter() - t0)
+                           mean(ents), time.perf_counter() - t0, forward_tokens)
+
+    def _packed_micro_batches(self, chunk: Sequence[TrainingSample], n_tokens: float) -> list[PackedBatch]:
+        """This rank's packed micro-batches of one mini-batch (every rank packs the whole mini-batch the same way,
+        then takes every ``world_size``-th row; padding rows even the counts out)."""
+        cfg, world = self.cfg, self.world_size
+        if n_tokens == 0:
+            return []
+        keep_all = self.ref is not None or cfg.entropy_coef > 0  # KL and entropy terms read zero-advantage tokens
+        rows = pack_rows(chunk, cfg.pack_tokens, keep_zero_advantage=keep_all)
+        if not rows:
+            return []
+        if world > 1:
+            rows = sorted(rows, key=len)
+            rows += [padding_row(self.pad_id) for _ in range((-len(rows)) % world)]
+            rows = rows[self.rank::world]
+        return [collate_rows(m, self.pad_id, dtype=self.dtype) for m in row_batches(rows, cfg.micro_batch_size)]
+
+    def _loss(self, batch, n_tokens: float):
+        """The micro-batch's share of the mini-batch loss (policy term, then KL and entropy when weighted)."""
+        cfg = self.cfg
+        logprobs = packed_logprobs if isinstance(batch, PackedBatch) else token_logprobs
+        lp, ent = logprobs(self.model, batch, with_entropy=cfg.entropy_coef > 0)
+        loss, st = policy_loss(cfg.policy_loss, lp, batch.old_logprobs, batch.advantages, batch.loss_mask,
+                               clip_low=cfg.clip_low, clip_high=cfg.clip_high, num_tokens=n_tokens)
+        out = {"clip_frac": st["clip_frac"], "kl": 0.0, "entropy": 0.0}
+        if self.ref is not None:
+            with torch.no_grad():
+                ref_lp, _ = logprobs(self.ref, batch)
+            kl = (kl_k3(lp, ref_lp) * batch.loss_mask).sum() / max(n_tokens, 1.0)
+            loss = loss + cfg.kl_coef * kl
+            out["kl"] = float(kl.detach())
+        if ent is not None:
+            e = (ent * batch.loss_mask).sum() / max(n_tokens, 1.0)
+            loss = loss - cfg.entropy_coef * e
+            out["entropy"] = float(e.detach())
+        return loss, out
 
     def _collective_device(self) -> torch.device:
         import torch.distributed as dist
