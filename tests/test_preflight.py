@@ -1,0 +1,275 @@
+"""supo.preflight on real files with faults injected into them: safetensors written by the package's model builder and
+then truncated, checkpoints written by supo.checkpoint and then damaged, real sqlite stores and HTTP servers."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from supo.preflight import (
+    PreflightError,
+    check_model_dir,
+    check_num_tasks,
+    check_resume,
+    check_run_exists,
+    check_safetensors,
+    check_seed,
+    check_state_json,
+    check_tracking_uri,
+    check_weights,
+)
+
+
+def truncate(path: Path, keep: int) -> None:
+    """Cut ``path`` to its first ``keep`` bytes (a negative ``keep`` drops that many from the end)."""
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+
+
+@pytest.fixture
+def model_dir(tmp_path, tiny_model_dir) -> Path:
+    """A writable copy of the tiny model folder (built by supo.models.build_model)."""
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+
+
+@pytest.fixture
+def steps_dir(tmp_path, tiny_model_dir, tiny_tokenizer) -> Path:
+    """A real training checkpoint (supo.checkpoint.save_checkpoint) of the tiny model, with an optimizer state."""
+    import torch
+
+    from supo.checkpoint import save_checkpoint
+    from supo.models import load_policy
+
+    model = load_policy(tiny_model_dir)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.tensor([[1, 2, 3]])).logits.sum().backward()
+    opt.step()
+    out = tmp_path / "ckpt" / "steps"
+    save_checkpoint(out, step=1, model=model, tokenizer=tiny_tokenizer,
+                    trainer_state={"optimizer": opt.state_dict(), "updates": 1}, history=[{"step": 0}],
+                    mlflow_run_id="abc")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# model folders and weights
+
+
+def test_a_real_model_folder_passes(model_dir):
+    check_model_dir(model_dir, "--checkpoint")
+    assert check_safetensors(model_dir / "model.safetensors") > 0
+
+
+@pytest.mark.parametrize("keep", [-1, -4096, 100, 6])
+def test_a_truncated_safetensors_file_is_named(model_dir, keep):
+    weights = model_dir / "model.safetensors"
+    truncate(weights, keep)
+    with pytest.raises(PreflightError) as e:
+        check_model_dir(model_dir, "--checkpoint")
+    msg = str(e.value)
+    assert msg.startswith(f"--checkpoint {model_dir}") and str(weights) in msg
+    assert "truncated" in msg
+
+
+def test_trailing_bytes_and_a_garbled_header_are_named(model_dir):
+    weights = model_dir / "model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original + b"\0" * 8)
+    with pytest.raises(PreflightError, match="trailing bytes"):
+        check_safetensors(weights)
+    weights.write_bytes(original[:8] + b"x" + original[9:])  # the header's JSON no longer parses
+    with pytest.raises(PreflightError, match="not valid JSON"):
+        check_safetensors(weights)
+
+
+def test_a_declared_size_that_does_not_match_the_shape_is_named(model_dir):
+    weights = model_dir / "model.safetensors"
+    data = weights.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["shape"] = [d + 1 for d in header[name]["shape"]]
+    raw = json.dumps(header, separators=(",", ":")).encode().ljust(n)
+    assert len(raw) == n
+    weights.write_bytes(data[:8] + raw + data[8 + n:])
+    with pytest.raises(PreflightError, match=f"tensor '{name}'.*needed"):
+        check_safetensors(weights)
+
+
+@pytest.mark.parametrize("fault, needle", [
+    ("no config", "config.json does not exist"),
+    ("bad config", "config.json is not valid JSON"),
+    ("no model_type", "lacks a string model_type"),
+    ("no tokenizer", "holds no tokenizer"),
+    ("bad tokenizer", "tokenizer.json is not valid JSON"),
+    ("no weights", "holds no weights"),
+])
+def test_each_part_of_a_model_folder_is_checked(model_dir, fault, needle):
+    if fault == "no config":
+        (model_dir / "config.json").unlink()
+    elif fault == "bad config":
+        truncate(model_dir / "config.json", 20)
+    elif fault == "no model_type":
+        cfg = json.loads((model_dir / "config.json").read_text())
+        del cfg["model_type"]
+        (model_dir / "config.json").write_text(json.dumps(cfg))
+    elif fault == "no tokenizer":
+        (model_dir / "tokenizer.json").unlink()
+    elif fault == "bad tokenizer":
+        truncate(model_dir / "tokenizer.json", 100)
+    else:
+        (model_dir / "model.safetensors").unlink()
+    with pytest.raises(PreflightError, match=needle):
+        check_model_dir(model_dir, "--init")
+
+
+def test_a_missing_folder_or_shard_is_named(model_dir, tmp_path):
+    with pytest.raises(PreflightError, match="--checkpoint .*nope does not exist"):
+        check_model_dir(tmp_path / "nope", "--checkpoint")
+    (model_dir / "model.safetensors").rename(model_dir / "model-00001-of-00002.safetensors")
+    (model_dir / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    with pytest.raises(PreflightError, match="model-00002-of-00002.safetensors .*does not exist"):
+        check_weights(model_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --resume
+
+
+def test_a_real_checkpoint_passes(steps_dir):
+    assert check_resume(steps_dir).name == "step_000001"
+
+
+@pytest.mark.parametrize("file, keep, needle", [
+    ("trainer_state.pt", -200, "trainer state .*trainer_state.pt is not a complete torch.save archive"),
+    ("trainer_state.pt", 10, "trainer state .*trainer_state.pt"),
+    ("state.json", 30, "checkpoint state .*state.json is not valid JSON"),
+    ("model.safetensors", -10, "model.safetensors.*truncated"),
+])
+def test_a_truncated_resume_file_is_named(steps_dir, file, keep, needle):
+    truncate(steps_dir / "step_000001" / file, keep)
+    with pytest.raises(PreflightError, match=f"^--resume: .*{needle}"):
+        check_resume(steps_dir)
+
+
+def test_state_json_needs_the_fields_the_loader_reads(steps_dir):
+    state_file = steps_dir / "step_000001" / "state.json"
+    state = json.loads(state_file.read_text())
+    for field, bad, needle in (("step", "1", "step must be int"), ("history", None, "history must be list"),
+                               ("mlflow_run_id", 7, "mlflow_run_id must be a string or null")):
+        state_file.write_text(json.dumps({**state, field: bad}))
+        with pytest.raises(PreflightError, match=needle):
+            check_state_json(state_file)
+    state_file.write_text(json.dumps({k: v for k, v in state.items() if k != "step"}))
+    with pytest.raises(PreflightError, match="missing field 'step'"):
+        check_state_json(state_file)
+
+
+def test_trainer_state_without_rng_or_a_dangling_pointer_is_named(steps_dir):
+    import torch
+
+    torch.save({"trainer": {}}, steps_dir / "step_000001" / "trainer_state.pt")
+    with pytest.raises(PreflightError, match="keys \\['trainer', 'rng'\\]"):
+        check_resume(steps_dir)
+    (steps_dir / "latest").write_text("step_000009\n")
+    with pytest.raises(PreflightError, match="names 'step_000009', which is not a checkpoint folder"):
+        check_resume(steps_dir)
+    (steps_dir / "latest").unlink()
+    with pytest.raises(PreflightError, match="no 'latest' pointer"):
+        check_resume(steps_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tracking URI
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def http_server():
+    """A real HTTP server on 127.0.0.1 answering every GET with 200 OK."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_tracking_uri_schemes(tmp_path, http_server, monkeypatch):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(PreflightError, match="^MLFLOW_TRACKING_URI=bogus://nowhere: unknown scheme 'bogus'"):
+        check_tracking_uri("bogus://nowhere", "MLFLOW_TRACKING_URI")
+    with pytest.raises(PreflightError, match="file store"):
+        check_tracking_uri(str(tmp_path / "mlruns"), "--tracking-uri")
+    check_tracking_uri(http_server, "--tracking-uri")  # answers
+    check_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_a_server_that_does_not_answer_fails_within_seconds():
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(PreflightError, match=f"^MLFLOW_TRACKING_URI={uri}: no tracking server answers"):
+        check_tracking_uri(uri, "MLFLOW_TRACKING_URI", timeout=3.0)
+    assert time.monotonic() - t0 < 5
+
+
+def test_a_sqlite_folder_is_never_created_and_a_non_database_is_named(tmp_path):
+    missing = tmp_path / "nonexistent_dir"
+    with pytest.raises(PreflightError, match="nonexistent_dir does not exist"):
+        check_tracking_uri(f"sqlite:///{missing / 'x.db'}", "tracking.uri")
+    assert not missing.exists()
+    (tmp_path / "notes.db").write_text("not a database")
+    with pytest.raises(PreflightError, match="is not an SQLite database"):
+        check_tracking_uri(f"sqlite:///{tmp_path / 'notes.db'}")
+
+
+def test_a_run_id_not_in_the_store_is_named(tmp_path):
+    from supo.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with Tracker(uri, "exp", "run") as tr:
+        run_id = tr.run_id
+    check_run_exists(uri, run_id, "state.json")
+    with pytest.raises(PreflightError, match="^ckpt/state.json: MLflow run 0123456789abcdef is not in"):
+        check_run_exists(uri, "0123456789abcdef", "ckpt/state.json")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# seeds, task counts
+
+
+@pytest.mark.parametrize("value", [-1, 2**31, True, 1.5, "3"])
+def test_a_bad_seed_names_the_flag(value):
+    with pytest.raises(PreflightError, match="^--seed: must be"):
+        check_seed(value, "--seed")
+
+
+def test_good_seeds_and_task_counts_pass():
+    for value in (0, 1, 2**31 - 1):
+        check_seed(value)
+    check_num_tasks(8, 8, "data/test.parquet")
+    with pytest.raises(PreflightError, match="^--num-tasks 1000: the split data/test.parquet holds only 8 tasks"):
+        check_num_tasks(1000, 8, "data/test.parquet")
