@@ -35,6 +35,27 @@ def _read_parquet(path: Path, columns: Sequence[str], what: str) -> pd.DataFrame
     return df
 
 
+def check_parquet(path: str | Path, columns: Sequence[str], what: str) -> int:
+    """A parquet file whose footer reads and whose schema has ``columns`` — checked from its metadata, without reading
+    rows (a preflight before the stage opens anything). Returns its row count."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{what} file {path} does not exist; run `supo-cli prepare` first")
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception as e:  # pyarrow raises many types for a corrupt file
+        raise DataError(f"{what} file {path} is not a readable parquet file: {e.__class__.__name__}: {e}") from None
+    names = set(meta.schema.names)
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise DataError(f"{what} file {path} lacks column(s) {missing}; expected {list(columns)}")
+    if meta.num_rows == 0:
+        raise DataError(f"{what} file {path} holds no rows")
+    return meta.num_rows
+
+
 def iter_jsonl(path: str | Path):
     """``(line number, object)`` for every non-blank line of a JSONL file; a line that is not a JSON object raises
     :class:`DataError` naming the file and line."""
@@ -61,7 +82,17 @@ def write_tasks(tasks: Sequence[Task], path: str | Path) -> None:
     pd.DataFrame([t.to_row() for t in tasks], columns=list(TASK_COLUMNS)).to_parquet(path, index=False)
 
 
+def _env_config_check(env: str):
+    """The ``validate_env_config`` of environment ``env`` (a ValueError for an unknown env names the choices)."""
+    from supo.envs import get_env_spec
+
+    return get_env_spec(env).get("validate_env_config", lambda cfg: None)
+
+
 def read_tasks(path: str | Path) -> list[Task]:
+    """The tasks of a split file. Every row is checked as it is read — its columns, its prompt, and its env_config by
+    its environment's ``validate_env_config`` — and the first bad one raises :class:`DataError` naming the file, row,
+    task id and field."""
     path = Path(path)
     df = _read_parquet(path, TASK_COLUMNS, "tasks")
     tasks: list[Task] = []
@@ -75,6 +106,7 @@ def read_tasks(path: str | Path) -> list[Task]:
                 raise ValueError("prompt must be a list of {role, content} messages")
             if not isinstance(task.env_config, dict):
                 raise ValueError("env_config must be a JSON object")
+            _env_config_check(task.env)(task.env_config)
         except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
             raise DataError(f"{path}, row {i} (id {row.get('id')!r}): {e}") from None
         if task.id in ids:

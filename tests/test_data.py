@@ -225,3 +225,64 @@ def test_update_json_merges_entries_and_names_a_bad_file(tmp_path):
     path.write_text("[1]")
     with pytest.raises(DataError, match="train-seed0.json"):
         update_json(path, {"x": 1})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# env_config checked by the row's environment when a split is read
+
+
+def test_a_wrong_env_config_is_named_with_file_row_and_field(tmp_path, tasks):
+    rows = _rows(tasks)
+    cfg = json.loads(rows[4]["env_config"])
+    rows[4]["env_config"] = json.dumps({**cfg, "values": "abc"})  # valid JSON, wrong content
+    path = _write_rows(tmp_path / "train.parquet", rows)
+    with pytest.raises(DataError) as e:
+        read_tasks(path)
+    assert str(e.value).startswith(f"{path}, row 4 (id 'train-00004'): env_config.values: expected a non-empty list "
+                                   "of integers, got 'abc'")
+
+
+def test_an_unknown_env_in_a_row_is_named(tmp_path, tasks):
+    rows = _rows(tasks)
+    rows[2]["env"] = "arrray"
+    with pytest.raises(DataError, match=r"row 2 .*unknown environment 'arrray'"):
+        read_tasks(_write_rows(tmp_path / "train.parquet", rows))
+
+
+def _real_configs() -> dict[str, dict]:
+    """One env_config per environment as its own task builder writes it (hand-written where the builder needs data
+    files: browsecomp's index, bfcl's package data)."""
+    from pathlib import Path
+
+    from supo.envs import codegym, funcall, search
+
+    fixtures = Path(__file__).parent / "fixtures"
+    return {
+        "array": make_tasks("train", 1, 3, 3, ["sum"], 99, seed=0)[0].env_config,
+        "search": search.make_tasks("train", 1, 1, 2, seed=0, num_entities=60)[0].env_config,
+        "funcall": funcall.make_tasks("train", 1, 2, 3, ["bank"], 0)[0].env_config,
+        "codegym": codegym.load_rows(fixtures / "codegym" / "rows.jsonl")[0].env_config,
+        "browsecomp": {"query_id": "q1", "corpus": "corpus.jsonl", "index_dir": "bm25", "top_k": 5,
+                       "snippet_words": 384, "get_document": True, "evidence": ["d1"], "gold": ["d1"]},
+        "bfcl": {"id": "multi_turn_base_0", "category": "multi_turn_base"},
+    }
+
+
+BROKEN = {  # env -> (field, a value of the wrong kind)
+    "array": ("family", "min"), "search": ("chain", []), "funcall": ("state", "{}"), "codegym": ("code", "  "),
+    "browsecomp": ("corpus", 5), "bfcl": ("category", "single_turn"),
+}
+
+
+@pytest.mark.parametrize("env", list(BROKEN))
+def test_every_env_validates_its_own_rows_and_names_a_broken_field(env):
+    from supo.envs import ENVS
+
+    validate = ENVS[env]["validate_env_config"]
+    cfg = _real_configs()[env]
+    validate(cfg)  # what the env's own builder writes passes
+    field, bad = BROKEN[env]
+    with pytest.raises(ValueError, match=f"^env_config.{field}: expected "):
+        validate({**cfg, field: bad})
+    with pytest.raises(ValueError, match=f"^env_config.{field}: missing"):
+        validate({k: v for k, v in cfg.items() if k != field})

@@ -247,3 +247,18 @@ SPEC: dict[str, Any] = {
     "make_expert": expert_factory,
     "corpus": corpus,
 }
+
+
+from supo.envs.base import check_env_field, is_int  # noqa: E402  (the env_config check, appended)
+
+
+def validate_env_config(cfg: dict) -> None:
+    """What :func:`make_env` and the expert read: ``family`` (a fold of FAMILIES), ``values`` (a non-empty list of
+    integers) and, if present, ``value_max`` (an integer ≥ 1). Raises ValueError naming the field."""
+    check_env_field(cfg, "family", lambda v: v in FAMILIES, f"one of {', '.join(FAMILIES)}")
+    check_env_field(cfg, "values", lambda v: isinstance(v, list) and v and all(map(is_int, v)),
+                    "a non-empty list of integers")
+    check_env_field(cfg, "value_max", lambda v: is_int(v) and v >= 1, "an integer ≥ 1", required=False)
+
+
+SPEC["validate_env_config"] = validate_env_config

@@ -171,3 +171,36 @@ class ToolEnv:
             req = f" Requires {', '.join(t.requires)}." if t.requires else ""
             lines.append(f"- {t.signature()}: {t.doc}.{req}")
         return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# env_config checks (each env's ``validate_env_config`` runs them on every task row when a split is read)
+
+
+def is_int(value: Any) -> bool:
+    """An integer that is not a bool (JSON ``true`` is not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_str_list(value: Any, min_len: int = 0) -> bool:
+    """A list of at least ``min_len`` strings."""
+    return isinstance(value, list) and len(value) >= min_len and all(isinstance(v, str) for v in value)
+
+
+def check_env_field(cfg: dict[str, Any], name: str, ok: Callable[[Any], bool], expected: str,
+                    required: bool = True) -> None:
+    """Raise ``ValueError("env_config.<name>: ...")`` when the field is missing (and ``required``) or ``ok(value)`` is
+    false; ``expected`` says what the field must be."""
+    if name not in cfg:
+        if required:
+            raise ValueError(f"env_config.{name}: missing ({expected} expected)")
+        return
+    value = cfg[name]
+    try:
+        good = bool(ok(value))
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise ValueError(f"env_config.{name}: expected {expected}, got {shown}")

@@ -567,3 +567,16 @@ SPEC: dict[str, Any] = {
     "corpus": corpus,
     "eval_only": True,
 }
+
+
+from supo.envs.base import check_env_field  # noqa: E402  (the env_config check, appended)
+
+
+def validate_env_config(cfg: dict) -> None:
+    """What :func:`make_env` reads: the entry ``id`` (a string) and its ``category`` (one of CATEGORIES). Raises
+    ValueError naming the field."""
+    check_env_field(cfg, "id", lambda v: isinstance(v, str) and v, "a BFCL entry id")
+    check_env_field(cfg, "category", lambda v: v in CATEGORIES, f"one of {', '.join(CATEGORIES)}")
+
+
+SPEC["validate_env_config"] = validate_env_config

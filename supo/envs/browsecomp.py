@@ -627,3 +627,23 @@ SPEC: dict[str, Any] = {
 __all__ = ["BM25Index", "BrowseCompEnv", "SPEC", "answer_matches", "clear_index_cache", "evidence_recall",
            "get_index", "index_path", "iter_corpus", "load_or_build_index", "load_qrels", "load_queries",
            "make_env", "normalize_answer", "retrieval_metrics", "run_record"]
+
+
+from supo.envs.base import check_env_field, is_int, is_str_list  # noqa: E402  (the env_config check, appended)
+
+
+def validate_env_config(cfg: dict) -> None:
+    """What :func:`make_env` and the retrieval metrics read: ``query_id``, the ``corpus`` and ``index_dir`` paths
+    (strings), and if present ``top_k`` and ``snippet_words`` (≥ 1), ``get_document`` (a bool) and ``evidence``
+    (docids). Raises ValueError naming the field."""
+    check_env_field(cfg, "query_id", lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),
+                    "a string or integer id")
+    for name in ("corpus", "index_dir"):
+        check_env_field(cfg, name, lambda v: isinstance(v, str) and v, "a non-empty path")
+    for name in ("top_k", "snippet_words"):
+        check_env_field(cfg, name, lambda v: is_int(v) and v >= 1, "an integer ≥ 1", required=False)
+    check_env_field(cfg, "get_document", lambda v: isinstance(v, bool), "true or false", required=False)
+    check_env_field(cfg, "evidence", is_str_list, "a list of docids", required=False)
+
+
+SPEC["validate_env_config"] = validate_env_config

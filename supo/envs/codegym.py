@@ -445,3 +445,25 @@ SPEC: dict[str, Any] = {
     "make_expert": make_expert,
     "corpus": corpus,
 }
+
+
+from supo.envs.base import check_env_field, is_int  # noqa: E402  (the env_config check, appended)
+
+
+def validate_env_config(cfg: dict) -> None:
+    """What :func:`make_env`, :func:`limits_of` and :func:`split_tasks` read: ``code``, ``env_name`` and ``env_str``
+    (strings; the code non-empty), ``code_id``, and if present ``max_calls`` (≥ 1), ``sandbox_seconds`` (> 0),
+    ``sandbox_memory_mb`` (≥ 1) and ``network_namespace`` (a bool). Raises ValueError naming the field."""
+    check_env_field(cfg, "code", lambda v: isinstance(v, str) and v.strip(), "non-empty Python source")
+    for name in ("env_name", "env_str"):
+        check_env_field(cfg, name, lambda v: isinstance(v, str), "a string")
+    check_env_field(cfg, "code_id", lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),
+                    "a string or integer id")
+    check_env_field(cfg, "max_calls", lambda v: is_int(v) and v >= 1, "an integer ≥ 1", required=False)
+    check_env_field(cfg, "sandbox_seconds", lambda v: (is_int(v) or isinstance(v, float)) and v > 0,
+                    "a number of seconds > 0", required=False)
+    check_env_field(cfg, "sandbox_memory_mb", lambda v: is_int(v) and v >= 1, "an integer ≥ 1", required=False)
+    check_env_field(cfg, "network_namespace", lambda v: isinstance(v, bool), "true or false", required=False)
+
+
+SPEC["validate_env_config"] = validate_env_config

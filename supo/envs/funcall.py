@@ -278,3 +278,27 @@ SPEC: dict[str, Any] = {
     "make_expert": expert_factory,
     "corpus": corpus,
 }
+
+
+from supo.envs.base import check_env_field  # noqa: E402  (the env_config check, appended)
+from supo.synth.families import FAMILIES as _FAMILIES  # noqa: E402
+
+
+def _is_plan(value) -> bool:
+    return isinstance(value, list) and all(isinstance(s, dict) and isinstance(s.get("name"), str)
+                                           and isinstance(s.get("refs", {}), dict) for s in value)
+
+
+def validate_env_config(cfg: dict) -> None:
+    """What :func:`make_env` and the expert read: ``family`` (a synthesis family), the backend's ``state`` (an
+    object), ``expected_state`` and ``answer`` (strings), and if present ``answer_observation`` (a string) and
+    ``plan`` (a list of calls, each with a ``name`` and ``refs``). Raises ValueError naming the field."""
+    check_env_field(cfg, "family", lambda v: v in _FAMILIES, f"one of {', '.join(_FAMILIES)}")
+    check_env_field(cfg, "state", lambda v: isinstance(v, dict), "an object (the backend's state)")
+    for name in ("expected_state", "answer"):
+        check_env_field(cfg, name, lambda v: isinstance(v, str), "a string")
+    check_env_field(cfg, "answer_observation", lambda v: isinstance(v, str), "a string", required=False)
+    check_env_field(cfg, "plan", _is_plan, "a list of calls ({name, refs, ...})", required=False)
+
+
+SPEC["validate_env_config"] = validate_env_config

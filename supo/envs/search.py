@@ -758,3 +758,23 @@ SPEC: dict[str, Any] = {
     "make_expert": expert_factory,
     "corpus": corpus,
 }
+
+
+from supo.envs.base import check_env_field, is_int, is_str_list  # noqa: E402  (the env_config check, appended)
+
+
+def validate_env_config(cfg: dict) -> None:
+    """What :func:`make_env` and the expert read: the world's ``seed``, ``num_entities``, ``distractors``, the tool
+    knobs ``top_k`` and ``snippet_chars``, the anchor's ``anchor_type`` and ``anchor_year``, ``relations`` (strings)
+    and ``chain`` (one entity name more than relations). Types only: the chain is checked against the corpus when
+    the env is built. Raises ValueError naming the field."""
+    for name, low in (("seed", 0), ("num_entities", 1), ("distractors", 0), ("top_k", 1), ("snippet_chars", 0)):
+        check_env_field(cfg, name, lambda v, low=low: is_int(v) and v >= low, f"an integer ≥ {low}")
+    check_env_field(cfg, "anchor_year", is_int, "an integer")
+    check_env_field(cfg, "anchor_type", lambda v: v in YEAR_VERB, f"one of {', '.join(YEAR_VERB)}")
+    check_env_field(cfg, "relations", is_str_list, "a list of relation names")
+    check_env_field(cfg, "chain", lambda v: is_str_list(v, 1) and len(v) == len(cfg["relations"]) + 1,
+                    "a list of entity names, one more than relations")
+
+
+SPEC["validate_env_config"] = validate_env_config
