@@ -1,4 +1,5 @@
-"""MLflow tracking: tracking-URI resolution, a thin run context manager, and the UI server.
+"""MLflow tracking: tracking-URI resolution, a thin run context manager, run links and figures (the UI server is
+in :mod:`supo.tracking_ui`).
 
 Everything here talks to MLflow through an explicit ``mlflow.MlflowClient(tracking_uri=...)``
 instead of the global ``mlflow.start_run`` state, so several stores (e.g. one per test) can be
@@ -7,8 +8,9 @@ used in one process without interfering.  Logging is synchronous.
 Known MLflow 3.17 behaviour this module works around:
 
 * ``sqlite:///mlflow.db`` works; the file store (``./mlruns``) is refused by MLflow 3.17.
-* ``mlflow ui`` leaves orphaned ``huey_consumer`` processes when only its main process is
-  signalled, so the UI is started in its own process group and the whole group is stopped.
+* The UI's run table shows a nested run under its (collapsed) parent, so a filter that matches
+  only children lists their parents; eval runs are therefore linked to their training run by a
+  tag and a description link (see :func:`run_link`), not nested.
 """
 
 from __future__ import annotations
@@ -17,14 +19,10 @@ import logging
 import math
 import os
 import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from mlflow import MlflowClient
@@ -41,12 +39,16 @@ __all__ = [
     "DEFAULT_TRACKING_URI",
     "PARAMS_PER_BATCH",
     "Tracker",
+    "experiment_url",
     "find_runs",
     "flatten_params",
+    "log_figures",
     "resolve_tracking_uri",
     "serve_ui",
     "start_ui",
     "stop_ui",
+    "tracking_uri_source",
+    "wait_for_ui",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ PARAMS_PER_BATCH = min(100, MAX_PARAMS_TAGS_PER_BATCH)
 """Params are sent with ``log_batch`` in chunks of this many."""
 
 _PARENT_RUN_TAG = "mlflow.parentRunId"
+_NOTE_TAG = "mlflow.note.content"  # the run's description in the UI (markdown)
 _SQLITE_PREFIX = "sqlite:///"
 
 
@@ -80,18 +83,26 @@ def sqlite_db_path(uri: str) -> Path | None:
     return Path(path)
 
 
+def tracking_uri_source(flag: str | None, config_uri: str = DEFAULT_TRACKING_URI) -> tuple[str, str]:
+    """``(uri, where it came from)``: the CLI flag (``--tracking-uri``), else ``$MLFLOW_TRACKING_URI``, else the
+    config value (``tracking.uri``). Empty strings count as unset; an empty config value gives
+    ``sqlite:///mlflow.db``."""
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if flag:
+        return flag, "--tracking-uri"
+    if env_uri:
+        return env_uri, "MLFLOW_TRACKING_URI"
+    return config_uri or DEFAULT_TRACKING_URI, "tracking.uri"
+
+
 def resolve_tracking_uri(flag: str | None, config_uri: str = DEFAULT_TRACKING_URI) -> str:
     """Pick the tracking URI: the CLI flag, else ``$MLFLOW_TRACKING_URI``, else the config value.
 
     Empty strings count as unset; an empty config value falls back to ``sqlite:///mlflow.db``.
-    For a ``sqlite:///`` URI the database's parent folder is created so MLflow can open it.
+    Nothing is created: a ``sqlite:///`` URI whose folder is missing is refused by
+    :func:`supo.preflight.check_tracking_uri` instead of silently made.
     """
-    env_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    uri = flag or env_uri or config_uri or DEFAULT_TRACKING_URI
-    db_path = sqlite_db_path(uri)
-    if db_path is not None:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-    return uri
+    return tracking_uri_source(flag, config_uri)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +193,9 @@ class Tracker:
     Creates the experiment if missing and a new run (nested under ``parent_run_id`` when given),
     or reopens ``resume_run_id`` (status set back to RUNNING; params it already has are not
     logged again). ``with Tracker(...) as t:`` ends the run FINISHED, or FAILED when an exception
-    escapes the block.
+    escapes the block — except a resumed run that fails before this tracker logged anything: it
+    gets back the status it had (a failed resume never turns a FINISHED run FAILED).
+    ``description`` is the run's description in the UI (markdown).
     """
 
     def __init__(
@@ -195,14 +208,19 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
         parent_run_id: str | None = None,
         resume_run_id: str | None = None,
+        description: str | None = None,
     ) -> None:
         """Open the run; see the class docstring. ``params`` may be flat (dotted keys) or nested."""
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id = _get_or_create_experiment(self.client, uri, experiment)
         self._ended = False
+        self._logged = False
+        self._status_before: str | None = None  # a resumed run's status before this tracker reopened it
 
         run_tags = {key: _tag_value(value) for key, value in (tags or {}).items()}
+        if description:
+            run_tags[_NOTE_TAG] = _tag_value(description)
         if parent_run_id:
             self._require_run(parent_run_id, "parent_run_id")
             run_tags[_PARENT_RUN_TAG] = parent_run_id
@@ -215,6 +233,7 @@ class Tracker:
                     f"{run.info.experiment_id}, not to {experiment!r} (id {self.experiment_id})"
                 )
             self._run_id = resume_run_id
+            self._status_before = run.info.status
             self.client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             existing_params = dict(run.data.params)
             if run_tags:
@@ -238,7 +257,12 @@ class Tracker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """End the run FAILED when an exception escapes the block, FINISHED otherwise."""
+        """End the run FAILED when an exception escapes the block, FINISHED otherwise; a resumed run that failed
+        before anything was logged gets its previous status back."""
+        if exc_type is not None and self._status_before is not None and not self._logged:
+            self.client.update_run(self._run_id, status=self._status_before)  # keeps its end time
+            self._ended = True
+            return
         self.end("FAILED" if exc_type is not None else "FINISHED")
 
     # -- properties ---------------------------------------------------------------------------
@@ -258,6 +282,7 @@ class Tracker:
             for key, value in metrics.items()
             if _is_finite_number(value)
         ]
+        self._logged = True
         for chunk in _chunks(entries, MAX_METRICS_PER_BATCH):
             self.client.log_batch(self._run_id, metrics=chunk, synchronous=True)
 
@@ -274,10 +299,12 @@ class Tracker:
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         """Store ``obj`` as a JSON or YAML artifact (format chosen by ``artifact_file``'s suffix)."""
+        self._logged = True
         self.client.log_dict(self._run_id, obj, artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """Store ``text`` as the artifact ``artifact_file``."""
+        self._logged = True
         self.client.log_text(self._run_id, text, artifact_file)
 
     def log_artifact(self, local_path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
@@ -285,6 +312,7 @@ class Tracker:
         path = Path(local_path)
         if not path.exists():
             raise FileNotFoundError(f"cannot log artifact {path}: no such file or folder")
+        self._logged = True
         if path.is_dir():
             self.client.log_artifacts(self._run_id, str(path), artifact_path)
         else:
@@ -325,6 +353,30 @@ class Tracker:
             self.client.log_batch(self._run_id, params=chunk, synchronous=True)
 
 
+def run_link(uri: str, run_id: str) -> str | None:
+    """A markdown link to run ``run_id`` in the UI (``[name](#/experiments/<id>/runs/<run id>)``, relative, so it
+    works on any host and port), or None when the run is not in store ``uri``."""
+    try:
+        run = MlflowClient(tracking_uri=uri).get_run(run_id)
+    except MlflowException:
+        return None
+    return f"[{run.info.run_name}](#/experiments/{run.info.experiment_id}/runs/{run_id})"
+
+
+def log_figures(uri: str, run_id: str, figures: Mapping[str, Any], artifact_dir: str = "figures") -> list[str]:
+    """Log matplotlib figures to run ``run_id`` as MLflow figures (the UI previews them under Artifacts):
+    ``{name: figure}`` becomes ``<artifact_dir>/<name>.png`` (or ``<name>`` when it has a suffix). Returns the
+    artifact paths."""
+    client = MlflowClient(tracking_uri=uri)
+    paths = []
+    for name, fig in figures.items():
+        file = name if Path(name).suffix else f"{name}.png"
+        path = f"{artifact_dir}/{file}" if artifact_dir else file
+        client.log_figure(run_id, fig, path)
+        paths.append(path)
+    return paths
+
+
 def find_runs(uri: str, experiment: str, filter_string: str = "") -> list[Run]:
     """All runs of ``experiment`` in store ``uri`` matching ``filter_string`` (newest first).
 
@@ -350,102 +402,5 @@ def find_runs(uri: str, experiment: str, filter_string: str = "") -> list[Run]:
             return runs
 
 
-# --------------------------------------------------------------------------------------------
-# UI server
-# --------------------------------------------------------------------------------------------
-
-
-def start_ui(
-    uri: str, host: str = "127.0.0.1", port: int = 5000, *, quiet: bool = False
-) -> subprocess.Popen[bytes]:
-    """Start ``mlflow ui`` for store ``uri`` in a new process group (session) and return it.
-
-    With ``quiet`` its output is discarded; otherwise it goes to this process's stdout/stderr.
-    Stop it with :func:`stop_ui`, which signals the whole group.
-    """
-    cmd = [
-        sys.executable, "-m", "mlflow", "ui",
-        "--backend-store-uri", uri,
-        "--host", host,
-        "--port", str(port),
-    ]
-    output = subprocess.DEVNULL if quiet else None
-    return subprocess.Popen(cmd, start_new_session=True, stdout=output, stderr=output)
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while any process of group ``pgid`` exists."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _wait_stopped(proc: subprocess.Popen[bytes], pgid: int, timeout: float) -> bool:
-    """Wait up to ``timeout`` s for the leader to exit (reaping it) and the group to empty."""
-    deadline = time.monotonic() + timeout
-    while True:
-        leader_done = proc.poll() is not None
-        if leader_done and not _group_alive(pgid):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
-
-
-def stop_ui(
-    proc: subprocess.Popen[bytes],
-    timeouts: tuple[float, float, float] = (10.0, 5.0, 5.0),
-) -> int:
-    """Stop a UI started by :func:`start_ui` and every process of its group; return its exit code.
-
-    Sends SIGINT to the group, then SIGTERM, then SIGKILL, waiting ``timeouts`` seconds after
-    each for the group to empty. Child processes that outlive the main one (mlflow's
-    ``huey_consumer`` workers) are signalled too. A negative code means a signal ended it.
-    """
-    pgid = proc.pid  # start_new_session=True makes the child the leader of its own group
-    for sig, timeout in zip((signal.SIGINT, signal.SIGTERM, signal.SIGKILL), timeouts, strict=True):
-        if _wait_stopped(proc, pgid, 0):
-            break
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            pass
-        if _wait_stopped(proc, pgid, timeout):
-            break
-    else:
-        if _group_alive(pgid):
-            log.warning("processes of MLflow UI group %d survived SIGKILL", pgid)
-    return proc.wait()
-
-
-class _Terminated(Exception):
-    """Raised in the main thread when SIGTERM arrives during :func:`serve_ui`."""
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    """Signal handler turning SIGTERM into :class:`_Terminated`."""
-    raise _Terminated(f"received signal {signum}")
-
-
-def serve_ui(uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:
-    """Run ``mlflow ui`` in the foreground until it exits, Ctrl-C or SIGTERM; return its exit code.
-
-    On interruption the UI's whole process group is stopped (see :func:`stop_ui`).
-    """
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
-    proc = start_ui(uri, host, port)
-    try:
-        print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)", flush=True)
-        proc.wait()
-    except (KeyboardInterrupt, _Terminated):
-        pass
-    finally:
-        code = stop_ui(proc)
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-    return code
+# the UI server lives in supo.tracking_ui; these names stay importable from here
+from supo.tracking_ui import experiment_url, serve_ui, start_ui, stop_ui, wait_for_ui  # noqa: E402,F401

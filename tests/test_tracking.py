@@ -18,9 +18,14 @@ from supo.tracking import (
     DEFAULT_TRACKING_URI,
     Tracker,
     find_runs,
+    experiment_url,
+    log_figures,
     resolve_tracking_uri,
+    run_link,
     start_ui,
     stop_ui,
+    tracking_uri_source,
+    wait_for_ui,
 )
 
 
@@ -173,15 +178,16 @@ def test_tracking_uri_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env_uri)
     assert resolve_tracking_uri(flag_uri, config_uri) == flag_uri
-    assert (tmp_path / "flag").is_dir()
+    assert tracking_uri_source(flag_uri, config_uri) == (flag_uri, "--tracking-uri")
     assert resolve_tracking_uri(None, config_uri) == env_uri
     assert resolve_tracking_uri("", config_uri) == env_uri
-    assert (tmp_path / "env").is_dir()
+    assert tracking_uri_source(None, config_uri) == (env_uri, "MLFLOW_TRACKING_URI")
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert resolve_tracking_uri(None, config_uri) == config_uri
-    assert (tmp_path / "config_dir" / "nested").is_dir()  # relative to the current directory
+    assert tracking_uri_source(None, config_uri) == (config_uri, "tracking.uri")
     assert resolve_tracking_uri(None, "") == DEFAULT_TRACKING_URI == "sqlite:///mlflow.db"
+    # Nothing is created on the way: a missing folder is for supo.preflight to refuse, not to make silently.
+    assert not any((tmp_path / d).exists() for d in ("flag", "env", "config_dir"))
     # Non-sqlite URIs are passed through untouched.
     assert resolve_tracking_uri("http://127.0.0.1:5000", config_uri) == "http://127.0.0.1:5000"
 
@@ -219,3 +225,93 @@ def test_ui_starts_answers_health_and_stops_whole_group(store_uri: str) -> None:
     assert proc.poll() is not None
     with pytest.raises(ProcessLookupError):
         os.killpg(pgid, 0)
+
+
+def _finished_run(uri: str) -> str:
+    with Tracker(uri, "exp-resume", "train") as first:
+        first.log_metrics({"loss": 1.0}, step=0)
+        return first.run_id
+
+
+def test_a_resume_that_fails_before_logging_keeps_the_runs_status(store_uri: str) -> None:
+    run_id = _finished_run(store_uri)
+    client = _client(store_uri)
+    end_time = client.get_run(run_id).info.end_time
+    with pytest.raises(FileNotFoundError):
+        with Tracker(store_uri, "exp-resume", "train", resume_run_id=run_id):
+            raise FileNotFoundError("trainer_state.pt")  # e.g. the checkpoint turned out unreadable
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.end_time == end_time
+
+
+def test_a_resume_that_fails_after_logging_ends_failed(store_uri: str) -> None:
+    run_id = _finished_run(store_uri)
+    with pytest.raises(RuntimeError):
+        with Tracker(store_uri, "exp-resume", "train", resume_run_id=run_id) as tr:
+            tr.log_metrics({"loss": 0.5}, step=1)
+            raise RuntimeError("the engine died at step 1")
+    assert _client(store_uri).get_run(run_id).info.status == "FAILED"
+
+
+def test_description_and_run_link(store_uri: str) -> None:
+    with Tracker(store_uri, "exp-link", "array-train-supo-seed0") as train:
+        pass
+    link = run_link(store_uri, train.run_id)
+    assert link == f"[array-train-supo-seed0](#/experiments/{train.experiment_id}/runs/{train.run_id})"
+    assert run_link(store_uri, "0123456789abcdef") is None
+    with Tracker(store_uri, "exp-link", "eval", description=f"trained in {link}") as ev:
+        pass
+    assert _client(store_uri).get_run(ev.run_id).data.tags["mlflow.note.content"] == f"trained in {link}"
+
+
+def test_log_figures_stores_matplotlib_figures(store_uri: str, tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 2], [0.1, 0.4, 0.3], label="supo")
+    with Tracker(store_uri, "exp-fig", "report") as tr:
+        paths = log_figures(store_uri, tr.run_id, {"array-success_vs_s_eval": fig, "curves.svg": fig})
+    plt.close(fig)
+    assert paths == ["figures/array-success_vs_s_eval.png", "figures/curves.svg"]
+    listed = {a.path for a in _client(store_uri).list_artifacts(tr.run_id, "figures")}
+    assert listed == set(paths)
+    local = _client(store_uri).download_artifacts(tr.run_id, paths[0], str(tmp_path))
+    assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_experiment_url_carries_the_filter_and_chart_view() -> None:
+    url = experiment_url("http://127.0.0.1:5000/", "7", "tags.stage = 'train'", charts=True)
+    assert url == ("http://127.0.0.1:5000/#/experiments/7/runs?searchFilter=tags.stage%20%3D%20%27train%27"
+                   "&compareRunsMode=CHART")
+    assert experiment_url("http://h:1", "3") == "http://h:1/#/experiments/3/runs"
+
+
+def test_wait_for_ui_polls_until_health_answers(tmp_path: Path) -> None:
+    """A real HTTP server that starts answering /health only after a delay, like `mlflow ui`."""
+    import subprocess
+    import sys
+
+    port = _free_port()
+    server = tmp_path / "server.py"
+    server.write_text(
+        "import http.server, sys, time\n"
+        "time.sleep(1.5)\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers(); self.wfile.write(b'OK')\n"
+        "    def log_message(self, *a): pass\n"
+        f"http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n")
+    proc = subprocess.Popen([sys.executable, str(server)])
+    try:
+        t0 = time.monotonic()
+        assert wait_for_ui(proc, f"http://127.0.0.1:{port}", timeout=60)
+        assert time.monotonic() - t0 >= 1.0  # it did wait for the server
+    finally:
+        proc.kill()
+        proc.wait()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert not wait_for_ui(dead, f"http://127.0.0.1:{_free_port()}", timeout=30)  # exited: no waiting it out
