@@ -67,7 +67,8 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
     views: dict[int, list] = {s: [] for s in values[:-1]}
     t0 = time.perf_counter()
     rollouts = run_rollouts(items, engine, rt.tokenizer, rt.templates, rt.settings, spec["make_env"],
-                            seed=cfg.seed + 7, keep_transcript=True, progress=progress, views=views)
+                            seed=cfg.seed + 7, keep_transcript=True, progress=progress, views=views,
+                            env_threads=cfg.rollout.env_threads)
     seconds = time.perf_counter() - t0
     views[S_max] = rollouts
     out = Path(out)

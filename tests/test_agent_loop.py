@@ -317,3 +317,45 @@ def test_views_equal_runs_at_each_smaller_s(setup, error_rate):
                                                                          error_rate=error_rate)[0]]
     with pytest.raises(ValueError, match="not below"):
         run(setup, settings(S=2), views={2: []})
+
+
+def test_env_steps_of_one_turn_run_concurrently_and_change_nothing(setup):
+    """With env_threads, the environment steps of one turn overlap (a turn of slow steps costs about the slowest
+    step, not the sum) and the rollouts are exactly those of the sequential loop."""
+    import threading
+    import time
+
+    tasks, tok, t = setup
+    state = {"active": 0, "peak": 0}
+    lock = threading.Lock()
+
+    def make_slow(task):
+        env = make_env(task)
+        real_step = env.step
+
+        def step(action):
+            with lock:
+                state["active"] += 1
+                state["peak"] = max(state["peak"], state["active"])
+            time.sleep(0.05)
+            with lock:
+                state["active"] -= 1
+            return real_step(action)
+
+        env.step = step
+        return env
+
+    few = tasks[:8]
+    items = [(task, f"{task.id}@0", 0) for task in few]
+    short = settings(H=3)  # three turns each: 8 rollouts × 3 steps × 0.05 s = 1.2 s when sequential
+    t0 = time.perf_counter()
+    sequential = run_rollouts(items, Recording(tok, few, t.eos_id), tok, t, short, make_slow)
+    t_seq = time.perf_counter() - t0
+    assert state["peak"] == 1
+    t0 = time.perf_counter()
+    threaded = run_rollouts(items, Recording(tok, few, t.eos_id), tok, t, short, make_slow, env_threads=8)
+    t_thr = time.perf_counter() - t0
+    assert state["peak"] == 8  # every rollout's step of a turn was in flight at once
+    assert t_thr < 0.5 * t_seq  # about 3 × 0.05 s instead of 24 × 0.05 s
+    for a, b in zip(sequential, threaded):
+        assert a.to_record(with_tokens=True) == b.to_record(with_tokens=True)

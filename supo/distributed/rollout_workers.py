@@ -48,6 +48,7 @@ class RolloutWorker:
         self.tokenizer = load_tokenizer(model_path)
         self.templates = Templates.build(self.tokenizer, cfg.prompts.summary_instruction, cfg.prompts.continuation)
         self.make_env = get_env_spec(cfg.env.name)["make_env"]
+        self.env_threads = cfg.rollout.env_threads
 
     def run(self, items: Sequence[tuple[Task, str, int]], settings: LoopSettings, seed: int,
             keep_transcript: bool = False) -> list[Rollout]:
@@ -57,7 +58,7 @@ class RolloutWorker:
 
         torch.manual_seed(seed)
         return run_rollouts(items, self.policy, self.tokenizer, self.templates, settings, self.make_env, seed=seed,
-                            keep_transcript=keep_transcript)
+                            keep_transcript=keep_transcript, env_threads=self.env_threads)
 
     def push_weights(self, state_dict: dict) -> float:
         return self.policy.push_weights(state_dict)

