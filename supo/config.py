@@ -224,9 +224,12 @@ class RolloutConfig:
     group_size: int = F(8, "G: rollouts per task in a training step (the GRPO group)")
     tasks_per_step: int = F(8, "tasks sampled per training step")
     temperature: float = F(1.0, "sampling temperature (training and evaluation)")
-    top_p: float = F(1.0, "nucleus sampling threshold")
+    top_p: float = F(1.0, "nucleus sampling threshold; must be 1 (the trainer's log-probs, and so the importance "
+                          "ratio, are those of the whole distribution at `temperature`)")
     num_workers: int = F(1, "rollout-worker actors, each with its own engine; a step's rollouts are spread across them")
     num_cpus_per_worker: float = F(1.0, "Ray CPUs reserved per rollout worker")
+    env_threads: int = F(0, "step the environments of one turn in a pool of this many threads (0: one after another); "
+                            "for slow environments (a sandboxed CodeGym call) a turn then costs its slowest step")
 
 
 @dataclass
@@ -579,6 +582,7 @@ def validate(cfg: Config) -> None:
         _require(getattr(b, name) > 0, f"budget.{name}", f"must be > 0, got {getattr(b, name)}")
     _require(r.group_size >= 2, "rollout.group_size", f"GRPO needs at least 2 rollouts per task, got {r.group_size}")
     _require(r.num_workers >= 1, "rollout.num_workers", f"must be ≥ 1, got {r.num_workers}")
+    _require(r.env_threads >= 0, "rollout.env_threads", f"must be ≥ 0, got {r.env_threads}")
     _require(r.num_cpus_per_worker > 0, "rollout.num_cpus_per_worker", f"must be > 0, got {r.num_cpus_per_worker}")
     _require(cfg.trainer.world_size >= 1, "trainer.world_size", f"must be ≥ 1, got {cfg.trainer.world_size}")
     _require(cfg.trainer.num_cpus_per_rank > 0, "trainer.num_cpus_per_rank",
@@ -586,9 +590,11 @@ def validate(cfg: Config) -> None:
     _require(cfg.trainer.threads_per_rank >= 0, "trainer.threads_per_rank",
              f"must be ≥ 0, got {cfg.trainer.threads_per_rank}")
     _require(r.tasks_per_step >= 1, "rollout.tasks_per_step", f"must be ≥ 1, got {r.tasks_per_step}")
-    _require(r.temperature >= 0.0, "rollout.temperature", f"must be ≥ 0, got {r.temperature}")
+    _require(r.temperature > 0.0, "rollout.temperature",
+             f"must be > 0 (training samples from the policy at this temperature), got {r.temperature}")
     _require(ev.temperature >= 0.0, "eval.temperature", f"must be ≥ 0, got {ev.temperature}")
-    _require(0.0 < r.top_p <= 1.0, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
+    _require(r.top_p == 1.0, "rollout.top_p", f"must be 1: the trainer's log-probs are those of the whole "
+             f"distribution at rollout.temperature, so a nucleus would bias the importance ratio; got {r.top_p}")
     _require(t.clip_low >= 0 and t.clip_high >= 0, "train.clip_low/clip_high", "clip ranges must be ≥ 0")
     _require(t.clip_low < 1.0, "train.clip_low", f"must be < 1 (the ratio is clipped at 1 − clip_low), got {t.clip_low}")
     _require(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")

@@ -93,7 +93,8 @@ class Actors:
         # rollouts and updates alternate, so each phase may use all of the node's cores
         threads = cfg.trainer.threads_per_rank or max(1, (os.cpu_count() or 1) // cfg.trainer.world_size)
         group = TrainerGroup(cfg.trainer.world_size, str(init), cfg.train, 0, None, cfg.seed,
-                             num_cpus_per_rank=cfg.trainer.num_cpus_per_rank, threads_per_rank=threads)
+                             num_cpus_per_rank=cfg.trainer.num_cpus_per_rank, threads_per_rank=threads,
+                             temperature=cfg.rollout.temperature)
         log(f"actors up in {time.perf_counter() - t0:.1f}s: {cfg.rollout.num_workers} rollout worker(s), "
             f"{cfg.trainer.world_size} trainer rank(s), engine limit {engine_cfg.max_model_len}")
         return cls(pool, group)
@@ -137,7 +138,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
     pool, group = actors.pool, actors.group
     # this run's weights, a fresh optimizer, its sequence limit and seed (then a resumed run loads its checkpoint)
     initial = load_policy(init).state_dict()
-    group.reset(initial, cfg.train, max_seq, cfg.seed, rt.tokenizer.pad_token_id)
+    group.reset(initial, cfg.train, max_seq, cfg.seed, rt.tokenizer.pad_token_id, cfg.rollout.temperature)
     if not own:  # a shared engine still serves the previous run's policy
         pool.push_weights(initial)
     if state is not None:

@@ -183,6 +183,8 @@ def test_integral_float_accepted_for_int():
         ({"budget.working_context": 0}, "budget.working_context"),
         ({"budget.max_steps": 0}, "budget.max_steps"),
         ({"rollout.top_p": 0.0}, "rollout.top_p"),
+        ({"rollout.top_p": 0.9}, "rollout.top_p"),
+        ({"rollout.temperature": 0.0}, "rollout.temperature"),
         ({"expert.summary_error_rate": 1.5}, "expert.summary_error_rate"),
         ({"eval.split": "valid"}, "eval.split"),
         ({"eval.sweep": [0, -1]}, "eval.sweep"),

@@ -23,11 +23,11 @@ def engine(tiny_model_dir):
     return VLLMPolicy(tiny_model_dir, EngineConfig(max_model_len=256, max_num_seqs=16), seed=0, temperature=1.0)
 
 
-def _hf_logprobs(model, prompt, response):
+def _hf_logprobs(model, prompt, response, temperature=1.0):
     s = TrainingSample(prompt, response, [1] * len(response), [0.0] * len(response), [0.0] * len(response), 0)
     batch = collate([s], pad_id=0)
     with torch.no_grad():
-        lp, _ = token_logprobs(model, batch)
+        lp, _ = token_logprobs(model, batch, temperature=temperature)
     return lp[0, len(prompt) - 1: len(prompt) - 1 + len(response)].tolist()
 
 
@@ -76,3 +76,21 @@ def test_weight_push_changes_what_the_engine_samples(engine, tiny_model_dir, tin
     new_hf = _hf_logprobs(model, prompt, after.token_ids)
     assert max(abs(a - b) for a, b in zip(after.logprobs, new_hf)) < 1e-3
     engine.push_weights(load_policy(tiny_model_dir).state_dict())
+
+
+def test_behaviour_logprobs_are_those_of_the_sampling_temperature(tiny_model_dir, tiny_tokenizer):
+    """At T = 0.7 the engine returns the log-probs of the distribution it sampled from (softmax(logits / T)), and the
+    trainer computes the same: the importance ratio starts at 1. The raw model's log-probs (vLLM's default) differ."""
+    from supo.engines.vllm_engine import VLLMPolicy
+
+    engine = VLLMPolicy(tiny_model_dir, EngineConfig(max_model_len=256, max_num_seqs=16), seed=0, temperature=0.7)
+    model = load_policy(tiny_model_dir).eval()
+    reqs = [GenRequest(k, p, "action", 12, 0) for k, p in enumerate(_prompts(tiny_tokenizer))]
+    gaps_t, gaps_raw = [], []
+    for req, out in zip(reqs, engine.generate(reqs)):
+        at_t = _hf_logprobs(model, req.context, out.token_ids, temperature=0.7)
+        raw = _hf_logprobs(model, req.context, out.token_ids)
+        gaps_t += [abs(a - b) for a, b in zip(out.logprobs, at_t)]
+        gaps_raw += [abs(a - b) for a, b in zip(out.logprobs, raw)]
+    assert max(gaps_t) < 1e-3
+    assert max(gaps_raw) > 1e-2

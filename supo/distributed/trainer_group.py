@@ -71,7 +71,8 @@ class TrainerRank:
     """One trainer rank (a Ray actor: the group applies ``ray.remote`` with its resources when creating it)."""
 
     def __init__(self, rank: int, world_size: int, master_addr: str, master_port: int, model_path: str, train_cfg,
-                 pad_id: int, max_seq_len: int | None, seed: int, threads: int | None = None) -> None:
+                 pad_id: int, max_seq_len: int | None, seed: int, threads: int | None = None,
+                 temperature: float = 1.0) -> None:
         t0 = time.perf_counter()
         import torch
         import torch.distributed as dist
@@ -116,7 +117,7 @@ class TrainerRank:
             for p in self.ref.parameters():
                 p.requires_grad_(False)
         self.trainer = PolicyTrainer(self.model, train_cfg, pad_id, max_seq_len, seed, rank=rank,
-                                     world_size=world_size, ref_model=self.ref)
+                                     world_size=world_size, ref_model=self.ref, temperature=temperature)
         self.timings["total_s"] = time.perf_counter() - t0
 
     # -- training -----------------------------------------------------------------------------------------------------
@@ -185,10 +186,11 @@ class TrainerRank:
             _reshard(self.ref)
             set_model_state_dict(self.ref, dict(ref_sd), options=opts)
 
-    def reset(self, model_sd: dict, train_cfg, max_seq_len: int | None, seed: int, pad_id: int) -> None:
+    def reset(self, model_sd: dict, train_cfg, max_seq_len: int | None, seed: int, pad_id: int,
+              temperature: float = 1.0) -> None:
         """Start a new run on this rank: the weights ``model_sd`` (also the KL reference's), a fresh optimizer built
-        from ``train_cfg``, the sequence limit and seed of that run — what a new actor would hold, without its
-        start-up."""
+        from ``train_cfg``, the sequence limit, seed and sampling temperature of that run — what a new actor would
+        hold, without its start-up."""
         import torch
 
         from supo.trainer.policy_trainer import PolicyTrainer
@@ -199,7 +201,7 @@ class TrainerRank:
         self.pad_id = pad_id
         self.load_state(model_sd, None, model_sd if self.ref is not None else None)
         self.trainer = PolicyTrainer(self.model, train_cfg, self.pad_id, max_seq_len, seed, rank=self.rank,
-                                     world_size=self.world_size, ref_model=self.ref)
+                                     world_size=self.world_size, ref_model=self.ref, temperature=temperature)
 
     def destroy(self) -> None:
         import torch.distributed as dist
@@ -226,7 +228,7 @@ class TrainerGroup:
 
     def __init__(self, world_size: int, model_path: str, train_cfg, pad_id: int, max_seq_len: int | None, seed: int,
                  num_cpus_per_rank: float = 1, threads_per_rank: int | None = None,
-                 use_gpu: bool | None = None) -> None:
+                 use_gpu: bool | None = None, temperature: float = 1.0) -> None:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -252,7 +254,8 @@ class TrainerGroup:
             if r == 0:
                 opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
             self.ranks.append(actor_cls.options(**opts).remote(
-                r, world_size, addr, port, str(model_path), train_cfg, pad_id, max_seq_len, seed, threads_per_rank))
+                r, world_size, addr, port, str(model_path), train_cfg, pad_id, max_seq_len, seed, threads_per_rank,
+                temperature))
         self.info = self._gather([a.ping.remote() for a in self.ranks])  # raises here if a rank failed to start
 
     def _all(self, method: str, *args) -> list:
@@ -314,11 +317,12 @@ class TrainerGroup:
         self._all("load_state", model_ref, optim_ref, ref_ref)
         self._all("set_updates", int(state.get("updates", 0)))
 
-    def reset(self, model_sd: dict, train_cfg, max_seq_len: int | None, seed: int, pad_id: int) -> None:
+    def reset(self, model_sd: dict, train_cfg, max_seq_len: int | None, seed: int, pad_id: int,
+              temperature: float = 1.0) -> None:
         """Start a new run on the same actors (see :meth:`TrainerRank.reset`)."""
         import ray
 
-        self._all("reset", ray.put(model_sd), train_cfg, max_seq_len, seed, pad_id)
+        self._all("reset", ray.put(model_sd), train_cfg, max_seq_len, seed, pad_id, temperature)
 
     def get_updates(self) -> int:
         return self._all("get_updates")[0]

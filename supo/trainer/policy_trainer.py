@@ -32,20 +32,28 @@ from supo.trainer.packing import PackedBatch, collate_rows, pack_rows, padding_r
 PLAIN_HEAD_MODEL_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral"})
 
 
-def token_logprobs(model, batch: Batch, with_entropy: bool = False):
-    """Log-probs of ``batch.targets`` under ``model`` ([B, T-1]); also per-position entropy when asked."""
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-    logits = out.logits[:, :-1, :]
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Half-precision logits in float32 (float64 stays float64), divided by the sampling temperature: the log-probs
+    are then those of the distribution the engine sampled from (it returns its post-temperature log-probs)."""
     if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()  # half-precision models: compute log-probs in float32; float64 stays float64
+        logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def token_logprobs(model, batch: Batch, with_entropy: bool = False, temperature: float = 1.0):
+    """Log-probs of ``batch.targets`` under ``model`` at ``temperature`` ([B, T-1]); also per-position entropy when
+    asked."""
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    logits = _scaled(out.logits[:, :-1, :], temperature)
     logp = torch.log_softmax(logits, dim=-1)
     lp = torch.gather(logp, -1, batch.targets.unsqueeze(-1)).squeeze(-1)
     ent = entropy_from_logits(logits) if with_entropy else None
     return lp, ent
 
 
-def packed_logprobs(model, batch: PackedBatch, with_entropy: bool = False):
-    """Log-probs of ``batch``'s predictions under ``model`` ([N]); also the entropy at each when asked."""
+def packed_logprobs(model, batch: PackedBatch, with_entropy: bool = False, temperature: float = 1.0):
+    """Log-probs of ``batch``'s predictions under ``model`` at ``temperature`` ([N]); also the entropy at each when
+    asked."""
     kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
                   use_cache=False)
     if getattr(model.config, "model_type", None) in PLAIN_HEAD_MODEL_TYPES:
@@ -59,8 +67,7 @@ def packed_logprobs(model, batch: PackedBatch, with_entropy: bool = False):
         logits = model.get_output_embeddings()(captured["h"][batch.pred_row, batch.pred_pos])
     else:
         logits = model(**kwargs).logits[batch.pred_row, batch.pred_pos]
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
+    logits = _scaled(logits, temperature)
     logp = torch.log_softmax(logits, dim=-1)
     lp = torch.gather(logp, -1, batch.targets.unsqueeze(-1)).squeeze(-1)
     ent = entropy_from_logits(logits) if with_entropy else None
@@ -115,13 +122,14 @@ class UpdateStats:
 class PolicyTrainer:
     """Holds the policy, its optimizer and (when ``kl_coef > 0``) a frozen reference policy.
 
-    ``rank``/``world_size``: this process's place in a data-parallel group (``torch.distributed`` initialised and the
+    ``temperature``: the rollouts' sampling temperature; log-probs are computed at it (R10's ratio is against the
+    distribution actually sampled from). ``rank``/``world_size``: this process's place in a data-parallel group (``torch.distributed`` initialised and the
     model sharded with FSDP2 by the caller, see ``supo.distributed``). ``ref_model``: the frozen reference policy for
     the KL term; by default a deep copy of ``model`` (a sharded caller passes its own sharded copy).
     """
 
     def __init__(self, model, train_cfg, pad_id: int, max_seq_len: int | None = None, seed: int = 0, *,
-                 rank: int = 0, world_size: int = 1, ref_model=None) -> None:
+                 rank: int = 0, world_size: int = 1, ref_model=None, temperature: float = 1.0) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"bad data-parallel place: rank {rank} of world size {world_size}")
         self.model = model
@@ -131,6 +139,9 @@ class PolicyTrainer:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        if temperature <= 0:
+            raise ValueError(f"the sampling temperature must be > 0 for training, got {temperature}")
+        self.temperature = float(temperature)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
         self.ref = None
         if train_cfg.kl_coef > 0:
@@ -244,13 +255,13 @@ class PolicyTrainer:
         """The micro-batch's share of the mini-batch loss (policy term, then KL and entropy when weighted)."""
         cfg = self.cfg
         logprobs = packed_logprobs if isinstance(batch, PackedBatch) else token_logprobs
-        lp, ent = logprobs(self.model, batch, with_entropy=cfg.entropy_coef > 0)
+        lp, ent = logprobs(self.model, batch, with_entropy=cfg.entropy_coef > 0, temperature=self.temperature)
         loss, st = policy_loss(cfg.policy_loss, lp, batch.old_logprobs, batch.advantages, batch.loss_mask,
                                clip_low=cfg.clip_low, clip_high=cfg.clip_high, num_tokens=n_tokens)
         out = {"clip_frac": st["clip_frac"], "kl": 0.0, "entropy": 0.0}
         if self.ref is not None:
             with torch.no_grad():
-                ref_lp, _ = logprobs(self.ref, batch)
+                ref_lp, _ = logprobs(self.ref, batch, temperature=self.temperature)
             kl = (kl_k3(lp, ref_lp) * batch.loss_mask).sum() / max(n_tokens, 1.0)
             loss = loss + cfg.kl_coef * kl
             out["kl"] = float(kl.detach())
