@@ -1,5 +1,6 @@
 """supo.preflight on real files with faults injected into them: safetensors written by the package's model builder and
-then truncated, checkpoints written by supo.checkpoint and then damaged, real sqlite stores and HTTP servers."""
+then truncated, checkpoints written by supo.checkpoint and then damaged, real sqlite stores and HTTP servers; and the
+runtime-failure report of cli/errors.py."""
 
 from __future__ import annotations
 
@@ -273,3 +274,52 @@ def test_good_seeds_and_task_counts_pass():
     check_num_tasks(8, 8, "data/test.parquet")
     with pytest.raises(PreflightError, match="^--num-tasks 1000: the split data/test.parquet holds only 8 tasks"):
         check_num_tasks(1000, 8, "data/test.parquet")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# runtime failures: the cause first, the traceback in a log
+
+
+def _chained() -> Exception:
+    try:
+        try:
+            raise OSError(2, "No such file or directory", "models/x/model.safetensors")
+        except OSError as inner:
+            raise RuntimeError("Engine core initialization failed. See root cause above.") from inner
+    except RuntimeError as outer:
+        outer.add_note("checkpoint models/x")
+        return outer
+
+
+def test_the_innermost_error_and_where_it_happened_come_first(tmp_path, monkeypatch):
+    from cli.errors import report_runtime_failure, summary_line
+
+    exc = _chained()
+    line = summary_line("eval", exc)
+    assert line.startswith("supo-cli eval failed in checkpoint models/x, models/x/model.safetensors: "
+                           "FileNotFoundError: [Errno 2] No such file or directory")
+    monkeypatch.chdir(tmp_path)
+    lines: list[str] = []
+    assert report_runtime_failure("eval", exc, debug=False, echo=lines.append) == 1
+    assert len(lines) == 1 and "full traceback: logs/supo-eval-" in lines[0]
+    log = tmp_path / lines[0].split("full traceback: ")[1].rstrip(")")
+    text = log.read_text()
+    assert "Engine core initialization failed" in text and "Traceback" in text and line in text
+    lines.clear()
+    report_runtime_failure("eval", exc, debug=True, echo=lines.append)
+    assert "Traceback" in lines[0] and lines[-1].startswith("error: supo-cli eval failed")
+
+
+def test_a_ray_actor_error_names_the_actor_and_the_remote_cause():
+    from ray.exceptions import RayTaskError
+
+    from cli.errors import summary_line
+
+    cause = ValueError("task train-00003: bad env_config for the array env")
+    err = RayTaskError("RolloutWorker.run", "Traceback (most recent call last):\nValueError: bad", cause,
+                       proctitle="ray::RolloutWorker.run", pid=1, ip="127.0.0.1",
+                       actor_repr="RolloutWorker(worker=0)")
+    expected = ("supo-cli train failed in Ray actor RolloutWorker(worker=0) (RolloutWorker.run): ValueError: "
+                "task train-00003: bad env_config for the array env")
+    assert summary_line("train", err) == expected
+    assert summary_line("train", err.as_instanceof_cause()) == expected  # what ray.get raises
