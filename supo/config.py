@@ -688,10 +688,11 @@ def validate_budgets(cfg: Config, budgets: Budgets, *, working_context: int, wc_
     _require(budgets.max_prompt < budgets.trigger, wc_field,
              f"W = {working_context} (L = {budgets.trigger}) is smaller than the initial prompt "
              f"({budgets.max_prompt} tokens)")
-    _require(reset_prompt + cfg.budget.max_turn_tokens <= budgets.trigger, wc_field,
+    _require(reset_prompt + cfg.budget.max_turn_tokens + budgets.obs_chunk < budgets.trigger, wc_field,
              f"W = {working_context} (L = {budgets.trigger}) leaves no room for a step after a reset: initial prompt "
              f"{budgets.max_prompt} + continuation {budgets.continuation} + max_summary_tokens "
-             f"{cfg.budget.max_summary_tokens} + max_turn_tokens {cfg.budget.max_turn_tokens} > L")
+             f"{cfg.budget.max_summary_tokens} + max_turn_tokens {cfg.budget.max_turn_tokens} + longest observation "
+             f"{budgets.obs_chunk} ≥ L (the first step after a summary would trigger the next summary at once)")
     _require(cfg.engine.max_model_len >= budgets.engine_needed, "engine.max_model_len",
              f"{cfg.engine.max_model_len} is below the derived budget {budgets.engine_needed} = L {budgets.trigger} + "
              f"max(max_turn_tokens, |v_sum| {budgets.summary_prompt} + max_summary_tokens) + longest observation "

@@ -359,3 +359,57 @@ def test_env_steps_of_one_turn_run_concurrently_and_change_nothing(setup):
     assert t_thr < 0.5 * t_seq  # about 3 × 0.05 s instead of 24 × 0.05 s
     for a, b in zip(sequential, threaded):
         assert a.to_record(with_tokens=True) == b.to_record(with_tokens=True)
+
+
+def test_the_action_that_reaches_h_ends_the_rollout_even_at_a_trigger(setup):
+    """R4: H actions without an answer end the rollout overlong (max_steps), also when the H-th action fires the
+    summary trigger: no summary is written after it (and its pair is dropped, as at every trigger, R2)."""
+    tasks, tok, t = setup
+    long = [task for task in tasks if len(task.env_config["values"]) >= 12][:3]
+    free, _ = run(setup, settings(), tasks=long)
+    assert all(r.num_summaries >= 1 for r in free)
+    # the step that first triggered: the first segment's mask-1 runs are its kept actions and its summary, so their
+    # count is the kept actions plus one, the dropped action
+    h_at_trigger = [len(_action_starts(r.context_segments[0])) for r in free]
+    for task, h in zip(long, h_at_trigger):
+        (r,), _ = run(setup, settings(H=h), tasks=[task])
+        assert r.overlong and r.overlong_reason == "max_steps" and r.tool_calls == h
+        assert r.num_summaries == 0
+        assert [s.kind for s in r.segments].count("trigger_action") == 1  # the H-th action was dropped as a trigger
+        assert r.context_segments[-1].is_last
+
+
+def _action_starts(seg):
+    """(start, length) of each run of mask-1 tokens in a segment's response (one per action or summary)."""
+    out, start = [], None
+    for i, m in enumerate(seg.response_mask + [0]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            out.append((start, i - start))
+            start = None
+    return out
+
+
+def test_a_rollout_cut_right_after_a_reset_has_no_empty_segment(setup):
+    """When a rollout ends (R4) before its new segment holds a token — e.g. the engine limit right after a reset —
+    no empty segment is written: the segment before it (ending with the summary) is the last, and every context
+    length belongs to a segment. (Validated budgets leave room after a reset, so the state is built directly.)"""
+    from supo.rollout.agent_loop import _finish, _Live, _summarize
+    from supo.types import Rollout
+
+    tasks, tok, t = setup
+    task = tasks[0]
+    lv = _Live(task, make_env(task), Rollout(task.id, "g", 0), seed=0, base_prompt=[1, 2], prompt=[1, 2, 3])
+    lv.extend([5, 6], 1, [-0.1, -0.2])
+    lv.extend([7], 0)
+    lv.extend(t.summary_request, 0)
+    _summarize(lv, t.summary_open + [9] + t.summary_close + [t.eos_id], [-0.3] * (len(t.summary_open) + 3), t,
+               False, None)
+    assert [s.is_last for s in lv.rollout.context_segments] == [False] and lv.resp == []
+    _finish(lv, t, reward=0.0, overlong="engine_limit")
+    r = lv.rollout
+    assert r.overlong_reason == "engine_limit" and r.num_summaries == 1
+    assert len(r.context_segments) == 1 and r.context_segments[0].is_last
+    assert all(s.response_ids for s in r.segments)
+    assert len(r.context_lengths) == len(r.context_segments)

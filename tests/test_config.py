@@ -324,6 +324,19 @@ def test_working_context_without_room_after_reset_names_working_context():
     assert "budget.working_context" in str(ei.value)
 
 
+def test_room_after_reset_counts_the_observation_of_the_first_step():
+    """After a reset, the first (action, observation) pair must fit below L, or that step triggers the next summary
+    at once and the segment carries nothing: 120 + 10 + 24 + 24 = 178 < L = 213 would pass without the observation
+    chunk (29 tokens), 207 with it passes too, and 140 + 10 + 24 + 24 + 29 = 227 ≥ 213 fails."""
+    cfg = _budget_cfg()
+    validate_budgets(cfg, _budgets(cfg, max_prompt_len=120), working_context=224)
+    b = _budgets(cfg, max_prompt_len=140)
+    assert 140 + 10 + 24 + 24 < b.trigger  # enough for the action alone
+    with pytest.raises(ConfigError) as ei:
+        validate_budgets(cfg, b, working_context=224)
+    assert "budget.working_context" in str(ei.value) and "longest observation" in str(ei.value)
+
+
 def test_eval_working_context_field_is_named_when_given():
     cfg = _budget_cfg()
     b = _budgets(cfg, working_context=64)

@@ -231,6 +231,9 @@ def _advance(lv: _Live, st: LoopSettings, req: GenRequest, res: GenResult, stepp
     if lv.context_len >= st.trigger:
         _drop_pair(lv, pair_start, len(ids), st)
         policy.on_drop(req.key)
+        if lv.steps >= st.max_steps:  # the H-th action: no summary after it, whatever S (R4)
+            _finish(lv, t, reward=0.0, overlong="max_steps")
+            return False
         if views and lv.rollout.num_summaries in views:  # here S = num_summaries would end the rollout
             views[lv.rollout.num_summaries][req.key] = _ended_copy(lv, t)
         if lv.rollout.num_summaries < st.max_summaries:
@@ -271,12 +274,16 @@ def _drop_pair(lv: _Live, pair_start: int, action_len: int, settings: LoopSettin
 
 
 def _close_segment(lv: _Live, is_last: bool) -> None:
-    lv.rollout.context_lengths.append(max(lv.peak, lv.context_len))
     if lv.resp:
+        lv.rollout.context_lengths.append(max(lv.peak, lv.context_len))
         lv.rollout.segments.append(
             Segment(prompt_ids=list(lv.prompt), response_ids=lv.resp, response_mask=lv.mask, logprobs=lv.lps,
                     index=lv.seg_index, is_last=is_last)
         )
+    elif is_last:  # the rollout ended before its new segment held a token: no empty segment, the one before is last
+        context = lv.rollout.context_segments
+        if context:
+            context[-1].is_last = True
     lv.resp, lv.mask, lv.lps = [], [], []
     lv.seg_index += 1
     lv.peak = 0
