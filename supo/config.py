@@ -275,8 +275,12 @@ class TrainConfig:
     kl_coef: float = F(0.0, "weight of a k3 KL penalty to the initial policy (0 = off, as in the paper)")
     entropy_coef: float = F(0.0, "weight of an entropy bonus (0 = off, as in the paper)")
     adv_eps: float = F(1e-6, "ε in (R − mean) / (std + ε)")
-    overlong_mask: bool = F(True, "R9: loss mask 0 on every segment of an overlong rollout")
-    overlong_in_group_stats: bool = F(True, "overlong rollouts count in the group mean/std with their reward (0)")
+    overlong: str = F("loss-mask", "R9: what happens to an overlong rollout (supo.algo.overlong): loss-mask (masked, "
+                                   "counted in the group statistics with reward 0: the paper and its author's code), "
+                                   "loss-mask-exclude-stats, penalty (trained with reward overlong_penalty), "
+                                   "budget-only (only overlong rollouts without an Error: observation are masked; "
+                                   "error loops are trained with reward 0), none")
+    overlong_penalty: float = F(-1.0, "the reward an overlong rollout is trained with under overlong: penalty (< 0)")
     train_trigger_action: bool = F(True, "R5b: train on the action dropped at each trigger as a sample of its own")
     mini_batches: int = F(2, "optimizer steps per training step (segments are split into this many mini-batches)")
     ppo_epochs: int = F(1, "passes over the step's segments")
@@ -563,12 +567,16 @@ def validate(cfg: Config) -> None:
     """Static checks: ranges, choices and conflicts that need no tokenizer."""
     from supo.algo.advantage import ADVANTAGE_ESTIMATORS
     from supo.algo.loss import POLICY_LOSSES
+    from supo.algo.overlong import OVERLONG_TREATMENTS
     from supo.envs import ENVS
 
     b, t, r, e, m, ev = cfg.budget, cfg.train, cfg.rollout, cfg.engine, cfg.model, cfg.eval
     _require(t.algo in ALGOS, "train.algo", f"unknown algo {t.algo!r}; choose one of {', '.join(ALGOS)}")
     _require(t.advantage in ADVANTAGE_ESTIMATORS, "train.advantage",
              f"unknown estimator {t.advantage!r}; choose one of {', '.join(ADVANTAGE_ESTIMATORS)}")
+    _require(t.overlong in OVERLONG_TREATMENTS, "train.overlong",
+             f"unknown treatment {t.overlong!r}; choose one of {', '.join(OVERLONG_TREATMENTS)}")
+    _require(t.overlong_penalty < 0, "train.overlong_penalty", f"must be < 0, got {t.overlong_penalty}")
     _require(t.policy_loss in POLICY_LOSSES, "train.policy_loss",
              f"unknown loss {t.policy_loss!r}; choose one of {', '.join(POLICY_LOSSES)}")
     _require(cfg.env.name in ENVS, "env.name", f"unknown environment {cfg.env.name!r}; choose one of {', '.join(ENVS)}")

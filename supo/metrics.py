@@ -15,6 +15,7 @@ def rollout_metrics(rollouts: Sequence[Rollout], *, working_context: int, max_su
         raise ValueError("no rollouts to measure")
     n = len(rollouts)
     summaries = sum(r.num_summaries for r in rollouts)
+    tool_calls = sum(r.tool_calls for r in rollouts)
     contexts = [c for r in rollouts for c in r.context_lengths] or [0]
     groups: dict[str, list[float]] = {}
     for r in rollouts:
@@ -28,7 +29,10 @@ def rollout_metrics(rollouts: Sequence[Rollout], *, working_context: int, max_su
         "mean_working_context_tokens": float(np.mean(contexts)),
         "max_working_context_tokens": float(max(contexts)),
         "effective_context_tokens": float(working_context * (max_summaries + 1)),
-        "overlong_rate": float(np.mean([r.overlong for r in rollouts])),
+        "overlong_rate": float(np.mean([r.overlong for r in rollouts])),  # the never-finish rate: no answer given
+        "error_loop_rate": float(np.mean([r.overlong and r.error_observations > 0 for r in rollouts])),
+        "budget_cut_rate": float(np.mean([r.overlong and r.error_observations == 0 for r in rollouts])),
+        "error_observation_rate": (sum(r.error_observations for r in rollouts) / tool_calls) if tool_calls else 0.0,
         "degenerate_group_frac": float(np.mean([len(set(v)) == 1 for v in groups.values()])),
         "segments_per_rollout": float(np.mean([len(r.context_segments) for r in rollouts])),
         "tokens_generated": float(sum(r.tokens_generated for r in rollouts)),

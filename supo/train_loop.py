@@ -44,6 +44,20 @@ def sample_step_tasks(tasks, step: int, k: int, seed: int):
     return rng.sample(tasks, min(k, len(tasks)))
 
 
+def overlong_warning(history: list[dict], floor: float = 0.05) -> str | None:
+    """A warning when the latest step's overlong (never-finish) rate is at least twice the first step's (and at least
+    ``floor`` above it, so that noise around a rate near 0 is not a doubling); None otherwise."""
+    if len(history) < 2:
+        return None
+    first, last = history[0], history[-1]
+    a, b = first["overlong_rate"], last["overlong_rate"]
+    if b >= 2 * a and b >= a + floor:
+        return (f"the overlong rate doubled: {a:.3f} at step {first['step']} -> {b:.3f} at step {last['step']} "
+                f"(error loops {last.get('error_loop_rate', 0.0):.3f}, budget cuts {last.get('budget_cut_rate', 0.0):.3f}); "
+                f"the policy is learning not to finish (see train.overlong)")
+    return None
+
+
 def step_seed(seed: int, step: int) -> int:
     return (seed * 100_003 + step * 7_919) % (2**31)
 
@@ -149,6 +163,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
         f"tasks/step={cfg.rollout.tasks_per_step} steps={start}->{cfg.train.steps} workers={cfg.rollout.num_workers} "
         f"world_size={cfg.trainer.world_size}; actors up in {time.perf_counter() - t0:.1f}s")
     rollouts, weights = [], None
+    warned = False
     try:
         for step in range(start, cfg.train.steps):
             t_step = time.perf_counter()
@@ -156,8 +171,8 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
             items = [(t, f"{t.id}@{step}", i) for t in step_tasks for i in range(cfg.rollout.group_size)]
             rollouts = pool.run(items, rt.settings, seed=step_seed(cfg.seed, step), keep_transcript=True)
             t_roll = time.perf_counter() - t_step
-            adv = compute_advantages(rollouts, cfg.train.advantage, overlong_mask=cfg.train.overlong_mask,
-                                     overlong_in_group_stats=cfg.train.overlong_in_group_stats, eps=cfg.train.adv_eps)
+            adv = compute_advantages(rollouts, cfg.train.advantage, overlong=cfg.train.overlong,
+                                     overlong_penalty=cfg.train.overlong_penalty, eps=cfg.train.adv_eps)
             samples = broadcast(rollouts, adv)
             stats = group.update(samples)
             t_sync = time.perf_counter()
@@ -176,6 +191,12 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
                 engine_tokens_per_second=sum(r.tokens_generated for r in rollouts) / max(t_roll, 1e-9),
             )
             history.append({"step": step, **m})
+            warning = overlong_warning(history)
+            if warning and not warned:
+                warned = True
+                log(f"warning: {arm}: {warning}")
+                if tracker is not None:
+                    tracker.set_tags({"overlong_warning": warning})
             if tracker is not None:
                 tracker.log_metrics(m, step=step)
                 every = cfg.train.log_rollouts_every

@@ -132,6 +132,8 @@ class Rollout:
         num_summaries: summaries made in this rollout.
         summary_format_misses: summaries that lacked ``<summary>`` tags (used whole, R3).
         tool_calls: actions taken (valid or not), including dropped trigger actions.
+        error_observations: actions whose observation was an ``Error: ...`` (malformed or impossible calls); an
+            overlong rollout with any is an *error loop*, one without a *budget cut* (``supo.algo.overlong``).
         context_lengths: the working-context length (R1) each segment reached, one entry per context segment, measured
             at its peak (before the trigger pair was dropped).
         tokens_generated: tokens the engine sampled for this rollout.
@@ -152,6 +154,7 @@ class Rollout:
     num_summaries: int = 0
     summary_format_misses: int = 0
     tool_calls: int = 0
+    error_observations: int = 0
     context_lengths: list[int] = field(default_factory=list)
     tokens_generated: int = 0
     tokens_processed: int = 0

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from algo_helpers import EPS, grpo_advantages, make_rollout, weighted_advantages
 from supo.algo.advantage import ADVANTAGE_ESTIMATORS, broadcast, check_groups, compute_advantages
+from supo.algo.overlong import OVERLONG_TREATMENTS
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -215,8 +216,8 @@ def test_broadcast_never_borrows_another_segments_mask(data):
 def test_overlong_mask_zeroes_mask_and_advantage_of_every_segment():
     rs = [make_rollout("g", 0, 1.0, [4, 4]), make_rollout("g", 1, 0.0, [4, 5, 3], overlong=True, trigger_actions=1),
           make_rollout("g", 2, 0.0, [4])]
-    for in_stats in (True, False):
-        res = compute_advantages(rs, overlong_mask=True, overlong_in_group_stats=in_stats)
+    for treatment in ("loss-mask", "loss-mask-exclude-stats"):
+        res = compute_advantages(rs, overlong=treatment)
         assert list(res.trainable) == [True, False, True]
         samples = broadcast(rs, res)
         masked = [s for s in samples if s.rollout == 1]
@@ -232,7 +233,7 @@ def test_overlong_mask_zeroes_mask_and_advantage_of_every_segment():
 def test_overlong_in_group_stats_true_counts_overlong_rewards():
     rs = [make_rollout("g", 0, 1.0), make_rollout("g", 1, 0.0), make_rollout("g", 2, 0.0, overlong=True),
           make_rollout("g", 3, 1.0)]
-    res = compute_advantages(rs, overlong_mask=True, overlong_in_group_stats=True)
+    res = compute_advantages(rs, overlong="loss-mask")
     # statistics over {1, 0, 0, 1}: mean 0.5, std 0.5
     exp = 0.5 / (0.5 + EPS)
     np.testing.assert_allclose(res.advantages[[0, 1, 3]], [exp, -exp, exp], rtol=0, atol=1e-12)
@@ -241,20 +242,20 @@ def test_overlong_in_group_stats_true_counts_overlong_rewards():
 def test_overlong_in_group_stats_false_excludes_overlong_rollouts():
     rs = [make_rollout("g", 0, 1.0), make_rollout("g", 1, 0.0), make_rollout("g", 2, 1.0),
           make_rollout("g", 3, 0.0, overlong=True)]
-    res = compute_advantages(rs, overlong_mask=True, overlong_in_group_stats=False)
+    res = compute_advantages(rs, overlong="loss-mask-exclude-stats")
     # statistics over {1, 0, 1}: mean 2/3, std sqrt(2)/3
     std = math.sqrt(2) / 3
     np.testing.assert_allclose(res.advantages[[0, 1, 2]], [(1 / 3) / (std + EPS), (-2 / 3) / (std + EPS),
                                                            (1 / 3) / (std + EPS)], rtol=0, atol=1e-12)
     # and they differ from the "count them" numbers
-    res_in = compute_advantages(rs, overlong_mask=True, overlong_in_group_stats=True)
+    res_in = compute_advantages(rs, overlong="loss-mask")
     assert not np.allclose(res.advantages[:3], res_in.advantages[:3])
 
 
 def test_overlong_rollouts_are_trained_when_masking_is_off():
     rs = [make_rollout("g", 0, 1.0, [4]), make_rollout("g", 1, 0.0, [4, 6], overlong=True, trigger_actions=1),
           make_rollout("g", 2, 0.0, [4])]
-    res = compute_advantages(rs, overlong_mask=False, overlong_in_group_stats=True)
+    res = compute_advantages(rs, overlong="none")
     assert list(res.trainable) == [True, True, True]
     a = float(res.advantages[1])
     assert a == pytest.approx(grpo_advantages([1.0, 0.0, 0.0])[1], abs=1e-12)
@@ -270,7 +271,7 @@ def test_group_with_every_rollout_excluded_gets_zero_advantage():
     rs = [make_rollout("g", j, r, overlong=True) for j, r in enumerate([0.0, 1.0, 0.0])]
     rs += [make_rollout("h", 0, 1.0), make_rollout("h", 1, 0.0)]
     for est in sorted(ADVANTAGE_ESTIMATORS):
-        res = compute_advantages(rs, est, overlong_mask=False, overlong_in_group_stats=False)
+        res = compute_advantages(rs, est, overlong="loss-mask-exclude-stats")
         assert np.all(np.isfinite(res.advantages))
         assert list(res.advantages[:3]) == [0.0, 0.0, 0.0]
         np.testing.assert_allclose(res.advantages[3:], grpo_advantages([1.0, 0.0]), rtol=0, atol=1e-12)
@@ -287,5 +288,61 @@ def test_degenerate_groups_counts_groups_with_all_equal_rewards():
 
 def test_degenerate_groups_count_only_rewards_in_the_statistics():
     rs = [make_rollout("g", 0, 1.0), make_rollout("g", 1, 1.0), make_rollout("g", 2, 0.0, overlong=True)]
-    assert compute_advantages(rs, overlong_in_group_stats=True).degenerate_groups == 0
-    assert compute_advantages(rs, overlong_in_group_stats=False).degenerate_groups == 1
+    assert compute_advantages(rs, overlong="loss-mask").degenerate_groups == 0
+    assert compute_advantages(rs, overlong="loss-mask-exclude-stats").degenerate_groups == 1
+
+
+def _error_loop(rollout, errors=3):
+    rollout.error_observations = errors
+    return rollout
+
+
+def test_penalty_trains_overlong_rollouts_with_the_penalty_reward():
+    rs = [make_rollout("g", 0, 1.0), make_rollout("g", 1, 0.0), make_rollout("g", 2, 0.0, [4, 4], overlong=True),
+          _error_loop(make_rollout("g", 3, 0.0, overlong=True))]
+    res = compute_advantages(rs, overlong="penalty", overlong_penalty=-0.5)
+    assert list(res.trainable) == [True] * 4
+    np.testing.assert_allclose(res.advantages, grpo_advantages([1.0, 0.0, -0.5, -0.5]), rtol=0, atol=1e-12)
+    assert res.advantages[2] < res.advantages[1]  # never finishing is worse than a wrong answer
+
+
+def test_budget_only_masks_budget_cuts_and_trains_error_loops():
+    rs = [make_rollout("g", 0, 1.0), make_rollout("g", 1, 0.0), make_rollout("g", 2, 0.0, overlong=True),
+          _error_loop(make_rollout("g", 3, 0.0, [4, 4], overlong=True))]
+    res = compute_advantages(rs, overlong="budget-only")
+    assert list(res.trainable) == [True, True, False, True]
+    np.testing.assert_allclose(res.advantages, grpo_advantages([1.0, 0.0, 0.0, 0.0]), rtol=0, atol=1e-12)
+    samples = broadcast(rs, res)
+    assert all(not any(s.loss_mask) for s in samples if s.rollout == 2)
+    loop = [s for s in samples if s.rollout == 3]
+    assert any(any(s.loss_mask) for s in loop) and all(a <= 0 for s in loop for a in s.advantages)
+
+
+@pytest.mark.parametrize("treatment", sorted(OVERLONG_TREATMENTS))
+def test_every_treatment_leaves_finished_rollouts_alone(treatment):
+    """Whatever the treatment, a group without overlong rollouts gets plain GRPO advantages, all trained."""
+    rs = [make_rollout("g", j, r) for j, r in enumerate([1.0, 0.0, 0.0, 1.0, 0.0])]
+    res = compute_advantages(rs, overlong=treatment)
+    assert list(res.trainable) == [True] * 5
+    np.testing.assert_allclose(res.advantages, grpo_advantages([1.0, 0.0, 0.0, 1.0, 0.0]), rtol=0, atol=1e-12)
+
+
+def test_unknown_treatment_is_named():
+    with pytest.raises(ValueError, match="unknown overlong treatment 'mask-all'"):
+        compute_advantages([make_rollout("g", 0, 1.0), make_rollout("g", 1, 0.0)], overlong="mask-all")
+
+
+def test_eq4_counts_a_masked_rollout_once_in_the_statistics():
+    """Eq. 4 under masking: a trained rollout counts once per context segment, a masked (overlong) one once — as in
+    Eq. 3 — so that masking adds no per-segment weight of zeros to the baseline (an overlong rollout has used every
+    summary: counted per segment it would be S + 1 zeros, a hidden bonus for finishing)."""
+    rs = [make_rollout("g", 0, 1.0, [4, 4]), make_rollout("g", 1, 0.0, [4]),
+          make_rollout("g", 2, 0.0, [4, 4, 4, 4], overlong=True)]
+    masked = compute_advantages(rs, "segment", overlong="loss-mask")
+    # statistics over {1, 1, 0, 0}: the masked 4-segment rollout counts once
+    np.testing.assert_allclose(masked.advantages[:2], weighted_advantages([1.0, 0.0, 0.0], [2, 1, 1])[:2], rtol=0,
+                               atol=1e-12)
+    trained = compute_advantages(rs, "segment", overlong="none")
+    # trained, it counts once per segment: {1, 1, 0, 0, 0, 0, 0}
+    np.testing.assert_allclose(trained.advantages, weighted_advantages([1.0, 0.0, 0.0], [2, 1, 4]), rtol=0,
+                               atol=1e-12)

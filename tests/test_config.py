@@ -137,8 +137,8 @@ def test_unknown_section_suggests_close_match():
         ("budget.working_context", "224"),  # numeric-looking string is still a string
         ("train.lr", "fast"),  # string for float
         ("train.lr", False),  # bool for float
-        ("train.overlong_mask", 1),  # int for bool
-        ("train.overlong_mask", "yes"),  # string for bool
+        ("train.train_trigger_action", 1),  # int for bool
+        ("train.train_trigger_action", "yes"),  # string for bool
         ("train.algo", 3),  # int for str
         ("eval.sweep", 3),  # scalar for list
         ("eval.sweep", [0, "x"]),  # wrong list item
@@ -228,8 +228,8 @@ def test_parse_override_float_in_exponent_notation():
         ("train.lr=2E-3", ("train.lr", 2e-3)),
         ("eval.sweep=[0, 2, 4]", ("eval.sweep", [0, 2, 4])),
         ("env.families=[max]", ("env.families", ["max"])),
-        ("train.overlong_mask=false", ("train.overlong_mask", False)),
-        ("train.overlong_mask=true", ("train.overlong_mask", True)),
+        ("train.train_trigger_action=false", ("train.train_trigger_action", False)),
+        ("train.train_trigger_action=true", ("train.train_trigger_action", True)),
         ("train.algo=grpo", ("train.algo", "grpo")),
         ("tracking.experiment=exp-1", ("tracking.experiment", "exp-1")),
         (" train.steps = 3", ("train.steps", 3)),
@@ -248,11 +248,11 @@ def test_parse_override_without_equals_raises():
 
 def test_overrides_applied_on_top_of_file(tmp_path):
     path = _write_yaml(tmp_path, {"train": {"lr": 0.01, "steps": 5}})
-    cfg = load_config(path, overrides=["train.lr=1e-5", "eval.sweep=[1, 2]", "train.overlong_mask=false"])
+    cfg = load_config(path, overrides=["train.lr=1e-5", "eval.sweep=[1, 2]", "train.train_trigger_action=false"])
     assert cfg.train.lr == pytest.approx(1e-5)
     assert cfg.train.steps == 5
     assert cfg.eval.sweep == [1, 2]
-    assert cfg.train.overlong_mask is False
+    assert cfg.train.train_trigger_action is False
 
 
 def test_train_max_summaries_zero_for_grpo():
@@ -418,7 +418,7 @@ def test_repo_params_define_every_pipeline_arm_and_the_papers_arms():
         supo = load_config(REPO_ROOT / "params.yaml", env=env, arm="supo")
         assert w.train_max_summaries == 0 and weff.train_max_summaries == 0 and supo.train_max_summaries == s
         assert weff.budget.working_context == w.budget.working_context * (s + 1) == supo.budget.working_context * (s + 1)
-        assert not load_config(REPO_ROOT / "params.yaml", env=env, arm="supo-no-mask").train.overlong_mask
+        assert load_config(REPO_ROOT / "params.yaml", env=env, arm="supo-no-mask").train.overlong == "none"
         assert load_config(REPO_ROOT / "params.yaml", env=env, arm="supo-eq4").train.advantage == "segment"
 
 

@@ -41,3 +41,14 @@ def test_a_reward_without_an_answer_is_not_a_success():
 def test_no_rollouts_is_an_error():
     with pytest.raises(ValueError, match="no rollouts"):
         rollout_metrics([], working_context=10, max_summaries=0)
+
+
+def test_overlong_rollouts_split_into_error_loops_and_budget_cuts():
+    rs = [_r("a", 1.0, calls=10), _r("a", 0.0, finished=False, overlong=True, calls=12),
+          _r("b", 0.0, finished=False, overlong=True, calls=8), _r("b", 0.0, calls=10)]
+    rs[1].error_observations = 5  # an error loop
+    rs[3].error_observations = 2  # errors, but it finished: not a loop
+    m = rollout_metrics(rs, working_context=224, max_summaries=3)
+    assert m["overlong_rate"] == 0.5
+    assert m["error_loop_rate"] == 0.25 and m["budget_cut_rate"] == 0.25
+    assert m["error_observation_rate"] == pytest.approx(7 / 40)

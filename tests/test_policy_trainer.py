@@ -86,7 +86,7 @@ def _supo_vs_grpo(seed: int):
 
     # SUPO pipeline
     model.zero_grad(set_to_none=True)
-    res = compute_advantages(rollouts, "rollout", overlong_mask=True, overlong_in_group_stats=True, eps=EPS)
+    res = compute_advantages(rollouts, "rollout", overlong="loss-mask", eps=EPS)
     batch = collate(broadcast(rollouts, res), PAD_ID, dtype=torch.float64)
     lp, _ = token_logprobs(model, batch)
     supo_loss, stats = policy_loss("clip_higher", lp, batch.old_logprobs, batch.advantages, batch.loss_mask,

@@ -346,7 +346,7 @@ def test_claim_c4_each_ablation_separately() -> None:
 def test_roles_from_config() -> None:
     overrides = {"grpo-w": {"train.algo": "grpo"}, "grpo-weff": {"train.algo": "grpo",
                                                                 "budget.use_effective_context": True},
-                 "supo": {"train.algo": "supo"}, "supo-no-mask": {"train.algo": "supo", "train.overlong_mask": False},
+                 "supo": {"train.algo": "supo"}, "supo-no-mask": {"train.algo": "supo", "train.overlong": "none"},
                  "supo-eq4": {"train.algo": "supo", "train.advantage": "segment"}}
     assert roles_from_config(list(overrides), overrides) == DEFAULT_ROLES
     renamed = {"base": {"train": {"algo": "grpo"}}, "wide": {"train.algo": "grpo", "budget.use_effective_context": True},

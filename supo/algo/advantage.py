@@ -5,14 +5,15 @@ The contract, checked by :func:`check_groups` and by the tests:
 * a group is the G rollouts of one task in one step (``Rollout.group_id``), never a segment or a row;
 * each rollout has one outcome (its reward), computed while the rollout is one record;
 * the rollout's advantage is broadcast to every segment of that rollout, onto *that segment's own* loss mask;
-* an overlong rollout gets mask 0 on all its segments when overlong masking is on (R9); whether it still counts in
-  its group's mean/std is a separate, explicit choice (``include_in_stats``).
+* what happens to an overlong rollout — mask 0 on all its segments (R9), a penalty, or nothing — and whether it
+  still counts in its group's mean/std is a named treatment (``supo.algo.overlong``).
 
 Estimators take per-rollout arrays and return per-rollout advantages:
 
 * ``rollout`` (paper Eq. 3, default): ``A_j = (R_j − mean_g) / (std_g + eps)`` over the rollouts of group g;
 * ``segment`` (Eq. 4 ablation): the same, but the mean/std run over segments — rollout j's reward is repeated once per
-  context segment — so rollouts with more summaries weigh more in the statistics.
+  context segment — so rollouts with more summaries weigh more in the statistics (a rollout that is not trained
+  counts once; see :func:`compute_advantages`).
 
 ``std`` is the population standard deviation. A group with no rollout in its statistics gets advantage 0.
 """
@@ -92,21 +93,33 @@ def compute_advantages(
     rollouts: Sequence[Rollout],
     estimator: str = "rollout",
     *,
-    overlong_mask: bool = True,
-    overlong_in_group_stats: bool = True,
+    overlong: str = "loss-mask",
+    overlong_penalty: float = -1.0,
     eps: float = 1e-6,
 ) -> RolloutAdvantages:
-    """Per-rollout advantages with the chosen estimator, plus which rollouts keep their loss mask."""
+    """Per-rollout advantages with the chosen estimator, plus which rollouts keep their loss mask.
+
+    ``overlong`` names the treatment of overlong rollouts (``supo.algo.overlong``): the reward each rollout enters the
+    statistics with, whether it is trained, whether it counts in its group's mean/std.
+
+    Eq. 4 and masked rollouts: a rollout that is not trained enters the ``segment`` estimator's statistics *once*, as
+    under Eq. 3, and only trained rollouts count once per segment. An overlong rollout has used every summary, so
+    counting it per segment would put S + 1 zeros into its group's baseline for each masked rollout — a hidden bonus
+    for finishing that has nothing to do with per-segment normalisation; this way Eq. 4 differs from Eq. 3 only in
+    how the rollouts it trains are weighted.
+    """
+    from supo.algo.overlong import treat_overlong
+
     if estimator not in ADVANTAGE_ESTIMATORS:
         raise ValueError(f"unknown advantage estimator {estimator!r}; choose one of {', '.join(ADVANTAGE_ESTIMATORS)}")
     check_groups(rollouts)
-    rewards = np.array([r.reward for r in rollouts], dtype=np.float64)
     groups = [r.group_id for r in rollouts]
-    overlong = np.array([r.overlong for r in rollouts], dtype=bool)
+    treated = treat_overlong(overlong, [r.reward for r in rollouts], [r.overlong for r in rollouts],
+                             [r.overlong and r.error_observations > 0 for r in rollouts], penalty=overlong_penalty)
+    rewards, include, trainable = treated.rewards, treated.in_stats, treated.trainable
     nseg = np.array([max(1, len(r.context_segments)) for r in rollouts], dtype=np.float64)
-    include = ~overlong if not overlong_in_group_stats else np.ones(len(rollouts), dtype=bool)
-    adv = ADVANTAGE_ESTIMATORS[estimator](rewards, groups, nseg, include, eps=eps)
-    trainable = ~overlong if overlong_mask else np.ones(len(rollouts), dtype=bool)
+    stat_segments = np.where(trainable, nseg, 1.0)
+    adv = ADVANTAGE_ESTIMATORS[estimator](rewards, groups, stat_segments, include, eps=eps)
     degenerate = 0
     ga = np.asarray(groups)
     unique = list(dict.fromkeys(groups))

@@ -215,6 +215,7 @@ def _advance(lv: _Live, st: LoopSettings, req: GenRequest, res: GenResult, stepp
     text, observation, done, reward = stepped
     lv.steps += 1
     lv.rollout.tool_calls += 1
+    lv.rollout.error_observations += observation.startswith("Error")
     if keep_transcript:
         lv.rollout.transcript.append(f"[action] {text}\n[obs] {observation}")
     if done:
