@@ -273,6 +273,8 @@ class TrainConfig:
     clip_low: float = F(0.20, "ε_low of the clipped ratio")
     clip_high: float = F(0.28, "ε_high of the clipped ratio (clip-higher)")
     kl_coef: float = F(0.0, "weight of a k3 KL penalty to the initial policy (0 = off, as in the paper)")
+    log_kl_to_init: bool = F(True, "measure every step KL(behaviour policy ‖ initial policy) on the trained tokens "
+                                   "(metric kl_to_init; one forward pass of a frozen copy of the initial policy)")
     entropy_coef: float = F(0.0, "weight of an entropy bonus (0 = off, as in the paper)")
     adv_eps: float = F(1e-6, "ε in (R − mean) / (std + ε)")
     overlong: str = F("loss-mask", "R9: what happens to an overlong rollout (supo.algo.overlong): loss-mask (masked, "

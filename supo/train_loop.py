@@ -184,6 +184,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
                 masked_rollout_frac=float((~adv.trainable).mean()),
                 degenerate_group_frac=adv.degenerate_groups / max(1, adv.num_groups),
                 loss=stats.loss, clip_frac=stats.clip_frac, grad_norm=stats.grad_norm, kl=stats.kl,
+                kl_to_init=stats.kl_to_init, forward_tokens=stats.forward_tokens,
                 optimizer_steps=stats.optimizer_steps, train_samples=stats.num_samples,
                 train_tokens=stats.num_tokens, rollout_seconds=t_roll, train_seconds=stats.seconds,
                 weight_sync_seconds=sync_total, weight_push_seconds=sync,

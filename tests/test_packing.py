@@ -6,6 +6,7 @@ turns, masked and zero-advantage tokens, KL and entropy terms; and the whole upd
 from __future__ import annotations
 
 import copy
+import math
 import random
 
 import pytest
@@ -165,3 +166,27 @@ def test_update_is_the_same_with_packing_on_and_off(kl_coef, entropy_coef):
         assert abs(x.kl - y.kl) < 1e-10 and abs(x.entropy - y.entropy) < 1e-10
         assert x.optimizer_steps == y.optimizer_steps and x.num_tokens == y.num_tokens
     assert b1.forward_tokens < a1.forward_tokens
+
+
+def test_kl_to_init_is_the_k3_estimate_over_trained_tokens():
+    """kl_to_init = mean over the trained tokens of exp(r) − r − 1, r = log π_init − log π_behaviour: 0 when the
+    behaviour log-probs are the initial policy's own, the hand-computed value when they are shifted."""
+    samples = shared_prefix_samples(6)
+    model = tiny_qwen2(6, layers=1)
+    tr = PolicyTrainer(model, TrainConfig(log_kl_to_init=True), PAD_ID, seed=0)
+    own = []
+    with torch.no_grad():
+        for s in samples:
+            lp, _ = token_logprobs(model, collate([s], PAD_ID, dtype=torch.float64))
+            P = len(s.prompt_ids)
+            true = lp[0, P - 1 : P - 1 + len(s.response_ids)].tolist()
+            own.append(TrainingSample(s.prompt_ids, s.response_ids, s.loss_mask,
+                                      [t if m else 0.0 for t, m in zip(true, s.loss_mask)], s.advantages, s.rollout))
+    assert abs(tr.kl_to_init(own)) < 1e-12
+    shifted = [TrainingSample(s.prompt_ids, s.response_ids, s.loss_mask, [o - 0.3 * m for o, m in
+                                                                          zip(s.old_logprobs, s.loss_mask)],
+                              s.advantages, s.rollout) for s in own]
+    n = sum(sum(s.loss_mask) for s in own)
+    r = 0.3  # log π_init − log π_behaviour on every trained token
+    assert tr.kl_to_init(shifted) == pytest.approx(math.exp(r) - r - 1.0, abs=1e-12)
+    assert n > 0

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from supo.algo.advantage import TrainingSample
-from supo.trainer.policy_trainer import UpdateStats
+from supo.trainer.policy_trainer import UpdateStats, _reshard
 
 
 def _free_port() -> int:
@@ -56,17 +56,6 @@ def _shard(model, mesh) -> None:
     fully_shard(model, mesh=mesh)
 
 
-def _reshard(model) -> None:
-    """Put every FSDP group of ``model`` back in its sharded state. After a forward without backward (the KL
-    reference runs under ``no_grad``) the root group stays unsharded (FSDP2 keeps the root's parameters after
-    forward), and the state-dict helpers then meet plain tensors where they expect DTensors."""
-    from torch.distributed.fsdp import FSDPModule
-
-    for m in model.modules():
-        if isinstance(m, FSDPModule):
-            m.reshard()
-
-
 class TrainerRank:
     """One trainer rank (a Ray actor: the group applies ``ray.remote`` with its resources when creating it)."""
 
@@ -79,7 +68,7 @@ class TrainerRank:
         from torch.distributed.device_mesh import init_device_mesh
 
         from supo.models import load_policy
-        from supo.trainer.policy_trainer import PolicyTrainer
+        from supo.trainer.policy_trainer import PolicyTrainer, needs_reference
 
         if threads is None:  # the CPUs Ray reserved for this actor (at least one)
             try:
@@ -112,7 +101,7 @@ class TrainerRank:
         self.pad_id = pad_id
         self.model = load()
         self.ref = None
-        if train_cfg.kl_coef > 0:  # the frozen reference policy, sharded the same way
+        if needs_reference(train_cfg):  # the frozen reference policy, sharded the same way
             self.ref = load()
             for p in self.ref.parameters():
                 p.requires_grad_(False)
@@ -193,11 +182,12 @@ class TrainerRank:
         hold, without its start-up."""
         import torch
 
-        from supo.trainer.policy_trainer import PolicyTrainer
+        from supo.trainer.policy_trainer import PolicyTrainer, needs_reference
 
         torch.manual_seed(seed)
-        if (train_cfg.kl_coef > 0) != (self.ref is not None):
-            raise ValueError("reset: train.kl_coef must stay zero or non-zero across the runs of one trainer group")
+        if needs_reference(train_cfg) != (self.ref is not None):
+            raise ValueError("reset: the runs of one trainer group must all keep a reference policy or none "
+                             "(train.kl_coef > 0 or train.log_kl_to_init)")
         self.pad_id = pad_id
         self.load_state(model_sd, None, model_sd if self.ref is not None else None)
         self.trainer = PolicyTrainer(self.model, train_cfg, self.pad_id, max_seq_len, seed, rank=self.rank,

@@ -89,6 +89,16 @@ def rank_rows(chunk: Sequence[TrainingSample], rank: int, world_size: int, pad_i
     return rows[rank::world_size]
 
 
+def _reshard(model) -> None:
+    """Put every FSDP group of ``model`` back in its sharded state (after a forward without backward the root stays
+    unsharded)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()
+
+
 def _is_fsdp(model) -> bool:
     try:
         from torch.distributed.fsdp import FSDPModule
@@ -117,10 +127,16 @@ class UpdateStats:
     entropy: float
     seconds: float
     forward_tokens: int = 0  # token positions the model computed (padding and packed rows included)
+    kl_to_init: float = float("nan")  # KL(behaviour policy ‖ initial policy) on the step's trained tokens
+
+
+def needs_reference(train_cfg) -> bool:
+    """Whether the trainer keeps a frozen copy of the initial policy: for the KL term, or to measure the drift."""
+    return train_cfg.kl_coef > 0 or train_cfg.log_kl_to_init
 
 
 class PolicyTrainer:
-    """Holds the policy, its optimizer and (when ``kl_coef > 0``) a frozen reference policy.
+    """Holds the policy, its optimizer and (when ``kl_coef > 0`` or ``log_kl_to_init``) a frozen reference policy.
 
     ``temperature``: the rollouts' sampling temperature; log-probs are computed at it (R10's ratio is against the
     distribution actually sampled from). ``rank``/``world_size``: this process's place in a data-parallel group (``torch.distributed`` initialised and the
@@ -144,7 +160,7 @@ class PolicyTrainer:
         self.temperature = float(temperature)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
         self.ref = None
-        if train_cfg.kl_coef > 0:
+        if needs_reference(train_cfg):
             self.ref = (ref_model if ref_model is not None else copy.deepcopy(model)).eval()
             for p in self.ref.parameters():
                 p.requires_grad_(False)
@@ -168,6 +184,7 @@ class PolicyTrainer:
             if longest > self.max_seq_len:
                 raise ValueError(f"a segment of {longest} tokens exceeds the trainer's sequence limit "
                                  f"{self.max_seq_len}")
+        kl_init = self.kl_to_init(samples) if cfg.log_kl_to_init else float("nan")
         self.model.train()
         losses, clips, norms, kls, ents = [], [], [], [], []
         steps = 0
@@ -233,7 +250,34 @@ class PolicyTrainer:
         self.updates += 1
         mean = lambda xs: float(sum(xs) / len(xs)) if xs else 0.0  # noqa: E731
         return UpdateStats(mean(losses), mean(clips), mean(norms), steps, len(samples), total_tokens, mean(kls),
-                           mean(ents), time.perf_counter() - t0, forward_tokens)
+                           mean(ents), time.perf_counter() - t0, forward_tokens, kl_init)
+
+    @torch.no_grad()
+    def kl_to_init(self, samples: Sequence[TrainingSample]) -> float:
+        """KL(π_behaviour ‖ π_initial), the k3 estimate over the trained tokens of ``samples`` (sampled from the
+        behaviour policy, whose log-probs they carry): how far the policy that generated this step has moved from the
+        warm start. One forward pass of the frozen initial policy over the packed samples."""
+        world = self.world_size
+        rows = pack_rows(samples, self.cfg.pack_tokens, keep_zero_advantage=True)
+        if world > 1:
+            rows = sorted(rows, key=len)
+            rows += [padding_row(self.pad_id) for _ in range((-len(rows)) % world)]
+            rows = rows[self.rank::world]
+        total = torch.zeros(2, dtype=torch.float64)
+        for micro in row_batches(rows, self.cfg.micro_batch_size):
+            batch = collate_rows(micro, self.pad_id, dtype=self.dtype).to(self.device)
+            ref_lp, _ = packed_logprobs(self.ref, batch, temperature=self.temperature)
+            r = (ref_lp - batch.old_logprobs).double()
+            total += torch.stack([(torch.exp(r) - r - 1.0).sum().cpu(), torch.tensor(float(r.numel()))])
+        if self.sharded:
+            _reshard(self.ref)
+        if world > 1:
+            import torch.distributed as dist
+
+            total = total.to(self._collective_device())
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+            total = total.cpu()
+        return float(total[0] / total[1]) if total[1] > 0 else 0.0
 
     def _packed_micro_batches(self, chunk: Sequence[TrainingSample], n_tokens: float) -> list[PackedBatch]:
         """This rank's packed micro-batches of one mini-batch (every rank packs the whole mini-batch the same way,
@@ -241,7 +285,7 @@ class PolicyTrainer:
         cfg, world = self.cfg, self.world_size
         if n_tokens == 0:
             return []
-        keep_all = self.ref is not None or cfg.entropy_coef > 0  # KL and entropy terms read zero-advantage tokens
+        keep_all = cfg.kl_coef > 0 or cfg.entropy_coef > 0  # KL and entropy terms read zero-advantage tokens
         rows = pack_rows(chunk, cfg.pack_tokens, keep_zero_advantage=keep_all)
         if not rows:
             return []
@@ -259,7 +303,7 @@ class PolicyTrainer:
         loss, st = policy_loss(cfg.policy_loss, lp, batch.old_logprobs, batch.advantages, batch.loss_mask,
                                clip_low=cfg.clip_low, clip_high=cfg.clip_high, num_tokens=n_tokens)
         out = {"clip_frac": st["clip_frac"], "kl": 0.0, "entropy": 0.0}
-        if self.ref is not None:
+        if cfg.kl_coef > 0:
             with torch.no_grad():
                 ref_lp, _ = logprobs(self.ref, batch, temperature=self.temperature)
             kl = (kl_k3(lp, ref_lp) * batch.loss_mask).sum() / max(n_tokens, 1.0)
