@@ -44,10 +44,11 @@ def check_parquet(path: str | Path, columns: Sequence[str], what: str) -> int:
     if not path.exists():
         raise DataError(f"{what} file {path} does not exist; run `supo-cli prepare` first")
     try:
-        meta = pq.ParquetFile(path).metadata
+        pf = pq.ParquetFile(path)
+        meta = pf.metadata
     except Exception as e:  # pyarrow raises many types for a corrupt file
         raise DataError(f"{what} file {path} is not a readable parquet file: {e.__class__.__name__}: {e}") from None
-    names = set(meta.schema.names)
+    names = set(pf.schema_arrow.names)  # the column names (the parquet schema's leaves name list items "element")
     missing = [c for c in columns if c not in names]
     if missing:
         raise DataError(f"{what} file {path} lacks column(s) {missing}; expected {list(columns)}")
