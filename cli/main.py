@@ -419,18 +419,22 @@ def ui(
     config: str = ConfigOpt,
     port: int = typer.Option(5000, "--port", help="port on 127.0.0.1"),
     tracking_uri: Optional[str] = UriOpt,
-    experiment: Optional[str] = typer.Option(None, "--experiment", help="print (and with --open, open) the URL of "
-                                                                        "this experiment's runs, filtered by --filter, "
-                                                                        "in the chart view"),
-    filter_: str = typer.Option("tags.stage = 'train'", "--filter", help="the runs --experiment shows (an MLflow "
-                                                                         "search filter)"),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="save views of this experiment — per env "
+                                                                        "of pipeline.envs (or --env), its training "
+                                                                        "runs grouped by arm (mean and band over "
+                                                                        "seeds), success_rate, mean_reward, "
+                                                                        "overlong_rate, mean_summaries charted first "
+                                                                        "— and print (with --open, open) the first"),
+    env: Optional[str] = typer.Option(None, "--env", help="the env whose view --experiment opens" + env_choices()),
+    filter_: Optional[str] = typer.Option(None, "--filter", help="one view of these runs instead (an MLflow search "
+                                                                 "filter, e.g. \"tags.s_eval = '3'\")"),
     open_: bool = typer.Option(False, "--open", help="open the URL in a browser once the UI answers"),
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 over the run store; its URL is printed once the server answers (Ctrl-C stops
     it and its workers)."""
     from mlflow import MlflowClient
 
-    from supo.tracking import experiment_url, serve_ui
+    from supo.tracking import experiment_url, save_comparison_view, serve_ui
 
     cfg = load(config, None)
     uri = checked_tracking_uri(cfg, tracking_uri)
@@ -441,7 +445,16 @@ def ui(
         if exp is None:
             names = [e.name for e in client.search_experiments()]
             _fail(f"--experiment {experiment}: no such experiment in {uri} (there: {', '.join(names) or 'none'})")
-        url = experiment_url(base, exp.experiment_id, filter_, charts=True)
+        if filter_:
+            filters = {filter_: filter_}
+        else:  # one view per env: arms are compared within an env
+            filters = {f"{e} training runs": f"tags.env = '{e}' and tags.stage = 'train'"
+                       for e in ([env] if env else cfg.pipeline.envs)}
+        names = [f"supo: {label} by arm" for label in filters]
+        views = [save_comparison_view(uri, exp.experiment_id, flt, "arm", name=name)
+                 for name, flt in zip(names, filters.values())]
+        typer.echo(f"saved in experiment {experiment} (the UI's Views menu): {', '.join(names)}")
+        url = experiment_url(base, exp.experiment_id, charts=True, view=views[0])
     raise typer.Exit(serve_ui(uri, host="127.0.0.1", port=port, url=url, open_browser=open_))
 
 

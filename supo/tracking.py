@@ -44,6 +44,8 @@ __all__ = [
     "flatten_params",
     "log_figures",
     "resolve_tracking_uri",
+    "run_link",
+    "save_comparison_view",
     "serve_ui",
     "start_ui",
     "stop_ui",
@@ -403,4 +405,5 @@ def find_runs(uri: str, experiment: str, filter_string: str = "") -> list[Run]:
 
 
 # the UI server lives in supo.tracking_ui; these names stay importable from here
-from supo.tracking_ui import experiment_url, serve_ui, start_ui, stop_ui, wait_for_ui  # noqa: E402,F401
+from supo.tracking_ui import (experiment_url, save_comparison_view, serve_ui, start_ui, stop_ui,  # noqa: E402,F401
+                              wait_for_ui)

@@ -4,8 +4,9 @@
   started in its own process group and the whole group is stopped.
 * ``mlflow ui`` accepts connections only 40–80 s after it starts on a small machine, so :func:`serve_ui` prints its
   URL only once ``/health`` answers.
-* :func:`experiment_url` builds the link to one experiment's runs with a search filter and the chart view (the query
-  parameters MLflow 3.17's experiment page reads).
+* :func:`save_comparison_view` stores a view (filter, runs grouped by arm with a mean line and a band over seeds, the
+  charts that compare arms first) in the experiment's tags, where the UI's "Views" menu keeps its own, and
+  :func:`experiment_url` links to it (the query parameters MLflow 3.17's experiment page reads).
 """
 
 from __future__ import annotations
@@ -101,11 +102,15 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise _Terminated(f"received signal {signum}")
 
 
-def experiment_url(base: str, experiment_id: str, search_filter: str = "", charts: bool = False) -> str:
-    """The UI's URL of one experiment's runs, optionally filtered (``searchFilter``) and in chart view
-    (``compareRunsMode=CHART``) — the query parameters MLflow 3.17's experiment page reads."""
+def experiment_url(base: str, experiment_id: str, search_filter: str = "", charts: bool = False,
+                   view: str | None = None) -> str:
+    """The UI's URL of one experiment's runs: a saved view (``viewStateShareKey``, see :func:`save_comparison_view`)
+    or a filter (``searchFilter``), optionally in chart view (``compareRunsMode=CHART``) — the query parameters
+    MLflow 3.17's experiment page reads."""
     query = {}
-    if search_filter:
+    if view:
+        query["viewStateShareKey"] = view
+    elif search_filter:
         query["searchFilter"] = search_filter
     if charts:
         query["compareRunsMode"] = "CHART"
@@ -163,3 +168,67 @@ def serve_ui(uri: str, host: str = "127.0.0.1", port: int = 5000, *, url: str | 
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     return code
+
+
+# --------------------------------------------------------------------------------------------
+# A saved comparison view
+# --------------------------------------------------------------------------------------------
+
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+"""Experiment tags under this prefix are the UI's saved views ("Views" menu); ``?viewStateShareKey=<key>`` opens one."""
+
+PINNED_CHARTS = ("success_rate", "mean_reward", "overlong_rate", "mean_summaries")
+"""The charts a comparison of arms shows first, in this order; every other metric follows alphabetically."""
+
+
+def _view_state(search_filter: str, metrics: list[str], group_by_tag: str) -> dict:
+    """The experiment page's view state as MLflow 3.17's UI saves it: the filter, the runs grouped by a tag
+    (average line, min–max band), one line chart per metric over steps, ``metrics`` in order."""
+    section = "supo-model-metrics"
+    charts = [{"uuid": f"supo-chart-{i}", "type": "LINE", "runsCountToCompare": 100, "metricSectionId": section,
+               "deleted": False, "isGenerated": True, "displayName": key, "metricKey": key, "lineSmoothness": 0,
+               "xAxisScaleType": "linear", "scaleType": "linear", "range": {}, "xAxisKey": "step",
+               "selectedXAxisMetricKey": "", "yAxisKey": "metric", "yAxisExpressions": [], "ignoreOutliers": False,
+               "useGlobalXaxisKey": True, "useGlobalLineSmoothing": True} for i, key in enumerate(metrics)]
+    return {
+        "searchFilter": search_filter, "orderByKey": "attributes.start_time", "orderByAsc": False, "startTime": "ALL",
+        "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs", "selectedColumns": [],
+        "columnOrder": [], "columnWidths": {}, "runsHiddenMode": "SHOWALL", "compareRunCharts": charts,
+        "compareRunSections": [
+            {"uuid": section, "name": "Model metrics", "display": True, "isReordered": True, "deleted": False,
+             "isGenerated": True},
+            {"uuid": "supo-system-metrics", "name": "System metrics", "display": False, "isReordered": False,
+             "deleted": False, "isGenerated": True}],
+        "viewMaximized": False, "runListHidden": False, "isAccordionReordered": False,
+        "useGroupedValuesInCharts": True, "hideEmptyCharts": True,
+        "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": group_by_tag}]},
+        "groupsExpanded": {}, "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0,
+                                                         "selectedXAxisMetricKey": ""},
+    }
+
+
+def save_comparison_view(uri: str, experiment_id: str, search_filter: str, group_by_tag: str = "arm",
+                         name: str | None = None) -> str:
+    """Save (or refresh) a view of experiment ``experiment_id`` in its tags, as the UI's "Views" menu does: the runs
+    matching ``search_filter`` grouped by ``tags.<group_by_tag>`` (mean line, min–max band over the group, e.g. the
+    seeds of an arm), with :data:`PINNED_CHARTS` first. One view per filter (its key is derived from it). Returns the
+    key for :func:`experiment_url`'s ``view``."""
+    import base64
+    import hashlib
+    import json
+    import zlib
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    metrics: set[str] = set()
+    for run in client.search_runs([experiment_id], search_filter, max_results=1000):
+        metrics.update(run.data.metrics)
+    ordered = [m for m in PINNED_CHARTS if m in metrics] + sorted(metrics - set(PINNED_CHARTS))
+    state = json.dumps(_view_state(search_filter, ordered, group_by_tag), separators=(",", ":"))
+    now = int(time.time() * 1000)
+    key = "supo" + hashlib.sha1(f"{search_filter}|{group_by_tag}".encode()).hexdigest()[:16]
+    value = {"name": name or f"supo: {search_filter} by {group_by_tag}", "createdAt": now, "updatedAt": now,
+             "state": "deflate;" + base64.b64encode(zlib.compress(state.encode())).decode()}
+    client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + key, json.dumps(value))
+    return key

@@ -328,7 +328,7 @@ def test_paper_profiles_load_and_carry_the_papers_settings():
     for c in (cg, bc):
         assert c.rollout.group_size == 8 and c.rollout.tasks_per_step == 128 and c.train.lr == 1e-6
         assert (c.train.clip_low, c.train.clip_high, c.train.kl_coef) == (0.2, 0.28, 0.0)
-        assert c.train.overlong_mask and c.train.advantage == "rollout" and not c.model.build
+        assert c.train.overlong == "loss-mask" and c.train.advantage == "rollout" and not c.model.build
         assert c.rollout.temperature == 1.0 and c.budget.trigger_frac == 0.95
 
 
@@ -572,15 +572,15 @@ def test_ui_with_an_unknown_experiment_names_it_before_starting(staged):
 
 @pytest.mark.slow
 def test_ui_prints_its_url_only_once_it_answers(staged):
-    """`supo-cli ui --experiment` against a real store: the URL line comes only when /health answers, and points at
-    the experiment's train runs in the chart view."""
+    """`supo-cli ui --experiment` against a real store: the URL line comes only when /health answers, and opens the
+    view it saved (the env's training runs grouped by arm) in the chart view."""
     import signal
     import urllib.request
 
     from supo.tracking import Tracker
 
     uri = f"sqlite:///{staged / 'mlflow.db'}"
-    with Tracker(uri, "supo-tiny", "array-train-supo-seed0", tags={"stage": "train"}):
+    with Tracker(uri, "supo-tiny", "array-train-supo-seed0", tags={"stage": "train", "env": "array", "arm": "supo"}):
         pass
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -599,7 +599,8 @@ def test_ui_prints_its_url_only_once_it_answers(staged):
                     assert resp.status == 200  # answered when the URL was printed
                 break
         assert lines and lines[-1].startswith(f"MLflow UI at http://127.0.0.1:{port}/#/experiments/"), lines
-        assert "/runs?searchFilter=tags.stage%20%3D%20%27train%27&compareRunsMode=CHART" in lines[-1]
+        assert "/runs?viewStateShareKey=supo" in lines[-1] and "&compareRunsMode=CHART" in lines[-1]
+        assert any("supo: array training runs by arm" in line for line in lines[:-1])
         assert all("http://" not in line for line in lines[:-1] if not line.startswith("starting"))
     finally:
         os.killpg(proc.pid, signal.SIGINT)

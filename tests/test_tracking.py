@@ -22,6 +22,7 @@ from supo.tracking import (
     log_figures,
     resolve_tracking_uri,
     run_link,
+    save_comparison_view,
     start_ui,
     stop_ui,
     tracking_uri_source,
@@ -287,6 +288,36 @@ def test_experiment_url_carries_the_filter_and_chart_view() -> None:
     assert url == ("http://127.0.0.1:5000/#/experiments/7/runs?searchFilter=tags.stage%20%3D%20%27train%27"
                    "&compareRunsMode=CHART")
     assert experiment_url("http://h:1", "3") == "http://h:1/#/experiments/3/runs"
+    assert experiment_url("http://h:1", "3", "ignored", charts=True, view="supo12") == (
+        "http://h:1/#/experiments/3/runs?viewStateShareKey=supo12&compareRunsMode=CHART")
+
+
+def test_a_saved_comparison_view_groups_by_arm_with_the_pinned_charts_first(store_uri: str) -> None:
+    """The view is stored as the UI stores its own (an experiment tag holding the deflated page state; checked in a
+    browser against views the UI saved itself)."""
+    import base64
+    import zlib
+
+    for arm in ("supo", "grpo-w"):
+        with Tracker(store_uri, "exp-view", f"array-train-{arm}", tags={"stage": "train", "env": "array", "arm": arm}) \
+                as tr:
+            tr.log_metrics({"clip_frac": 0.1, "success_rate": 0.5, "loss": 0.2, "mean_summaries": 1.0}, step=0)
+            exp_id = tr.experiment_id
+    flt = "tags.env = 'array' and tags.stage = 'train'"
+    key = save_comparison_view(store_uri, exp_id, flt, "arm", name="supo: array by arm")
+    assert save_comparison_view(store_uri, exp_id, flt, "arm") == key  # one view per filter, refreshed
+    tags = {k: v for k, v in _client(store_uri).get_experiment(exp_id).tags.items()
+            if k.startswith("mlflow.sharedViewState.")}
+    assert list(tags) == [f"mlflow.sharedViewState.{key}"]
+    view = json.loads(tags[f"mlflow.sharedViewState.{key}"])
+    assert view["state"].startswith("deflate;")
+    state = json.loads(zlib.decompress(base64.b64decode(view["state"][len("deflate;"):])))
+    assert state["searchFilter"] == flt and state["useGroupedValuesInCharts"]
+    assert state["groupBy"] == {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "arm"}]}
+    assert [c["metricKey"] for c in state["compareRunCharts"]] == ["success_rate", "mean_summaries", "clip_frac",
+                                                                   "loss"]
+    sections = {s["uuid"] for s in state["compareRunSections"]}
+    assert all(c["metricSectionId"] in sections for c in state["compareRunCharts"])
 
 
 def test_wait_for_ui_polls_until_health_answers(tmp_path: Path) -> None:
