@@ -286,3 +286,18 @@ def test_every_env_validates_its_own_rows_and_names_a_broken_field(env):
         validate({**cfg, field: bad})
     with pytest.raises(ValueError, match=f"^env_config.{field}: missing"):
         validate({k: v for k, v in cfg.items() if k != field})
+
+
+def test_check_parquet_reads_the_footer_only_and_names_what_is_wrong(tmp_path):
+    from supo.data import check_parquet
+
+    path = tmp_path / "demos.parquet"
+    rows = write_demos([_rollout("t0"), _rollout("t1")], path)
+    assert check_parquet(path, DEMO_COLUMNS, "demonstrations") == rows == 6  # list columns found by their names
+    with pytest.raises(DataError, match="lacks column\\(s\\) \\['advantage'\\]"):
+        check_parquet(path, [*DEMO_COLUMNS, "advantage"], "demonstrations")
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(DataError, match=f"demonstrations file {path} is not a readable parquet file"):
+        check_parquet(path, DEMO_COLUMNS, "demonstrations")
+    with pytest.raises(DataError, match="run `supo-cli prepare` first"):
+        check_parquet(tmp_path / "none.parquet", DEMO_COLUMNS, "demonstrations")
