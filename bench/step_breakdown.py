@@ -1,68 +1,237 @@
-"""Per-step time, broken into rollout, train and weight sync, for (rollout workers, trainer world size) in
-{(1,1), (2,1), (1,2), (2,2)} on the tiny profile — side by side in one process, with ratios against (1,1).
+"""Where one training step's time goes, before and after this release's engineering, side by side in one process.
 
-Needs the prepared data and the warm-started model of the tiny profile (`dvc repro sft@array`, or
-`supo-cli prepare --env array && supo-cli sft --env array`). Usage:
+Each variant runs ``--steps`` RL steps from the profile's warm start on the same step tasks and seeds, with one
+in-process vLLM engine and one in-process trainer (no Ray: the parts are timed where they run), and the step is cut
+into its parts:
 
-    python bench/step_breakdown.py [--env array] [--steps 6] [--skip 1] [--config params.yaml] [-S key=value ...]
+* **engine** — inside the engine's ``generate`` calls (prefill + decode + sampling);
+* **env** — inside the environments' ``step``;
+* **loop** — the rest of the rollout: templates, segment bookkeeping, decoding actions;
+* **advantages** — group statistics and the broadcast onto segments;
+* **update** — the policy update (forward and backward, padding included; ``fwd tok`` counts the token positions the
+  model computed, ``trigger tok`` the share of the unpacked tokens that trigger-action samples hold);
+* **sync** — pushing the new weights into the engine.
 
-The first ``--skip`` steps of each configuration are dropped (engine warm-up). Each configuration writes its
-checkpoints under a temporary folder that is removed afterwards.
+Variants (``--variants``, comma-separated):
+
+* ``before``: the previous release's code paths — vLLM's default KV block (128 tokens on CPU, so each turn recomputes
+  up to a block of its context) and the unpacked update (every sample its own padded row, logits at every position);
+* ``engine``: ``before`` with the profile's ``engine.block_size``;
+* ``update``: ``before`` with the packed update (``train.packing``);
+* ``after``: both.
+
+Neither variant measures ``kl_to_init`` (its extra forward pass is a metric, not work the old code did); it is timed
+on its own in the last column of ``after``. The first ``--skip`` steps are dropped (engine warm-up). The ratio columns
+are ``before`` / variant. Usage (needs the profile's prepared data and warm start: ``dvc repro sft@array``):
+
+    python bench/step_breakdown.py [--env array] [--steps 5] [--skip 1] [--variants before,after] [--threads 2]
+        [--config params.yaml] [-S key=value ...] [--grid] [--quick]
+
+``--grid`` instead times whole steps of the real Ray training loop over (rollout workers, trainer ranks) in
+{(1,1), (2,1), (1,2), (2,2)}. ``--quick``: 2 steps, 1 skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-GRID = [(1, 1), (2, 1), (1, 2), (2, 2)]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import load_note, load_profile, set_threads  # noqa: E402
+
+VARIANTS = {"before": (False, False), "engine": (True, False), "update": (False, True), "after": (True, True)}
+PARTS = ("engine", "env", "loop", "advantages", "update", "sync")
+
+
+def variant_config(cfg, name: str):
+    """The profile's config with the variant's code paths (block size, packing); no kl_to_init measurement."""
+    small_block, packing = VARIANTS[name]
+    engine = dataclasses.replace(cfg.engine, block_size=cfg.engine.block_size if small_block else 0)
+    train = dataclasses.replace(cfg.train, packing=packing, log_kl_to_init=False)
+    return dataclasses.replace(cfg, engine=engine, train=train)
+
+
+def run_variant(cfg, name: str, steps: int, skip: int) -> dict:
+    """Median seconds per step of every part, plus token counts, for one variant."""
+    import torch
+
+    from supo.algo.advantage import broadcast, compute_advantages
+    from supo.data import read_tasks, split_path
+    from supo.engines.vllm_engine import VLLMPolicy
+    from supo.envs import get_env_spec
+    from supo.models import load_policy
+    from supo.rollout.agent_loop import run_rollouts
+    from supo.runtime import build_runtime
+    from supo.train_loop import sample_step_tasks, step_seed
+    from supo.trainer.policy_trainer import PolicyTrainer
+
+    cfg = variant_config(cfg, name)
+    tasks = read_tasks(split_path(cfg.paths.data, "train"))
+    rt = build_runtime(cfg, cfg.paths.sft, tasks, max_summaries=cfg.train_max_summaries,
+                       working_context=cfg.budget.working_context)
+    threads = torch.get_num_threads()
+    engine = VLLMPolicy(cfg.paths.sft, cfg.engine, seed=cfg.seed, temperature=cfg.rollout.temperature)
+    torch.set_num_threads(threads)
+    trainer = PolicyTrainer(load_policy(cfg.paths.sft), cfg.train, rt.tokenizer.pad_token_id,
+                            rt.budgets.trainer_needed, cfg.seed, temperature=cfg.rollout.temperature)
+    make_env = get_env_spec(cfg.env.name)["make_env"]
+    env_seconds = [0.0]
+
+    def timed_env(task):
+        env = make_env(task)
+        step = env.step
+
+        def timed(action):
+            t0 = time.perf_counter()
+            try:
+                return step(action)
+            finally:
+                env_seconds[0] += time.perf_counter() - t0
+
+        env.step = timed
+        return env
+
+    rows = []
+    for s in range(steps):
+        torch.manual_seed(step_seed(cfg.seed, s))
+        items = [(t, f"{t.id}@{s}", i) for t in sample_step_tasks(tasks, s, cfg.rollout.tasks_per_step, cfg.seed)
+                 for i in range(cfg.rollout.group_size)]
+        env_seconds[0], engine.generate_seconds = 0.0, 0.0
+        t0 = time.perf_counter()
+        rollouts = run_rollouts(items, engine, rt.tokenizer, rt.templates, rt.settings, timed_env,
+                                seed=step_seed(cfg.seed, s), keep_transcript=True)
+        t1 = time.perf_counter()
+        adv = compute_advantages(rollouts, cfg.train.advantage, overlong=cfg.train.overlong,
+                                 overlong_penalty=cfg.train.overlong_penalty, eps=cfg.train.adv_eps)
+        samples = broadcast(rollouts, adv)
+        t2 = time.perf_counter()
+        stats = trainer.update(samples)
+        t3 = time.perf_counter()
+        engine.push_weights(trainer.state_dict())
+        t4 = time.perf_counter()
+        unpacked = sum(x.length for x in samples)
+        trigger = sum(x.length for r in rollouts for x in r.segments if x.kind == "trigger_action")
+        rows.append({"engine": engine.generate_seconds, "env": env_seconds[0],
+                     "loop": (t1 - t0) - engine.generate_seconds - env_seconds[0], "advantages": t2 - t1,
+                     "update": t3 - t2, "sync": t4 - t3, "step": t4 - t0, "rollouts": len(rollouts),
+                     "fwd_tokens": stats.forward_tokens, "unpacked_tokens": unpacked,
+                     "trigger_share": trigger / max(1, unpacked)})
+    kl_seconds = None
+    if name == "after":  # the kl_to_init measurement, on the last step's samples
+        ref = PolicyTrainer(load_policy(cfg.paths.sft), dataclasses.replace(cfg.train, log_kl_to_init=True),
+                            rt.tokenizer.pad_token_id, rt.budgets.trainer_needed, cfg.seed,
+                            temperature=cfg.rollout.temperature)
+        t0 = time.perf_counter()
+        ref.kl_to_init(samples)
+        kl_seconds = time.perf_counter() - t0
+    del engine
+    kept = rows[skip:] or rows
+    med = {k: statistics.median(r[k] for r in kept) for k in kept[0]}
+    med["kl_seconds"] = kl_seconds
+    return med
+
+
+def print_table(results: dict[str, dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    base = results.get("before")
+    table = Table(title="median seconds per step (share of the step); ratio = before / variant")
+    table.add_column("part")
+    for name in results:
+        table.add_column(name, justify="right")
+        if base is not None and name != "before":
+            table.add_column(f"ratio {name}", justify="right")
+
+    def cells(key, fmt):
+        out = []
+        for name, r in results.items():
+            share = f" ({r[key] / r['step']:.0%})" if key in PARTS else ""
+            out.append(fmt(r[key]) + share)
+            if base is not None and name != "before":
+                out.append(f"{base[key] / r[key]:.2f}x" if r[key] else "-")
+        return out
+
+    for part in (*PARTS, "step"):
+        table.add_row(part, *cells(part, lambda v: f"{v:.2f}"))
+    per_rollout = {n: r["step"] / r["rollouts"] for n, r in results.items()}
+    row = []
+    for name in results:
+        row.append(f"{per_rollout[name] * 1000:.0f} ms")
+        if base is not None and name != "before":
+            row.append(f"{per_rollout['before'] / per_rollout[name]:.2f}x")
+    table.add_row("per trained rollout", *row)
+    for key, label in (("rollouts", "rollouts per step"), ("unpacked_tokens", "unpacked tokens"),
+                       ("fwd_tokens", "fwd tok (update)"), ("trigger_share", "trigger tok share")):
+        fmt = (lambda v: f"{v:.0%}") if key == "trigger_share" else (lambda v: f"{v:.0f}")
+        table.add_row(label, *cells(key, fmt))
+    Console().print(table)
+    kl = results.get("after", {}).get("kl_seconds")
+    if kl is not None:
+        print(f"kl_to_init (one forward of the initial policy over a step's packed samples): {kl:.2f} s")
+
+
+def run_grid(args) -> None:
+    """Whole steps of the real Ray training loop over (rollout workers, trainer ranks)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from supo.distributed import init_ray
+    from supo.train_loop import train
+
+    init_ray(num_cpus=4)
+    rows = []
+    for workers, world in [(1, 1), (2, 1), (1, 2), (2, 2)]:
+        cfg = load_profile(args.config, args.env, args.set, {"train.steps": args.steps, "rollout.num_workers": workers,
+                                                             "trainer.world_size": world, "train.checkpoint_every": 0})
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg.paths.metrics = tmp
+            res = train(cfg, init=cfg.paths.sft, out=f"{tmp}/ckpt", arm=f"bench-{workers}-{world}", log=lambda *_: None)
+        hist = res["history"][args.skip:]
+        med = lambda k: statistics.median(h[k] for h in hist)  # noqa: E731
+        rows.append((workers, world, med("rollout_seconds"), med("train_seconds"), med("weight_sync_seconds"),
+                     med("step_seconds")))
+    table = Table(title=f"Ray training loop: per-step seconds (median of steps {args.skip}..{args.steps - 1})")
+    for col in ("workers", "world_size", "rollout s", "train s", "sync s", "step s", "ratio"):
+        table.add_column(col, justify="right")
+    for w, r, ro, tr, sy, st in rows:
+        table.add_row(str(w), str(r), f"{ro:.2f}", f"{tr:.2f}", f"{sy:.3f}", f"{st:.2f}", f"{rows[0][5] / st:.2f}x")
+    Console().print(table)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="params.yaml")
     ap.add_argument("--env", default="array", help="environment (its prepared data and warm start are used)")
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--skip", type=int, default=1)
-    ap.add_argument("-S", "--set", action="append", default=[])
+    ap.add_argument("--variants", default="before,after", help=f"comma-separated, of {', '.join(VARIANTS)}")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (engine and trainer alternate)")
+    ap.add_argument("-S", "--set", action="append", default=[], help="config override key=value (repeatable)")
+    ap.add_argument("--grid", action="store_true", help="the Ray (workers, ranks) grid instead of the variants")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 steps, 1 skipped")
     args = ap.parse_args()
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from supo.config import load_config, parse_override
-    from supo.distributed import init_ray
-    from supo.train_loop import train
-
-    init_ray(num_cpus=4)
-    rows = []
-    for workers, world in GRID:
-        overrides = dict(parse_override(o) for o in args.set)
-        overrides.update({"train.steps": args.steps, "rollout.num_workers": workers, "trainer.world_size": world,
-                          "train.checkpoint_every": 0})
-        cfg = load_config(args.config, overrides, env=args.env)
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg.paths.metrics = tmp
-            t0 = time.perf_counter()
-            res = train(cfg, init=cfg.paths.sft, out=f"{tmp}/ckpt", arm=f"bench-{workers}-{world}", log=lambda *_: None)
-            wall = time.perf_counter() - t0
-        hist = res["history"][args.skip:]
-        med = lambda k: statistics.median(h[k] for h in hist)  # noqa: E731
-        rows.append({"workers": workers, "world": world, "rollout": med("rollout_seconds"),
-                     "train": med("train_seconds"), "sync": med("weight_sync_seconds"), "step": med("step_seconds"),
-                     "tok_s": med("engine_tokens_per_second"), "wall": wall})
-    base = rows[0]
-    table = Table(title=f"per-step seconds (median of steps {args.skip}..{args.steps - 1}); ratio = (1,1) / config")
-    for col in ("workers", "world_size", "rollout s", "train s", "sync s", "step s", "step ratio", "rollout tok/s",
-                "total wall s"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(str(r["workers"]), str(r["world"]), f"{r['rollout']:.2f}", f"{r['train']:.2f}",
-                      f"{r['sync']:.3f}", f"{r['step']:.2f}", f"{base['step'] / r['step']:.2f}x", f"{r['tok_s']:.0f}",
-                      f"{r['wall']:.0f}")
-    Console().print(table)
+    if args.quick:
+        args.steps, args.skip = 2, 1
+    if args.grid:
+        run_grid(args)
+        return
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    set_threads(args.threads)
+    cfg = load_profile(args.config, args.env, args.set)
+    print(f"{args.env}: {cfg.rollout.tasks_per_step} tasks x {cfg.rollout.group_size} rollouts per step, "
+          f"W={cfg.budget.working_context}, S={cfg.train_max_summaries}; {load_note()}")
+    results = {name: run_variant(cfg, name, args.steps, args.skip) for name in names}
+    print_table(results)
 
 
 if __name__ == "__main__":

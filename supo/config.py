@@ -67,7 +67,11 @@ class EnvConfig:
 
     name: str = F("array", "environment in the registry `supo.envs.ENVS` (its knobs: this section for array, "
                            "`search`, `funcall`, `files` for the others)")
-    families: list[str] = F(["max", "sum"], "array env: task families to draw from (max, sum)")
+    families: list[str] = F(["sum", "diff"], "array env: task families to draw from (sum, diff: answers spread "
+                                             "evenly over 0..99; max: mostly 9x, so guessing early pays)")
+    api: str = F("fold-index", "array env: the tools; get-fold (Get(i), then the fold helper on two values: 2n + 1 "
+                               "calls) or fold-index (the fold helper on an index and the running value: n + 2 calls, "
+                               "about half the tokens per value)")
     train_min_len: int = F(6, "shortest hidden array in the train split")
     train_max_len: int = F(24, "longest hidden array in the train split")
     test_min_len: int = F(16, "shortest hidden array in the test split (the test split must need more steps than the "
@@ -76,6 +80,8 @@ class EnvConfig:
     value_max: int = F(99, "array values are drawn from 0..value_max")
     num_train: int = F(2000, "tasks in the train split")
     num_test: int = F(128, "tasks in the test split")
+    num_val: int = F(128, "tasks in the validation split (drawn like the test split, from its own seed): every tuning "
+                          "decision is made on it, never on the test split")
 
 
 @dataclass
@@ -171,6 +177,9 @@ class ExpertConfig:
     num_demos: int = F(3000, "expert episodes rendered as demonstrations (drawn from the train split)")
     summary_error_rate: float = F(0.2, "probability that one expert summary carries a wrong running value")
     max_summaries: int = F(8, "summaries the expert may use per demonstration")
+    long_context_frac: float = F(0.0, "share of the demonstrations rolled out without summaries at the effective "
+                                      "context W × (S + 1) (what GRPO-Weff runs at), so the warm start has seen long "
+                                      "contexts as well as summaries")
 
 
 @dataclass
@@ -178,7 +187,7 @@ class ModelConfig:
     """The tiny profile's tokenizer and Qwen2 model, built locally by `supo-cli prepare` (no hub)."""
 
     build: bool = F(True, "build the tokenizer and a random Qwen2 in `prepare` (tiny profile); false = paths.model is "
-                          "an existing local HF model folder (paper profile) and the fields below are unused")
+                          "an existing local HF model folder (paper profile) and the size fields below are unused")
     vocab_size: int = F(768, "BPE vocabulary size trained on the task text")
     hidden_size: int = F(128, "Qwen2 hidden size")
     num_layers: int = F(4, "Qwen2 decoder layers")
@@ -186,6 +195,12 @@ class ModelConfig:
     num_kv_heads: int = F(1, "key/value heads (grouped-query attention); must divide num_heads")
     intermediate_size: int = F(384, "MLP width")
     max_position_embeddings: int = F(1024, "positions the model supports; must cover engine.max_model_len")
+    source: str = F("", "with build false: a local HF model folder (e.g. written by `supo-cli import-model`) that "
+                        "`prepare` links in as paths.model (which gets /<env> under --env); empty = paths.model "
+                        "already holds the model")
+    tool_parser: str = F("tags", "the model's tool-call format, with any model (supo.envs.tool_parsers): tags "
+                                 "(<tool_call>{name, parameters}</tool_call>), hermes (tags, arguments), json (a bare "
+                                 "object), tags-list (a list of one call in tags, SmolLM2's)")
 
 
 @dataclass
@@ -311,7 +326,7 @@ class TrainerConfig:
 class EvalConfig:
     """Evaluation (`supo-cli eval`): the same rollout code as training (R12)."""
 
-    split: str = F("test", "split to evaluate: train or test")
+    split: str = F("test", "split to evaluate: train, val (for tuning) or test (for reporting)")
     num_tasks: int = F(64, "tasks evaluated (the first N of the split)")
     samples_per_task: int = F(1, "rollouts per task (pass@1 averages over them)")
     max_summaries: int = F(3, "S at evaluation time (`--max-summaries`)")
@@ -376,7 +391,8 @@ class Config:
     arms: dict[str, dict[str, Any]] = field(
         default_factory=dict,
         metadata={"help": "per-arm dotted overrides applied by `--arm NAME` after the env's (e.g. supo-eq4: "
-                          "{train.advantage: segment})"})
+                          "{train.advantage: segment}), plus the arm's `role` in the claims (baseline-w, "
+                          "baseline-weff, method, ablation)"})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -535,7 +551,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
         if not isinstance(per_arm, dict):
             raise ConfigError(f"arms.{arm}: expected a mapping of dotted overrides, got {per_arm!r}")
         for key, value in per_arm.items():
-            _set_dotted(data, key, value)
+            if key != ARM_ROLE_KEY:  # the arm's part in the claims, read by the report; not a config field
+                _set_dotted(data, key, value)
     items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides or []]
     for key, value in items:
         _set_dotted(data, key, value)
@@ -546,15 +563,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     if cfg.budget.use_effective_context:
         _require(cfg.train.algo == "grpo", "budget.use_effective_context",
                  f"is the GRPO-Weff arm: it needs train.algo=grpo, got {cfg.train.algo!r}")
-        extra = cfg.budget.working_context * cfg.budget.max_summaries
-        cfg.budget.working_context += extra
-        cfg.engine.max_model_len += extra
+        cfg = effective_context(cfg)
     validate(cfg)
     return cfg
 
 
+def effective_context(cfg: Config) -> Config:
+    """A copy of ``cfg`` at the effective context W × (S + 1) of its S = ``budget.max_summaries``: W and the engine's
+    limit grow by W × S (what the GRPO-Weff arm and the warm start's long-context demonstrations run at)."""
+    extra = cfg.budget.working_context * cfg.budget.max_summaries
+    return dataclasses.replace(
+        cfg, budget=dataclasses.replace(cfg.budget, working_context=cfg.budget.working_context + extra),
+        engine=dataclasses.replace(cfg.engine, max_model_len=cfg.engine.max_model_len + extra))
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # validation
+
+ARM_ROLE_KEY = "role"
+ARM_ROLES = ("baseline-w", "baseline-weff", "method", "ablation")
+"""An arm's part in the claims (``arms.<name>.role``): GRPO at W, GRPO at the effective context, the method (SUPO),
+an ablation of the method."""
 
 VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 ALGOS = ("supo", "grpo")
@@ -618,11 +647,17 @@ def validate(cfg: Config) -> None:
     _require(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be ≥ 0, got {t.checkpoint_every}")
     _require(cfg.sft.steps >= 0, "sft.steps", f"must be ≥ 0, got {cfg.sft.steps}")
     _require(cfg.sft.batch_size >= 1, "sft.batch_size", f"must be ≥ 1, got {cfg.sft.batch_size}")
+    _require(0.0 <= cfg.expert.long_context_frac <= 1.0, "expert.long_context_frac",
+             f"must be in [0, 1], got {cfg.expert.long_context_frac}")
     _require(0.0 <= cfg.expert.summary_error_rate <= 1.0, "expert.summary_error_rate",
              f"must be in [0, 1], got {cfg.expert.summary_error_rate}")
-    _require(ev.split in ("train", "test"), "eval.split", f"must be train or test, got {ev.split!r}")
+    _require(ev.split in ("train", "val", "test"), "eval.split", f"must be train, val or test, got {ev.split!r}")
     _require(ev.num_tasks >= 1, "eval.num_tasks", f"must be ≥ 1, got {ev.num_tasks}")
     _require(ev.samples_per_task >= 1, "eval.samples_per_task", f"must be ≥ 1, got {ev.samples_per_task}")
+    for name, spec in cfg.arms.items():
+        role = spec.get(ARM_ROLE_KEY) if isinstance(spec, dict) else None
+        _require(role is None or role in ARM_ROLES, f"arms.{name}.{ARM_ROLE_KEY}",
+                 f"must be one of {', '.join(ARM_ROLES)}, got {role!r}")
     unknown = [a for a in cfg.pipeline.arms if a not in cfg.arms]
     _require(not cfg.arms or not unknown, "pipeline.arms",
              f"{unknown} not defined under `arms` (defined: {', '.join(cfg.arms)})")
@@ -644,8 +679,16 @@ def validate(cfg: Config) -> None:
     _require(env.test_min_len + env.test_max_len > env.train_min_len + env.train_max_len, "env.test_min_len",
              f"the test split ({env.test_min_len}..{env.test_max_len}) must need more steps than the train split "
              f"({env.train_min_len}..{env.train_max_len}) on average")
-    _require(env.num_train >= 1 and env.num_test >= 1, "env.num_train/num_test", "splits must not be empty")
+    _require(env.num_train >= 1 and env.num_test >= 1 and env.num_val >= 1, "env.num_train/num_val/num_test",
+             "splits must not be empty")
     _require(1 <= env.value_max, "env.value_max", f"must be ≥ 1, got {env.value_max}")
+    _require(env.api in ("get-fold", "fold-index"), "env.api", f"must be get-fold or fold-index, got {env.api!r}")
+    from supo.envs.tool_parsers import TOOL_PARSERS
+
+    _require(m.tool_parser in TOOL_PARSERS, "model.tool_parser",
+             f"unknown tool-call format {m.tool_parser!r}; choose one of {', '.join(TOOL_PARSERS)}")
+    _require(not (m.build and m.source), "model.source", f"{m.source!r} is for model.build: false (a built model has "
+             f"no source)")
     if m.build:
         _validate_tiny_model(m, e)
 

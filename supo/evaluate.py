@@ -17,10 +17,19 @@ from supo.config import Config
 from supo.data import read_tasks, split_path, write_rollouts_jsonl
 from supo.engines.vllm_engine import VLLMPolicy
 from supo.envs import get_env_spec
+from supo.layout import EVAL_METRICS_FILE, OUTCOMES_FILE, ROLLOUTS_FILE, s_dir
 from supo.metrics import rollout_metrics
 from supo.models import load_policy
 from supo.rollout.agent_loop import run_rollouts
 from supo.runtime import build_runtime
+
+
+def outcomes(rollouts: Sequence, split: str) -> dict:
+    """Per-rollout results, for paired statistics across arms and seeds: ``{"split", "rollouts": [[task_id, index,
+    success, overlong, error_loop], ...]}`` in item order."""
+    return {"split": split, "columns": ["task_id", "index", "success", "overlong", "error_loop"],
+            "rollouts": [[r.task_id, r.index, int(r.finished and r.reward > 0), int(r.overlong),
+                          int(r.overlong and r.error_observations > 0)] for r in rollouts]}
 
 
 def open_engine(cfgs: Sequence[Config], checkpoint: str | Path) -> VLLMPolicy:
@@ -81,16 +90,17 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
         result = {"env": cfg.env.name, "arm": arm or ckpt.name, "seed": cfg.seed, "s_eval": S, "working_context": W,
                   "split": ev.split, "checkpoint": str(checkpoint), "num_rollouts": len(part),
                   "temperature": ev.temperature, "sweep_max_summaries": S_max, **m}
-        folder = out if sweep is None else out / f"s{S}"
+        folder = out if sweep is None else out / s_dir(S)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-        write_rollouts_jsonl(part, folder / "rollouts.jsonl")
+        (folder / EVAL_METRICS_FILE).write_text(json.dumps(result, indent=2) + "\n")
+        (folder / OUTCOMES_FILE).write_text(json.dumps(outcomes(part, ev.split)) + "\n")
+        write_rollouts_jsonl(part, folder / ROLLOUTS_FILE)
         tr = tracker if sweep is None else (trackers(S) if trackers is not None else None)
         if tr is not None:
             with (tr if sweep is not None else contextlib.nullcontext(tr)) as run:
                 run.log_metrics(dict(m), step=0)
-                run.log_artifact(str(folder / "metrics.json"))
-                run.log_artifact(str(folder / "rollouts.jsonl"))
+                run.log_artifact(str(folder / EVAL_METRICS_FILE))
+                run.log_artifact(str(folder / ROLLOUTS_FILE))
         log(f"eval {result['arm']} seed {cfg.seed}: S_eval={S} success {m['success_rate']:.3f} "
             f"summaries {m['mean_summaries']:.2f} overlong {m['overlong_rate']:.3f}")
         results[S] = result

@@ -15,11 +15,11 @@ import json
 import random
 from pathlib import Path
 
-from supo.config import Config
+from supo.config import Config, effective_context
 from supo.data import split_path, write_demos, write_tasks
 from supo.envs import get_env_spec
 from supo.metrics import rollout_metrics
-from supo.models import IM_END, build_model, build_tokenizer, load_tokenizer, num_parameters
+from supo.models import build_model, build_tokenizer, load_tokenizer, num_parameters
 from supo.rollout.agent_loop import run_rollouts
 from supo.rollout.expert_policy import ExpertPolicy
 from supo.runtime import build_runtime
@@ -28,6 +28,13 @@ from supo.runtime import build_runtime
 def build_tasks(cfg: Config):
     spec = get_env_spec(cfg.env.name)
     return spec["build_split"](cfg, "train"), spec["build_split"](cfg, "test")
+
+
+def extra_splits(cfg: Config) -> dict:
+    """The env's splits besides train and test (``val`` where the env draws one)."""
+    spec = get_env_spec(cfg.env.name)
+    return {name: spec["build_split"](cfg, name) for name in spec.get("splits", ("train", "test"))
+            if name not in ("train", "test")}
 
 
 def tokenizer_corpus(cfg: Config, train, test) -> list[str]:
@@ -48,7 +55,7 @@ def run_expert(cfg: Config, tasks, tokenizer, *, num: int, error_rate: float, ma
                        working_context=cfg.budget.working_context, tokenizer=tokenizer)
     rt.settings.train_trigger_action = True  # demonstrations always carry the trigger action (R5b)
     experts = {k: spec["make_expert"](t, error_rate, seed + k) for k, t in enumerate(chosen)}
-    policy = ExpertPolicy(tokenizer, experts, tokenizer.convert_tokens_to_ids(IM_END))
+    policy = ExpertPolicy(tokenizer, experts, rt.templates.eos_id, tool_parser=rt.templates.tool_parser)
     items = [(t, f"demo-{k}", 0) for k, t in enumerate(chosen)]
     return run_rollouts(items, policy, tokenizer, rt.templates, rt.settings, spec["make_env"], seed=seed)
 
@@ -59,9 +66,11 @@ def prepare(cfg: Config, *, log=print) -> dict:
     train, test = build_tasks(cfg)
     write_tasks(train, split_path(data_dir, "train"))
     write_tasks(test, split_path(data_dir, "test"))
-    log(f"tasks ({cfg.env.name}): {len(train)} train, {len(test)} test")
-
     stats = {"num_train_tasks": len(train), "num_test_tasks": len(test)}
+    for name, tasks in extra_splits(cfg).items():
+        write_tasks(tasks, split_path(data_dir, name))
+        stats[f"num_{name}_tasks"] = len(tasks)
+    log(f"tasks ({cfg.env.name}): " + ", ".join(f"{v} {k[4:-6]}" for k, v in stats.items()))
     if cfg.model.build:
         tok = build_tokenizer(tokenizer_corpus(cfg, train, test), cfg.model.vocab_size, model_dir)
         model = build_model(tok, cfg.model, cfg.seed, model_dir)
@@ -69,13 +78,22 @@ def prepare(cfg: Config, *, log=print) -> dict:
         log(f"tokenizer: {len(tok)} tokens; model: Qwen2 with {num_parameters(model) / 1e6:.2f}M parameters "
             f"-> {model_dir}")
     else:
+        if cfg.model.source:
+            from supo.import_model import link_model
+
+            link_model(cfg.model.source, model_dir, log=log)
         tok = load_tokenizer(model_dir)
         stats.update(vocab_size=len(tok))
         log(f"model: using the local model folder {model_dir} ({len(tok)} tokens)")
 
     if cfg.expert.num_demos > 0:
-        demos = run_expert(cfg, train, tok, num=cfg.expert.num_demos, error_rate=cfg.expert.summary_error_rate,
+        n_long = round(cfg.expert.num_demos * cfg.expert.long_context_frac)
+        demos = run_expert(cfg, train, tok, num=cfg.expert.num_demos - n_long, error_rate=cfg.expert.summary_error_rate,
                            max_summaries=cfg.expert.max_summaries, seed=cfg.seed, model_dir=model_dir)
+        long_demos = run_expert(effective_context(cfg), train, tok, num=n_long, error_rate=0.0, max_summaries=0,
+                                seed=cfg.seed + 2, model_dir=model_dir) if n_long else []
+        stats["demo_long_context_episodes"] = len(long_demos)
+        demos = demos + long_demos
         rows = write_demos(demos, data_dir / "demos.parquet")
         m = rollout_metrics(demos, working_context=cfg.budget.working_context, max_summaries=cfg.expert.max_summaries)
         clean = run_expert(cfg, test, tok, num=min(len(test), 256), error_rate=0.0,

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from supo.envs import ENVS, get_env_spec
 from supo.envs.array import (
+    APIS,
     FAMILIES,
     ArrayEnv,
     ArrayExpert,
@@ -105,6 +106,30 @@ def test_reference_is_fold_of_values_and_difficulty_is_2n_plus_1():
         assert t.difficulty == 2 * len(values) + 1
 
 
+def test_sum_and_diff_answers_are_not_guessable_but_max_is():
+    """An early Done with the most common answer pays about 1 % for sum and diff, and a lot for max over 0..99."""
+    from collections import Counter
+
+    for family, most in (("sum", 0.03), ("diff", 0.03)):
+        answers = Counter(int(t.reference) for t in make_tasks("train", 2000, 16, 24, [family], 99, seed=4))
+        assert answers.most_common(1)[0][1] / 2000 < most, family
+    answers = Counter(int(t.reference) for t in make_tasks("train", 2000, 16, 24, ["max"], 99, seed=4))
+    assert answers.most_common(1)[0][1] / 2000 > 0.15
+
+
+def test_fold_index_tools():
+    env = ArrayEnv("diff", [7, 3, 10], "fold-index")
+    env.reset()
+    assert env.step(_call('{"name": "Diff", "parameters": {"i": 0, "acc": 0}}'))[0].startswith("Error")  # no Observe
+    assert env.step(_call('{"name": "Observe", "parameters": {}}'))[0] == "length 3"
+    assert env.step(_call('{"name": "Diff", "parameters": {"i": 0, "acc": 0}}'))[0] == "7"
+    assert env.step(_call('{"name": "Diff", "parameters": {"i": 1, "acc": 7}}'))[0] == "96"  # (3 - 7) mod 100
+    assert env.step(_call('{"name": "Diff", "parameters": {"i": 3, "acc": 7}}'))[0].startswith("Error: ")
+    assert "Get" not in env.tools and fold("diff", [7, 3, 10]) == (10 - 96) % 100
+    obs, done, reward, _ = env.step(_call('{"name": "Done", "parameters": {"answer": 14}}'))
+    assert done and reward == 1.0
+
+
 def test_make_tasks_unknown_family_raises():
     with pytest.raises(ValueError, match="family"):
         make_tasks("train", 3, 1, 2, ["min"], 9, seed=0)
@@ -139,34 +164,38 @@ def test_make_env_rejects_bad_config():
 # the expert
 
 
+@pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_expert_solves_tasks_through_env_step(family):
-    tasks = make_tasks("train", 300, 1, 24, [family], 99, seed=11)
+def test_expert_solves_tasks_through_env_step(family, api):
+    tasks = make_tasks("train", 300, 1, 24, [family], 99, seed=11, api=api)
     results = [_run_expert(t) for t in tasks]
     solved = sum(r == 1.0 for r, _ in results)
     assert solved >= 0.99 * len(tasks)
-    # it needs exactly 2n + 1 calls
+    # it needs exactly 2n + 1 calls (n + 2 calls with fold-index)
     assert all(k == t.difficulty for (_, k), t in zip(results, tasks))
+    assert all(t.difficulty == (2 * len(t.env_config["values"]) + 1 if api == "get-fold"
+                                else len(t.env_config["values"]) + 2) for t in tasks)
 
 
+@pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_expert_with_faithful_summaries_still_solves(family):
+def test_expert_with_faithful_summaries_still_solves(family, api):
     """With error_rate 0, drop + summary + continue (the trigger protocol, R2) loses nothing."""
-    tasks = make_tasks("train", 100, 4, 24, [family], 99, seed=12)
+    tasks = make_tasks("train", 100, 4, 24, [family], 99, seed=12, api=api)
     for every in (3, 5, 7):
         results = [_run_expert(t, summarize_at=set(range(every, 500, every)), drop_before_summary=True)
                    for t in tasks]
         assert all(r == 1.0 for r, _ in results), every
 
 
+@pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_expert_with_wrong_summaries_usually_answers_wrong(family):
+def test_expert_with_wrong_summaries_usually_answers_wrong(family, api):
     """error_rate 1.0 and one forced summary midway: the expert continues from a wrong running value."""
-    tasks = make_tasks("train", 300, 6, 24, [family], 99, seed=13)
+    tasks = make_tasks("train", 300, 6, 24, [family], 99, seed=13, api=api)
     rewards = []
     for t in tasks:
-        n = len(t.env_config["values"])
-        reward, _ = _run_expert(t, error_rate=1.0, summarize_at={n})  # midway through the 2n + 1 calls
+        reward, _ = _run_expert(t, error_rate=1.0, summarize_at={t.difficulty // 2})  # midway through its calls
         rewards.append(reward)
     wrong = sum(r == 0.0 for r in rewards) / len(rewards)
     assert wrong >= 0.75, f"{family}: only {wrong:.0%} of answers wrong after a wrong summary"

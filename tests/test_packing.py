@@ -190,3 +190,21 @@ def test_kl_to_init_is_the_k3_estimate_over_trained_tokens():
     r = 0.3  # log π_init − log π_behaviour on every trained token
     assert tr.kl_to_init(shifted) == pytest.approx(math.exp(r) - r - 1.0, abs=1e-12)
     assert n > 0
+
+
+def test_sft_loss_is_the_same_packed_or_not():
+    from supo.trainer.policy_trainer import sft_loss
+
+    samples = [TrainingSample(s.prompt_ids, s.response_ids, s.loss_mask, s.old_logprobs, [0.0] * len(s.advantages),
+                              s.rollout) for s in shared_prefix_samples(7)]
+    model = tiny_qwen2(7, layers=2)
+    a = sft_loss(model, samples, PAD_ID, packing=False)
+    a.backward()
+    ga = grads_of(model)
+    model.zero_grad(set_to_none=True)
+    b = sft_loss(model, samples, PAD_ID, packing=True, pack_tokens=64)
+    b.backward()
+    gb = grads_of(model)
+    assert abs(float(a.detach()) - float(b.detach())) < 1e-12
+    for k in ga:
+        assert torch.allclose(ga[k], gb[k], atol=1e-12, rtol=1e-10), k

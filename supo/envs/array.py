@@ -1,16 +1,19 @@
 """The procedural function-calling environment (CodeGym-like): fold a hidden array through tools.
 
-A hidden array of ``n`` values (0..value_max) is reachable only through tools. The API graph:
+A hidden array of ``n`` values (0..value_max) is reachable only through tools. A *family* names the fold — ``sum``:
+``(a + b) mod 100``; ``diff``: ``(b − a) mod 100``, an alternating sum; ``max`` — and the answer is the left fold of the
+whole array. ``sum`` and ``diff`` answers are spread evenly over 0..99, so guessing pays 1 %; ``max`` over 0..99 is
+mostly 9x, so an early guess pays (it is kept for comparison, not in the tiny profile). Two API graphs (``api``):
 
-* ``Observe()`` — returns the array's length; no prerequisite;
-* ``Get(i)`` — returns value ``i``; requires ``Observe``;
-* the family's fold helper — ``Max(a, b)`` (family ``max``) or ``Add(a, b)`` = (a + b) mod 100 (family ``sum``);
-  requires ``Get``;
-* ``Done(answer)`` — submits the answer and ends the episode; reward 1 iff it equals the fold of the whole array.
+* ``get-fold``: ``Observe()`` (the length), ``Get(i)`` (value ``i``; requires Observe), the family's helper
+  ``Add(a, b)`` / ``Diff(a, b)`` / ``Max(a, b)`` (requires Get) and ``Done(answer)``; the expert needs ``2n + 1`` calls;
+* ``fold-index`` (leaner: one call and about half the tokens per value): ``Observe()``, the helper applied to an index,
+  ``Add(i, acc)`` / ``Diff(i, acc)`` / ``Max(i, acc)`` = the fold of ``acc`` with value ``i`` (requires Observe), and
+  ``Done(answer)``; the expert needs ``n + 2`` calls (``acc`` starts at 0, an identity of every family's fold).
 
-The expert needs ``2n + 1`` calls (Observe, Get(0), then Get(i) + fold for i ≥ 1, then Done), so the history outgrows
-the working context while the state to carry (next index, running value) stays two numbers. Tasks are synthesised
-from the graph: the target tool is ``Done``; the query names only the goal and hides the prerequisite calls.
+Either way the history outgrows the working context while the state to carry (next index, running value) stays two
+numbers. Tasks are synthesised from the graph: the target tool is ``Done``; the query names only the goal and hides
+the prerequisite calls.
 """
 
 from __future__ import annotations
@@ -25,9 +28,14 @@ from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN
 from supo.types import Task
 
 FAMILIES: dict[str, dict[str, str]] = {
-    "max": {"fold": "Max", "goal": "the maximum", "value": "running max", "doc": "returns the larger of a and b"},
-    "sum": {"fold": "Add", "goal": "the sum modulo 100", "value": "running sum", "doc": "returns (a + b) mod 100"},
+    "max": {"fold": "Max", "goal": "the maximum", "value": "running max", "doc": "returns the larger of a and b",
+            "doc_index": "returns the larger of acc and the value at index i"},
+    "sum": {"fold": "Add", "goal": "the sum modulo 100", "value": "running sum", "doc": "returns (a + b) mod 100",
+            "doc_index": "returns (acc + the value at index i) mod 100"},
+    "diff": {"fold": "Diff", "goal": "the alternating difference modulo 100", "value": "running difference",
+             "doc": "returns (b - a) mod 100", "doc_index": "returns (the value at index i - acc) mod 100"},
 }
+APIS = ("get-fold", "fold-index")
 
 SYSTEM_PROMPT = (
     "You solve tasks by calling tools. Call exactly one tool per turn, written as "
@@ -36,34 +44,49 @@ SYSTEM_PROMPT = (
 USER_PROMPT = "Find {goal} of a hidden array of {n} values."
 
 
-def fold(family: str, values: list[int]) -> int:
+def op(family: str, a: int, b: int) -> int:
+    """One step of the family's fold: the running value ``a`` combined with the next value ``b``."""
     if family == "max":
-        return max(values)
+        return max(a, b)
     if family == "sum":
-        return sum(values) % 100
+        return (a + b) % 100
+    if family == "diff":
+        return (b - a) % 100
     raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+
+
+def fold(family: str, values: list[int]) -> int:
+    """The answer: the left fold of the array (0 is an identity on the left of every family's step)."""
+    acc = 0
+    for v in values:
+        acc = op(family, acc, v)
+    return acc
 
 
 class ArrayEnv(ToolEnv):
     """One episode over one task's hidden array."""
 
-    def __init__(self, family: str, values: list[int]) -> None:
+    def __init__(self, family: str, values: list[int], api: str = "get-fold") -> None:
         super().__init__()
         if family not in FAMILIES:
             raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+        if api not in APIS:
+            raise ValueError(f"unknown api {api!r}; choose one of {', '.join(APIS)}")
         if not values:
             raise ValueError("the hidden array is empty")
-        self.family, self.values = family, list(values)
+        self.family, self.values, self.api = family, list(values), api
         self.answer = fold(family, self.values)
         spec = FAMILIES[family]
-        fold_fn = (lambda a, b: str(max(a, b))) if family == "max" else (lambda a, b: str((a + b) % 100))
-        self.tools = {
-            "Observe": Tool("Observe", "returns the length of the hidden array", fn=self._observe),
-            "Get": Tool("Get", "returns the value at index i", {"i": int}, ("Observe",), fn=self._get),
-            spec["fold"]: Tool(spec["fold"], spec["doc"], {"a": int, "b": int}, ("Get",), fn=fold_fn),
-            "Done": Tool("Done", "submits the final answer and ends the task", {"answer": int}, fn=self._done,
-                         final=True),
-        }
+        self.tools = {"Observe": Tool("Observe", "returns the length of the hidden array", fn=self._observe)}
+        if api == "get-fold":
+            self.tools["Get"] = Tool("Get", "returns the value at index i", {"i": int}, ("Observe",), fn=self._get)
+            self.tools[spec["fold"]] = Tool(spec["fold"], spec["doc"], {"a": int, "b": int}, ("Get",),
+                                            fn=lambda a, b: str(op(family, a, b)))
+        else:
+            self.tools[spec["fold"]] = Tool(spec["fold"], spec["doc_index"], {"i": int, "acc": int}, ("Observe",),
+                                            fn=lambda i, acc: str(op(family, acc, int(self._get(i)))))
+        self.tools["Done"] = Tool("Done", "submits the final answer and ends the task", {"answer": int},
+                                  fn=self._done, final=True)
 
     def _observe(self) -> str:
         return f"length {len(self.values)}"
@@ -81,13 +104,13 @@ class ArrayEnv(ToolEnv):
 def make_env(task: Task) -> ArrayEnv:
     cfg = task.env_config
     try:
-        return ArrayEnv(cfg["family"], [int(v) for v in cfg["values"]])
+        return ArrayEnv(cfg["family"], [int(v) for v in cfg["values"]], cfg.get("api", "get-fold"))
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"task {task.id}: bad env_config for the array env ({e})") from None
 
 
-def task_prompt(family: str, n: int) -> list[dict[str, str]]:
-    env = ArrayEnv(family, [0] * n)
+def task_prompt(family: str, n: int, api: str = "get-fold") -> list[dict[str, str]]:
+    env = ArrayEnv(family, [0] * n, api)
     return [
         {"role": "system", "content": SYSTEM_PROMPT.format(tools=env.tool_specs())},
         {"role": "user", "content": USER_PROMPT.format(goal=FAMILIES[family]["goal"], n=n)},
@@ -95,11 +118,13 @@ def task_prompt(family: str, n: int) -> list[dict[str, str]]:
 
 
 def make_tasks(split: str, num: int, min_len: int, max_len: int, families: list[str], value_max: int,
-               seed: int) -> list[Task]:
+               seed: int, api: str = "get-fold") -> list[Task]:
     """Synthesise ``num`` seeded tasks; array lengths uniform in [min_len, max_len]."""
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise ValueError(f"env.families: unknown family {unknown}; choose from {', '.join(FAMILIES)}")
+    if api not in APIS:
+        raise ValueError(f"env.api: unknown api {api!r}; choose one of {', '.join(APIS)}")
     rng = random.Random(f"{seed}-{split}")
     tasks = []
     for k in range(num):
@@ -110,11 +135,11 @@ def make_tasks(split: str, num: int, min_len: int, max_len: int, families: list[
             Task(
                 id=f"{split}-{k:05d}",
                 env="array",
-                env_config={"family": family, "values": values, "value_max": value_max},
+                env_config={"family": family, "values": values, "value_max": value_max, "api": api},
                 split=split,
-                prompt=task_prompt(family, n),
+                prompt=task_prompt(family, n, api),
                 reference=str(fold(family, values)),
-                difficulty=2 * n + 1,
+                difficulty=2 * n + 1 if api == "get-fold" else n + 2,
             )
         )
     return tasks
@@ -133,7 +158,8 @@ class _ExpertState:
 
 
 class ArrayExpert:
-    """Solves the task with ``2n + 1`` calls; its summaries carry a wrong running value at ``error_rate``.
+    """Solves the task with ``2n + 1`` calls (``n + 2`` with the ``fold-index`` API); its summaries carry a wrong
+    running value at ``error_rate``.
 
     The rollout loop tells it what happened: :meth:`observe` after each (action, observation), :meth:`drop` when the
     trigger drops the last pair from the context, :meth:`summarize` when asked for a summary. After a summary the
@@ -144,6 +170,7 @@ class ArrayExpert:
         self.family = task.env_config["family"]
         self.values = [int(v) for v in task.env_config["values"]]
         self.n = len(self.values)
+        self.api = task.env_config.get("api", "get-fold")
         self.value_max = int(task.env_config.get("value_max", max(99, *self.values)))
         self.error_rate = error_rate
         self.rng = random.Random(f"expert-{seed}-{task.id}")
@@ -155,6 +182,10 @@ class ArrayExpert:
         s = self.state
         if not s.observed:
             return format_tool_call("Observe")
+        if self.api == "fold-index":
+            if s.next >= self.n:
+                return format_tool_call("Done", answer=s.cur if s.cur is not None else 0)
+            return format_tool_call(FAMILIES[self.family]["fold"], i=s.next, acc=s.cur if s.cur is not None else 0)
         if s.pending is not None:
             return format_tool_call(FAMILIES[self.family]["fold"], a=s.cur, b=s.pending)
         if s.next >= self.n:
@@ -178,7 +209,7 @@ class ArrayExpert:
                 s.cur, s.next = v, s.next + 1
             else:
                 s.pending = v
-        elif call.name == FAMILIES[self.family]["fold"]:
+        elif call.name == FAMILIES[self.family]["fold"]:  # both APIs: the observation is the new running value
             s.cur, s.pending, s.next = int(observation), None, s.next + 1
 
     def drop(self) -> None:
@@ -216,7 +247,7 @@ def corpus(tasks: list[Task]) -> list[str]:
         texts.extend(m["content"] for m in t.prompt)
         env, expert = make_env(t), ArrayExpert(t)
         env.reset()
-        for _ in range(2 * len(env.values) + 2):
+        for _ in range(2 * len(env.values) + 3):
             a = expert.act()
             obs, done, _, _ = env.step(a)
             texts.extend([a, obs])
@@ -233,14 +264,20 @@ def expert_factory(task: Task, error_rate: float, seed: int) -> ArrayExpert:
 
 
 def build_split(cfg, split: str) -> list[Task]:
-    """The ``split`` ("train" or "test") of the run config ``cfg`` (``supo.config.Config``; knobs in ``cfg.env``)."""
+    """The ``split`` of the run config ``cfg`` (``supo.config.Config``; knobs in ``cfg.env``): ``train``, ``test``, or
+    ``val`` — drawn like the test split (same lengths), from its own seed, for tuning decisions."""
     e = cfg.env
-    lo, hi, num = ((e.train_min_len, e.train_max_len, e.num_train) if split == "train"
-                   else (e.test_min_len, e.test_max_len, e.num_test))
-    return make_tasks(split, num, lo, hi, e.families, e.value_max, cfg.seed)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    lo, hi, num = {"train": (e.train_min_len, e.train_max_len, e.num_train),
+                   "val": (e.test_min_len, e.test_max_len, e.num_val),
+                   "test": (e.test_min_len, e.test_max_len, e.num_test)}[split]
+    return make_tasks(split, num, lo, hi, e.families, e.value_max, cfg.seed, e.api)
 
 
+SPLITS = ("train", "val", "test")
 SPEC: dict[str, Any] = {
+    "splits": SPLITS,
     "build_split": build_split,
     "make_tasks": make_tasks,
     "make_env": make_env,
@@ -259,6 +296,7 @@ def validate_env_config(cfg: dict) -> None:
     check_env_field(cfg, "values", lambda v: isinstance(v, list) and v and all(map(is_int, v)),
                     "a non-empty list of integers")
     check_env_field(cfg, "value_max", lambda v: is_int(v) and v >= 1, "an integer ≥ 1", required=False)
+    check_env_field(cfg, "api", lambda v: v in APIS, f"one of {', '.join(APIS)}", required=False)
 
 
 SPEC["validate_env_config"] = validate_env_config
