@@ -32,6 +32,16 @@ def outcomes(rollouts: Sequence, split: str) -> dict:
                           int(r.overlong and r.error_observations > 0)] for r in rollouts]}
 
 
+def write_eval(folder: str | Path, result: dict, rollouts: Sequence) -> Path:
+    """One evaluation's files: ``metrics.json`` (``result``), ``outcomes.json`` and ``rollouts.jsonl``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / EVAL_METRICS_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    (folder / OUTCOMES_FILE).write_text(json.dumps(outcomes(rollouts, result.get("split", "test"))) + "\n")
+    write_rollouts_jsonl(rollouts, folder / ROLLOUTS_FILE)
+    return folder
+
+
 def open_engine(cfgs: Sequence[Config], checkpoint: str | Path) -> VLLMPolicy:
     """One engine able to evaluate every config of ``cfgs`` (its sequence limit is the largest of theirs), serving
     ``checkpoint`` first; :func:`evaluate` with ``engine=`` loads each checkpoint's weights into it in place."""
@@ -91,10 +101,7 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
                   "split": ev.split, "checkpoint": str(checkpoint), "num_rollouts": len(part),
                   "temperature": ev.temperature, "sweep_max_summaries": S_max, **m}
         folder = out if sweep is None else out / s_dir(S)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / EVAL_METRICS_FILE).write_text(json.dumps(result, indent=2) + "\n")
-        (folder / OUTCOMES_FILE).write_text(json.dumps(outcomes(part, ev.split)) + "\n")
-        write_rollouts_jsonl(part, folder / ROLLOUTS_FILE)
+        write_eval(folder, result, part)
         tr = tracker if sweep is None else (trackers(S) if trackers is not None else None)
         if tr is not None:
             with (tr if sweep is not None else contextlib.nullcontext(tr)) as run:

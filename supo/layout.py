@@ -5,7 +5,7 @@ Roots come from the run config (``paths.*``; under ``--env NAME`` each already e
 * checkpoints: ``<checkpoints>/seed<k>/<arm>/`` (the final HF model, ``supo_run.json``, ``train_metrics.json``,
   ``last_rollouts.jsonl``; resumable states under ``steps/``);
 * evaluations: ``<evals>/seed<k>/<arm>/s<N>/`` (``metrics.json``, ``outcomes.json``, ``rollouts.jsonl``); the warm
-  start is evaluated like an arm, under the labels of :data:`WARM_START_LABELS`;
+  start is evaluated like an arm, under :func:`warm_start_label`;
 * stage metrics (DVC metrics): ``<metrics>/prepare.json``, ``sft.json``, ``train-seed<k>.json``, ``eval-seed<k>.json``,
   ``eval-sft.json``.
 
@@ -26,10 +26,17 @@ ROLLOUTS_FILE = "rollouts.jsonl"
 STEPS_DIR = "steps"
 
 WARM_START = "sft"
-"""The warm start, evaluated at the method's setting (W, the S_eval sweep)."""
-WARM_START_LABELS = (WARM_START, "sft-weff")
-"""Labels the warm start is evaluated under: at W (the sweep), and at the effective context W × (S + 1), S_eval = 0
-(GRPO-Weff's setting). The report pairs an arm with the warm start evaluated at the arm's own (W, S_eval)."""
+"""The warm start's label at the method's setting (W, the S_eval sweep); at another arm's own setting (another W,
+e.g. GRPO-Weff's effective context) it is ``sft-<arm>``. The report pairs an arm with the warm start evaluated at the
+arm's own (W, S_eval)."""
+
+
+def warm_start_label(arm: str | None = None) -> str:
+    return WARM_START if arm is None else f"{WARM_START}-{arm}"
+
+
+def is_warm_start(label: str) -> bool:
+    return label == WARM_START or label.startswith(WARM_START + "-")
 
 _SEED = re.compile(r"^seed(\d+)$")
 _S = re.compile(r"^s(\d+)$")

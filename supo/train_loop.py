@@ -28,12 +28,11 @@ from supo.algo.advantage import broadcast, compute_advantages
 from supo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from supo.config import Config
 from supo.data import read_tasks, split_path, update_json, write_rollouts_jsonl
+from supo.layout import RUN_FILE, STEPS_DIR, TRAIN_METRICS_FILE, metrics_file
 from supo.metrics import rollout_metrics
 from supo.models import load_policy
 from supo.runtime import build_runtime
 
-RUN_FILE = "supo_run.json"
-STEPS_DIR = "steps"  # checkpoints live in <out>/steps/step_<N>, with <out>/steps/latest pointing at the newest
 SUMMARY_KEYS = ("mean_reward", "success_rate", "mean_summaries", "mean_tool_calls", "overlong_rate")
 
 
@@ -229,7 +228,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
                "mean_weight_sync_seconds": sum(h["weight_sync_seconds"] for h in history) / len(history),
                "mean_engine_tokens_per_second": sum(h["engine_tokens_per_second"] for h in history) / len(history),
                "run_seconds": time.perf_counter() - t_run}
-    update_json(Path(cfg.paths.metrics) / f"train-seed{cfg.seed}.json", {arm: summary})
+    update_json(metrics_file(cfg.paths.metrics, "train", cfg.seed), {arm: summary})
     log(f"train {arm}: reward {first['mean_reward']:.3f} -> {last['mean_reward']:.3f}, summaries/rollout "
         f"{last['mean_summaries']:.2f}; checkpoint -> {out}")
     return {"history": history, "summary": summary}
@@ -244,18 +243,24 @@ def _checkpoint(out, step, model, weights, tokenizer, group, history, tracker, c
 
 
 def _write_final(out: Path, model, tokenizer, cfg: Config, tracker, history, arm: str) -> None:
-    """The final policy in HF format at ``out`` itself (what ``eval --checkpoint out`` reads)."""
+    """The final policy in HF format at ``out`` itself (what ``eval --checkpoint out`` reads), and its run files."""
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
+    write_run_files(out, cfg, arm, history, tracker.run_id if tracker is not None else None)
+
+
+def write_run_files(out: str | Path, cfg: Config, arm: str, history: list[dict], run_id: str | None) -> None:
+    """``supo_run.json`` (what was trained, and the MLflow run) and ``train_metrics.json`` (the per-step history) in
+    a checkpoint folder — what ``eval`` and the report read."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     run = {"arm": arm, "algo": cfg.train.algo, "seed": cfg.seed, "max_summaries": cfg.train_max_summaries,
-           "working_context": cfg.budget.working_context, "steps_done": len(history),
-           "mlflow_run_id": tracker.run_id if tracker is not None else None}
+           "working_context": cfg.budget.working_context, "steps_done": len(history), "mlflow_run_id": run_id}
     (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
-    (out / "train_metrics.json").write_text(json.dumps({"env": cfg.env.name, "arm": arm, "seed": cfg.seed,
-                                                        "algo": cfg.train.algo, "max_summaries": cfg.train_max_summaries,
-                                                        "working_context": cfg.budget.working_context,
-                                                        "history": history},
-                                                       indent=1) + "\n")
+    (out / TRAIN_METRICS_FILE).write_text(json.dumps({"env": cfg.env.name, "arm": arm, "seed": cfg.seed,
+                                                      "algo": cfg.train.algo, "max_summaries": cfg.train_max_summaries,
+                                                      "working_context": cfg.budget.working_context,
+                                                      "history": history}, indent=1) + "\n")
 
 
 def read_run_info(checkpoint: str | Path) -> dict:

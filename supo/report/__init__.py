@@ -1,0 +1,20 @@
+"""The results report (docs/design.md §7): paper-style tables, figures, and the claims C0–C4 decided by confidence
+intervals, read from the pipeline's outputs.
+
+* :mod:`supo.report.collect` — reading evaluations and training runs (``supo.layout``'s parsers);
+* :mod:`supo.report.stats` — seed statistics and the paired two-way bootstrap;
+* :mod:`supo.report.analysis` — arm roles, cells (arm, S_eval), each arm's own setting, training curves;
+* :mod:`supo.report.claims` — C0–C4;
+* :mod:`supo.report.figures` — figures, one colour per arm role;
+* :mod:`supo.report.document` — the report as blocks, rendered to markdown and HTML;
+* :mod:`supo.report.publish` — writing the files and storing them in MLflow.
+"""
+
+from supo.report.analysis import DEFAULT_ROLES, ArmRoles, EnvResults, analyze, roles_from_config
+from supo.report.claims import Claim, all_claims
+from supo.report.collect import EvalRun, TrainRun, collect_evals, collect_training
+from supo.report.publish import ReportFiles, log_report, summary_metrics, write_report
+
+__all__ = ["ArmRoles", "Claim", "DEFAULT_ROLES", "EnvResults", "EvalRun", "ReportFiles", "TrainRun", "all_claims",
+           "analyze", "collect_evals", "collect_training", "log_report", "roles_from_config", "summary_metrics",
+           "write_report"]
