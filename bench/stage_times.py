@@ -1,10 +1,10 @@
 """The wall time of every stage of the last `dvc repro`, side by side, with each stage's share of the total.
 
 Every `supo-cli` stage adds ``wall_seconds`` (from the command's start to its end, heavy imports and engine start-up
-included) to the metrics file it writes: ``metrics/<env>/prepare.json``, ``sft.json``, ``train-seed<k>.json``,
-``eval-seed<k>.json``, ``eval-sft.json`` and ``reports/summary.json``. This script reads them back, names each file's DVC stage
-(``train@array-0`` …) and prints a table: stage, seconds, share of the total, and the ratio against the mean of its
-kind; under each train stage, each arm's own run (its steps and checkpoint, without the shared actor start-up).
+included) to the metrics file it writes (``supo.layout.metrics_file``: ``metrics/<env>/prepare.json``, ``sft.json``,
+``train.json``, ``eval.json``) and to ``reports/summary.json``. This script reads them back, names each file's DVC
+stage (``train@array`` …) and prints a table: stage, seconds, share of the total, and the ratio against the mean of
+its kind; under each train stage, each (seed, arm) run (its steps and checkpoint, without the shared actor start-up).
 Usage, after `dvc repro`:
 
     python bench/stage_times.py [--metrics metrics] [--report reports/summary.json] [--markdown]
@@ -14,38 +14,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
-PATTERNS = [  # file name -> (stage kind, DVC stage name)
-    (re.compile(r"prepare\.json"), "prepare", "prepare@{env}"),
-    (re.compile(r"sft\.json"), "sft", "sft@{env}"),
-    (re.compile(r"train-seed(?P<seed>\d+)\.json"), "train", "train@{env}-{seed}"),
-    (re.compile(r"eval-sft\.json"), "eval_warm_start", "eval_warm_start@{env}"),
-    (re.compile(r"eval-seed(?P<seed>\d+)\.json"), "eval", "eval@{env}-{seed}"),
-]
-
-
 def collect(metrics_dir: Path, report_summary: Path | None) -> list[dict]:
-    """One row per stage that recorded ``wall_seconds``: {stage, kind, env, seconds}."""
+    """One row per stage that recorded ``wall_seconds``: {stage, kind, env, seconds}; under each train stage, every
+    (seed, arm) run inside it."""
+    from supo.layout import METRIC_STAGES, metrics_file
+
     rows = []
-    for path in sorted(metrics_dir.glob("*/*.json")):
-        env = path.parent.name
-        for pattern, kind, template in PATTERNS:
-            m = pattern.fullmatch(path.name)
-            if m:
-                data = json.loads(path.read_text())
-                if "wall_seconds" in data:
-                    stage = template.format(env=env, **m.groupdict())
-                    rows.append({"stage": stage, "kind": kind, "env": env, "seconds": float(data["wall_seconds"])})
-                    if kind == "train":  # the arms trained in turn inside the stage (start-up not included)
-                        for arm, summary in data.items():
-                            if isinstance(summary, dict) and "run_seconds" in summary:
-                                rows.append({"stage": f"  {stage} · {arm}", "kind": "train run", "env": env,
-                                             "seconds": float(summary["run_seconds"]), "part": True})
-                break
+    for env_dir in sorted(p for p in metrics_dir.iterdir() if p.is_dir()) if metrics_dir.is_dir() else []:
+        env = env_dir.name
+        for kind in METRIC_STAGES:
+            path = metrics_file(env_dir, kind)
+            if not path.exists():
+                continue
+            data = json.loads(path.read_text())
+            if "wall_seconds" not in data:
+                continue
+            stage = f"{kind}@{env}"
+            rows.append({"stage": stage, "kind": kind, "env": env, "seconds": float(data["wall_seconds"])})
+            if kind == "train":  # the runs trained in turn inside the stage (the actors' start-up not included)
+                for seed, arms in sorted((k, v) for k, v in data.items() if isinstance(v, dict)):
+                    for arm, summary in arms.items():
+                        if isinstance(summary, dict) and "run_seconds" in summary:
+                            rows.append({"stage": f"  {stage} · {seed} · {arm}", "kind": "train run", "env": env,
+                                         "seconds": float(summary["run_seconds"]), "part": True})
     if report_summary is not None and report_summary.exists():
         data = json.loads(report_summary.read_text())
         if "wall_seconds" in data:

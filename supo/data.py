@@ -158,13 +158,20 @@ def write_rollouts_jsonl(rollouts: Sequence[Rollout], path: str | Path, with_tok
 
 def update_json(path: str | Path, entries: dict) -> dict:
     """Merge ``entries`` into the JSON object at ``path`` (created if missing) and write it back; the merged object.
-
-    Stages that write one metrics file per seed (``train-seed0.json``, ``eval-seed0.json``) add one arm at a time."""
+    Objects merge recursively, so stages add one seed's arm (``{"seed0": {"supo": {...}}}``) at a time."""
     p = Path(path)
     data = json.loads(p.read_text()) if p.exists() else {}
     if not isinstance(data, dict):
         raise DataError(f"{p}: expected a JSON object to merge into, got {type(data).__name__}")
-    data.update(entries)
+
+    def merge(into: dict, new: dict) -> None:
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    merge(data, entries)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(data, indent=2) + "\n")
     return data

@@ -6,8 +6,8 @@ Roots come from the run config (``paths.*``; under ``--env NAME`` each already e
   ``last_rollouts.jsonl``; resumable states under ``steps/``);
 * evaluations: ``<evals>/seed<k>/<arm>/s<N>/`` (``metrics.json``, ``outcomes.json``, ``rollouts.jsonl``); the warm
   start is evaluated like an arm, under :func:`warm_start_label`;
-* stage metrics (DVC metrics): ``<metrics>/prepare.json``, ``sft.json``, ``train-seed<k>.json``, ``eval-seed<k>.json``,
-  ``eval-sft.json``.
+* stage metrics (DVC metrics): ``<metrics>/prepare.json``, ``sft.json``, ``train.json`` (``{"seed<k>": {arm:
+  summary}}``), ``eval.json`` (``{"seed<k>": {arm: {"s<N>": metrics}}}``, the warm start under its labels).
 
 The report reads the same tree across environments from the un-suffixed roots: ``<evals root>/<env>/seed<k>/...``.
 :func:`parse_eval_dir` and :func:`parse_checkpoint_dir` are the inverses of the writers, and the tests round-trip them.
@@ -62,14 +62,13 @@ def eval_dir(evals: str | Path, seed: int, arm: str, s_eval: int | None = None) 
     return base if s_eval is None else base / s_dir(s_eval)
 
 
-def metrics_file(metrics: str | Path, stage: str, seed: int | None = None) -> Path:
-    """A stage's DVC metrics file: ``prepare``, ``sft``, ``train`` and ``eval`` (per seed), ``eval-sft``."""
-    if stage in ("train", "eval"):
-        if seed is None:
-            raise ValueError(f"the {stage} metrics file is per seed")
-        return Path(metrics) / f"{stage}-seed{seed}.json"
-    if stage not in ("prepare", "sft", "eval-sft"):
-        raise ValueError(f"unknown stage {stage!r}")
+METRIC_STAGES = ("prepare", "sft", "train", "eval")
+
+
+def metrics_file(metrics: str | Path, stage: str) -> Path:
+    """A stage's DVC metrics file: ``prepare``, ``sft``, ``train``, ``eval``."""
+    if stage not in METRIC_STAGES:
+        raise ValueError(f"unknown stage {stage!r}; one of {', '.join(METRIC_STAGES)}")
     return Path(metrics) / f"{stage}.json"
 
 

@@ -65,7 +65,7 @@ def plan_eval(load: Load, arms: Sequence[str], seeds: Sequence[int | None], *, s
         for arm in arms:
             cfg = load(arm, seed)
             specs.append(EvalSpec(cfg, arm, cfg.seed, checkpoint_dir(cfg.paths.checkpoints, cfg.seed, arm),
-                                  eval_dir(cfg.paths.evals, cfg.seed, arm),
+                                  eval_dir(cfg.paths.evals, cfg.seed, arm, None if sweep else cfg.eval.max_summaries),
                                   tuple(cfg.eval.sweep_values(cfg.budget.max_summaries)) if sweep else None))
     return specs
 

@@ -28,7 +28,7 @@ from supo.algo.advantage import broadcast, compute_advantages
 from supo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from supo.config import Config
 from supo.data import read_tasks, split_path, update_json, write_rollouts_jsonl
-from supo.layout import RUN_FILE, STEPS_DIR, TRAIN_METRICS_FILE, metrics_file
+from supo.layout import RUN_FILE, STEPS_DIR, TRAIN_METRICS_FILE, metrics_file, seed_dir
 from supo.metrics import rollout_metrics
 from supo.models import load_policy
 from supo.runtime import build_runtime
@@ -228,7 +228,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
                "mean_weight_sync_seconds": sum(h["weight_sync_seconds"] for h in history) / len(history),
                "mean_engine_tokens_per_second": sum(h["engine_tokens_per_second"] for h in history) / len(history),
                "run_seconds": time.perf_counter() - t_run}
-    update_json(metrics_file(cfg.paths.metrics, "train", cfg.seed), {arm: summary})
+    update_json(metrics_file(cfg.paths.metrics, "train"), {seed_dir(cfg.seed): {arm: summary}})
     log(f"train {arm}: reward {first['mean_reward']:.3f} -> {last['mean_reward']:.3f}, summaries/rollout "
         f"{last['mean_summaries']:.2f}; checkpoint -> {out}")
     return {"history": history, "summary": summary}

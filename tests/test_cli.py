@@ -153,8 +153,8 @@ def test_sft_train_eval_report_with_vllm_and_mlflow(prepared):
     for h in hist:
         assert h["optimizer_steps"] == 2 and h["weight_sync_seconds"] > 0 and h["train_tokens"] >= 0
     run_id = json.loads((ckpt / "supo_run.json").read_text())["mlflow_run_id"]
-    train_json = json.loads((prepared / "metrics/train-seed0.json").read_text())
-    assert train_json["wall_seconds"] > 0 and train_json["supo"]["steps"] == 2
+    train_json = json.loads((prepared / "metrics/train.json").read_text())
+    assert train_json["wall_seconds"] > 0 and train_json["seed0"]["supo"]["steps"] == 2
 
     proc = cli("eval", "--checkpoint", "checkpoints/seed0/supo", "--max-summaries", "3", cwd=prepared)
     assert "success_rate" in proc.stdout
@@ -168,14 +168,14 @@ def test_sft_train_eval_report_with_vllm_and_mlflow(prepared):
     assert sum(1 for _ in open(prepared / "evals/seed0/supo/s3/rollouts.jsonl")) == 4
 
     # the sweep: every S_eval of eval.sweep in one engine, one MLflow run per S_eval linked to the training run
-    proc = cli("eval", "--checkpoint", "checkpoints/seed0/supo", "--sweep", "--metrics-file", "metrics/eval.json",
-               cwd=prepared)
+    proc = cli("eval", "--checkpoint", "checkpoints/seed0/supo", "--sweep", cwd=prepared)
     assert "S_eval=0" in proc.stdout and "S_eval=2" in proc.stdout
     sweep = {s: json.loads((prepared / f"evals/seed0/supo/s{s}/metrics.json").read_text()) for s in (0, 2)}
     assert sweep[0]["mean_summaries"] == 0 and sweep[2]["mean_summaries"] <= 2
     assert all(m["num_rollouts"] == 4 and m["arm"] == "supo" and m["seed"] == 0 for m in sweep.values())
     combined = json.loads((prepared / "metrics/eval.json").read_text())
-    assert combined["supo"]["s0"]["success_rate"] == sweep[0]["success_rate"] and combined["wall_seconds"] > 0
+    assert combined["seed0"]["supo"]["s0"]["success_rate"] == sweep[0]["success_rate"] and combined["wall_seconds"] > 0
+    assert (prepared / "evals/seed0/supo/s0/outcomes.json").exists()
     assert cli("eval", "--checkpoint", "checkpoints/seed0/supo", "--sweep", "--max-summaries", "1", cwd=prepared,
                check=False).returncode == 2
 
@@ -224,8 +224,10 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert (repo / "reports/report.md").exists()
     report = (repo / "reports/report.md").read_text()
-    assert "array/supo" in report and "search/grpo-weff" in report and "array/sft" in report
-    assert "C1" in report and "C4" in report
+    assert "Environment `array`" in report and "Environment `search`" in report
+    assert "C0 supo" in report and "C0 grpo-weff" in report and "C1" in report and "C4" in report
+    assert (repo / "evals/array/seed0/sft/s2/outcomes.json").exists()  # the warm start at the method's setting
+    assert (repo / "evals/array/seed0/sft-grpo-weff/s0/metrics.json").exists()  # and at GRPO-Weff's W_eff
     assert (repo / "reports/report.html").exists() and (repo / "reports/figures/array-success_vs_s_eval.png").exists()
     shown = run("dvc", "metrics", "show")
     assert shown.returncode == 0 and "success_rate" in shown.stdout
@@ -233,7 +235,8 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):
     assert plots.returncode == 0 and "success_vs_s_eval.csv" in plots.stdout and "training_curves.csv" in plots.stdout
     times = subprocess.run([sys.executable, str(REPO / "bench" / "stage_times.py")], cwd=repo, capture_output=True,
                            text=True)
-    assert times.returncode == 0 and "train@array-0" in times.stdout and "· supo" in times.stdout and "report" in times.stdout
+    assert times.returncode == 0 and "train@array" in times.stdout and "· seed0 · supo" in times.stdout
+    assert "report" in times.stdout
     second = run("dvc", "repro")
     assert second.returncode == 0 and "up to date" in second.stdout.lower()
     assert "Running stage" not in second.stdout
@@ -521,7 +524,7 @@ def test_eval_runs_are_tagged_and_linked_to_their_training_run_not_nested(staged
     list its parent instead)."""
     from mlflow import MlflowClient
 
-    from cli.main import _tracker
+    from cli.app import tracker as _tracker
     from supo.config import load_config
 
     cfg = load_config(staged / "params.yaml", env="array")

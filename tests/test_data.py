@@ -219,11 +219,13 @@ def test_rollouts_jsonl(tmp_path):
 def test_update_json_merges_entries_and_names_a_bad_file(tmp_path):
     from supo.data import DataError, update_json
 
-    path = tmp_path / "m" / "train-seed0.json"
-    update_json(path, {"supo": {"steps": 2}})
-    assert update_json(path, {"grpo-w": {"steps": 3}}) == {"supo": {"steps": 2}, "grpo-w": {"steps": 3}}
+    path = tmp_path / "m" / "train.json"
+    update_json(path, {"seed0": {"supo": {"steps": 2}}})
+    update_json(path, {"seed0": {"grpo-w": {"steps": 3}}, "wall_seconds": 1.5})
+    assert update_json(path, {"seed1": {"supo": {"steps": 4}}}) == {
+        "seed0": {"supo": {"steps": 2}, "grpo-w": {"steps": 3}}, "wall_seconds": 1.5, "seed1": {"supo": {"steps": 4}}}
     path.write_text("[1]")
-    with pytest.raises(DataError, match="train-seed0.json"):
+    with pytest.raises(DataError, match="train.json"):
         update_json(path, {"x": 1})
 
 

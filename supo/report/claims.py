@@ -131,7 +131,7 @@ def claim_c3(res: EnvResults) -> Claim:
     if s is None:
         return Claim("C3", STATEMENTS["C3"], "needs S_train", NOT_EVALUATED, ["S_train unknown"])
     claim = _greater("C3", f"{r.supo} @ S_eval={2 * s} − {r.supo} @ S_eval={s} > 0: the 95% CI above 0 (2S fixed "
-                           f"in advance)", res.cell(r.supo, 2 * s), res.cell(r.supo, s), f"2S − S")
+                           f"in advance)", res.cell(r.supo, 2 * s), res.cell(r.supo, s), "2S − S")
     far, _ = compare(res.cell(r.supo, 4 * s), res.cell(r.supo, s))
     if far is not None:
         claim.evidence.append(f"shown, not decided: S_eval={4 * s} − S_eval={s}: {far.fmt()}")

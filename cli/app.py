@@ -1,0 +1,122 @@
+"""The `supo-cli` app and what its commands share: global options, the option objects, error handling, the MLflow run
+of a stage. Heavy imports happen inside commands, so `supo-cli --help` answers at once.
+
+Every input a command reads is checked before any engine, Ray actor or MLflow run starts (:mod:`supo.preflight`): bad
+input is one ``error:`` line naming the file or field, exit code 2. What still fails at run time is one line with the
+command, the actor or file and the underlying error, plus the path of a log holding the traceback (exit code 1;
+``supo-cli --debug`` prints the traceback instead; :mod:`cli.errors`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import typer
+
+from cli.errors import EXIT_INPUT, report_runtime_failure
+from cli.support import env_choices, hide_flag_types
+from cli.support import tracking_uri as checked_tracking_uri
+
+hide_flag_types()
+_STATE = {"debug": False}
+
+app = typer.Typer(
+    name="supo-cli",
+    help="SUPO (summarization-augmented policy optimization) and multi-turn GRPO for long-horizon tool use: "
+    "build data and a tiny model, warm-start, train, evaluate with any number of test-time summaries, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = typer.Option("params.yaml", "--config", "-c", help="params file (the DVC params.yaml)")
+SetOpt = typer.Option(None, "--set", "-S", help="override a config field: -S train.lr=1e-5 (repeatable)")
+UriOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (else MLFLOW_TRACKING_URI, else the config)")
+EnvOpt = typer.Option(None, "--env", help="environment to run on: applies the params file's envs.<NAME> overrides and "
+                                          "puts every stage path under <path>/<NAME>" + env_choices())
+SeedOpt = typer.Option(None, "--seed", help="override seed (0..2^31-1)")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"supo-cli {version('supo')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="print the full traceback of a runtime failure instead of "
+                                                      "writing it to logs/ (also SUPO_DEBUG=1)"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    """SUPO and multi-turn GRPO for long-horizon tool use."""
+    _STATE["debug"] = debug or os.environ.get("SUPO_DEBUG", "") not in ("", "0")
+
+
+def fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(EXIT_INPUT)
+
+
+def clean_errors(fn):
+    """Bad input (config, data, preflight, missing paths) becomes one red line and exit code 2; any other failure
+    one line with its cause first and the log holding the traceback, exit code 1 (:mod:`cli.errors`)."""
+    command = fn.__name__.rstrip("_")
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from typer._click.exceptions import ClickException
+
+        from supo.config import ConfigError
+        from supo.data import DataError
+        from supo.preflight import PreflightError
+
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, ClickException):
+            raise
+        except (ConfigError, DataError, PreflightError, FileNotFoundError) as e:
+            fail(str(e))
+        except Exception as e:
+            code = report_runtime_failure(command, e, _STATE["debug"],
+                                          lambda text: typer.secho(text, fg=typer.colors.RED, err=True))
+            raise typer.Exit(code) from None
+
+    return wrapper
+
+
+def seed_flag(seed: int | None) -> None:
+    from supo.preflight import check_seed
+
+    if seed is not None:
+        check_seed(seed, "--seed")
+
+
+def checked(cfg, seed_flag: int | None = None):
+    """The config after the checks every command shares: the seed in range (named by the flag when it came from
+    one)."""
+    from supo.preflight import check_seed
+
+    check_seed(cfg.seed, "--seed" if seed_flag is not None else "seed")
+    return cfg
+
+
+def tracker(cfg, run_name: str, uri_flag: str | None, tags: dict, link_run: str | None = None,
+             resume_run_id: str | None = None, description: str = ""):
+    """The MLflow run of a stage, tagged ``env``, ``seed``, ``profile`` and ``tags`` (``stage``, ``arm``, …).
+    ``link_run``: the training run an eval belongs to — tagged ``checkpoint_run_id`` and linked from the run's
+    description, not nested (a nested run hides under its parent in the UI's run table, so the README's filters
+    would list the parents)."""
+    from supo.tracking import Tracker, run_link
+
+    uri = checked_tracking_uri(cfg, uri_flag)
+    if link_run is not None:
+        tags = {**tags, "checkpoint_run_id": link_run}
+        link = run_link(uri, link_run)
+        description += f"; trained in {link}" if link else f"; trained in run {link_run} (not in this store)"
+    return Tracker(uri, cfg.tracking.experiment, f"{cfg.env.name}-{run_name}", params=cfg.flat(),
+                   tags={"profile": cfg.profile, "seed": str(cfg.seed), "env": cfg.env.name, **tags},
+                   resume_run_id=resume_run_id, description=description or None)

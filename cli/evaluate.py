@@ -1,0 +1,163 @@
+"""`supo-cli eval`: parse the flags, plan the evaluations (:mod:`supo.pipeline`), check every input they read, run
+them all in one engine (each checkpoint's weights loaded in place)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.app import ConfigOpt, EnvOpt, SetOpt, UriOpt, app, checked, clean_errors, fail, seed_flag, tracker
+from cli.errors import involving
+from cli.support import arm_choices, check_eval_tasks, defined_arms, load, progress, record_wall
+from cli.support import tracking_uri as checked_tracking_uri
+from cli.train import plan_seeds
+
+
+def _checkpoint_specs(checkpoint: list[str], arm, seed, out, sweep, extra, config, set_, env):
+    """One spec per ``--checkpoint``: labelled by ``--arm``, else the checkpoint's training arm, else its folder."""
+    from supo.layout import RUN_FILE, eval_dir
+    from supo.pipeline import EvalSpec
+    from supo.preflight import read_json_object
+
+    if len(checkpoint) > 1 and (out or arm):
+        fail("--out and --arm take one --checkpoint: with several, each is named by its training arm and seed")
+    defined, specs = defined_arms(config), []
+    for c in checkpoint:
+        if not Path(c).exists():
+            fail(f"--checkpoint {c} does not exist")
+        run_file = Path(c) / RUN_FILE
+        info = read_json_object(run_file, "run info") if run_file.exists() else {}
+        name = arm or info.get("arm") or Path(c).name
+        run_seed = seed if seed is not None else info.get("seed")
+        cfg = checked(load(config, set_, {**extra, **({} if run_seed is None else {"seed": run_seed})}, env=env,
+                           arm=name if name in defined else None), seed)
+        values = tuple(cfg.eval.sweep_values(cfg.budget.max_summaries)) if sweep else None
+        where = Path(out) if out else eval_dir(cfg.paths.evals, cfg.seed, name,
+                                                None if sweep else cfg.eval.max_summaries)
+        specs.append(EvalSpec(cfg, name, cfg.seed, Path(c), where, values))
+    return specs
+
+
+@app.command("eval")
+@clean_errors
+def eval_(
+    checkpoint: Optional[list[str]] = typer.Option(None, "--checkpoint", help="model folder to evaluate (HF format); "
+                                                                             "repeat it to evaluate several in one "
+                                                                             "engine"),
+    all_arms: bool = typer.Option(False, "--all-arms", help="evaluate every arm of pipeline.arms trained with the "
+                                                            "seed(s) (paths.checkpoints/seed<k>/<arm>)"),
+    warm_start: bool = typer.Option(False, "--warm-start", help="evaluate the warm start (paths.sft) at every arm's "
+                                                                "own setting: the sweep at W (label sft) and each "
+                                                                "other arm's W at its S (label sft-<arm>)"),
+    all_seeds: bool = typer.Option(False, "--all-seeds", help="with --all-arms / --warm-start: every seed of "
+                                                              "pipeline.seeds"),
+    max_summaries: Optional[int] = typer.Option(None, "--max-summaries", help="S at test time (default "
+                                                                              "eval.max_summaries)"),
+    sweep: bool = typer.Option(False, "--sweep", help="evaluate at every S_eval of eval.sweep (default {0, 1, S, 2S, "
+                                                      "4S}), read off one run at the largest; writes <out>/s<N>/ each"),
+    working_context: Optional[int] = typer.Option(None, "--working-context", help="W at test time (default: training "
+                                                                                  "W)"),
+    split: Optional[str] = typer.Option(None, "--split", help="train, val or test (default eval.split)"),
+    num_tasks: Optional[int] = typer.Option(None, "--num-tasks", help="evaluate the first N tasks of the split (at "
+                                                                      "most its size)"),
+    out: Optional[str] = typer.Option(None, "--out", help="output folder, one checkpoint only (default: "
+                                                          "paths.evals/seed<seed>/<arm>, plus /s<N> without --sweep)"),
+    arm: Optional[str] = typer.Option(None, "--arm", help="arm name, one checkpoint only (default: the checkpoint's "
+                                                          "training arm, else its folder's name); an arm of the params "
+                                                          "file's `arms` also applies its overrides (its W)"
+                                                          + arm_choices()),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed for sampling and the outputs' label (default: the "
+                                                            "checkpoint's training seed, else the config's)"),
+    config: str = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    env: Optional[str] = EnvOpt,
+    tracking_uri: Optional[str] = UriOpt,
+) -> None:
+    """Evaluate checkpoints with the training rollout code and any number of summaries; prints a table and writes
+    metrics.json (docs/design.md §6 metrics), outcomes.json and rollouts.jsonl per S_eval, and merges every result
+    into paths.metrics/eval.json."""
+    from supo.data import update_json
+    from supo.evaluate import evaluate, open_engine
+    from supo.layout import RUN_FILE, metrics_file, seed_dir
+    from supo.pipeline import plan_eval, plan_warm_start
+    from supo.preflight import check_model_dir, read_json_object
+
+    seed_flag(seed)
+    if sweep and max_summaries is not None:
+        fail("--sweep and --max-summaries conflict: the sweep's values come from eval.sweep")
+    extra = {k: v for k, v in (("eval.max_summaries", max_summaries), ("eval.working_context", working_context),
+                               ("eval.split", split), ("eval.num_tasks", num_tasks)) if v is not None}
+    base = load(config, set_, extra, env=env)
+    if (all_arms or warm_start) and (checkpoint or out or arm):
+        fail("--all-arms / --warm-start plan their own checkpoints, labels and folders: not with --checkpoint, "
+             "--out or --arm")
+    seeds = plan_seeds(seed, all_seeds, base)
+    planned = lambda a, s: checked(load(config, set_, {**extra, **({} if s is None else {"seed": s})}, env=env,  # noqa: E731
+                                        arm=a), seed)
+    specs = []
+    if warm_start:
+        specs += plan_warm_start(planned, base.pipeline.arms, seeds)
+    if all_arms:
+        specs += plan_eval(planned, base.pipeline.arms, seeds, sweep=sweep)
+    if checkpoint:
+        specs += _checkpoint_specs(list(checkpoint), arm, seed, out, sweep, extra, config, set_, env)
+    if not specs:
+        fail("give --checkpoint PATH (repeatable), --all-arms or --warm-start")
+    sizes: dict[str, int] = {}
+    for spec in specs:  # every file and the tracking store, before the engine starts
+        if not spec.checkpoint.exists():
+            fail(f"checkpoint {spec.checkpoint} does not exist (train it first)")
+        check_model_dir(spec.checkpoint, "--checkpoint")
+        check_eval_tasks(spec.cfg, num_tasks, sizes, typer.echo)
+        checked_tracking_uri(spec.cfg, tracking_uri)
+    with involving(f"the engine's start-up on {specs[0].checkpoint}"):
+        engine = open_engine([s.cfg for s in specs], specs[0].checkpoint)
+    for spec in specs:
+        cfg, name, c = spec.cfg, spec.label, spec.checkpoint
+        run_file = c / RUN_FILE
+        parent = (read_json_object(run_file, "run info") if run_file.exists() else {}).get("mlflow_run_id")
+        n = cfg.eval.num_tasks * cfg.eval.samples_per_task
+        base_tags = {"stage": "eval", "arm": name, "checkpoint": str(c)}
+
+        def trackers(S: int, cfg=cfg, name=name, base_tags=base_tags, parent=parent, c=c):
+            return tracker(cfg, f"eval-{name}-seed{cfg.seed}-s{S}", tracking_uri, {**base_tags, "s_eval": str(S)},
+                           parent, description=f"Eval of `{c}` at S_eval = {S}")
+
+        values = list(spec.sweep) if spec.sweep else [cfg.eval.max_summaries]
+        with progress(n, f"eval {name} seed {cfg.seed} S_eval={values}") as pb:
+            task = pb.add_task("eval", total=n, info="")
+            with involving(f"checkpoint {c}"):
+                if spec.sweep:
+                    res = evaluate(cfg, checkpoint=c, out=spec.out, arm=name, log=typer.echo, sweep=values,
+                                   trackers=trackers, engine=engine,
+                                   progress=lambda done: pb.update(task, completed=done, info=""))
+                    rows = list(res["sweep"].values())
+                else:
+                    with trackers(values[0]) as tr:
+                        rows = [evaluate(cfg, checkpoint=c, out=spec.out, arm=name, tracker=tr,
+                                         log=typer.echo, engine=engine,
+                                         progress=lambda done: pb.update(task, completed=done, info=""))]
+        numbers = {f"s{r['s_eval']}": {k: v for k, v in r.items() if isinstance(v, (int, float))} for r in rows}
+        update_json(metrics_file(cfg.paths.metrics, "eval"), {seed_dir(cfg.seed): {name: numbers}})
+        _print_eval_table(f"{name} seed {cfg.seed}", rows)
+        typer.echo(f"metrics -> {spec.out}")
+    record_wall(metrics_file(base.paths.metrics, "eval"))
+
+
+def _print_eval_table(arm: str, rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    first = rows[0]
+    table = Table(title=f"{arm} · W={first['working_context']} · split={first['split']}")
+    table.add_column("metric")
+    for r in rows:
+        table.add_column(f"S_eval={r['s_eval']}", justify="right")
+    for k in ("success_rate", "mean_tool_calls", "mean_summaries", "summary_format_miss_rate",
+              "mean_working_context_tokens", "max_working_context_tokens", "effective_context_tokens",
+              "overlong_rate", "error_loop_rate", "segments_per_rollout", "tokens_generated", "rollout_seconds"):
+        table.add_row(k, *[f"{r[k]:.3f}" if isinstance(r[k], float) and not float(r[k]).is_integer() else f"{r[k]:.0f}"
+                           for r in rows])
+    Console().print(table)

@@ -1,0 +1,118 @@
+"""`supo-cli train`: parse the flags, plan the runs (arms × seeds, :func:`supo.pipeline.plan_train`), check every input
+they read, run them one after another on shared actors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.app import ConfigOpt, EnvOpt, SetOpt, UriOpt, app, checked, clean_errors, fail, seed_flag, tracker
+from cli.errors import involving
+from cli.support import arm_choices, load, progress, record_wall
+from cli.support import tracking_uri as checked_tracking_uri
+
+
+def plan_arms(arm: list[str] | None, all_arms: bool, base) -> list[str | None]:
+    """The arms a command runs: ``--arm`` (repeatable), ``--all-arms`` (pipeline.arms), or none (the algo)."""
+    arms = list(arm or [])
+    if all_arms:
+        if arms:
+            fail("--all-arms and --arm conflict: --all-arms takes pipeline.arms")
+        arms = list(base.pipeline.arms)
+    if len(arms) != len(set(arms)):
+        fail(f"--arm: {arms} repeats an arm")
+    return arms or [None]
+
+
+def plan_seeds(seed: int | None, all_seeds: bool, base) -> list[int | None]:
+    """The seeds a command runs: ``--seed``, ``--all-seeds`` (pipeline.seeds), or the config's."""
+    if all_seeds and seed is not None:
+        fail("--all-seeds and --seed conflict: --all-seeds takes pipeline.seeds")
+    return list(base.pipeline.seeds) if all_seeds else [seed]
+
+
+@app.command()
+@clean_errors
+def train(
+    algo: Optional[str] = typer.Option(None, "--algo", help="supo (S = budget.max_summaries) or grpo (S = 0); default: "
+                                                          "the arm's train.algo, else supo"),
+    config: str = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    env: Optional[str] = EnvOpt,
+    init: Optional[str] = typer.Option(None, "--init", help="model to start from (default: paths.sft)"),
+    out: Optional[str] = typer.Option(None, "--out", help="checkpoint folder, one run only (default: "
+                                                          "paths.checkpoints/seed<seed>/<arm>)"),
+    arm: Optional[list[str]] = typer.Option(None, "--arm", help="an arm of the params file's `arms` (applies its "
+                                                                "overrides; names outputs and MLflow runs); repeat it "
+                                                                "to train several arms one after another on the same "
+                                                                "actors; default: the algo" + arm_choices()),
+    all_arms: bool = typer.Option(False, "--all-arms", help="train every arm of pipeline.arms (as repeated --arm)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override seed (RL sampling and training order; "
+                                                            "0..2^31-1)"),
+    all_seeds: bool = typer.Option(False, "--all-seeds", help="train every seed of pipeline.seeds, one after another "
+                                                              "on the same actors"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="override train.steps"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="rollout-worker actors (rollout.num_workers)"),
+    world_size: Optional[int] = typer.Option(None, "--world-size", help="FSDP2 trainer ranks (trainer.world_size)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint in --out, in the same "
+                                                        "MLflow run"),
+    tracking_uri: Optional[str] = UriOpt,
+) -> None:
+    """RL training with SUPO or GRPO: rollouts on the vLLM engine, advantages grouped by task, clipped token-mean
+    loss, weights pushed into the engine every step; writes an HF-format checkpoint per (seed, arm)."""
+    from supo.layout import STEPS_DIR, metrics_file
+    from supo.pipeline import plan_train
+    from supo.preflight import check_model_dir, check_resume, check_run_exists
+    from supo.train_loop import Actors, preflight, resume_info
+    from supo.train_loop import train as run
+
+    seed_flag(seed)
+    extra = {k: v for k, v in (("train.algo", algo), ("train.steps", steps), ("rollout.num_workers", workers),
+                               ("trainer.world_size", world_size), ("seed", seed)) if v is not None}
+    base = load(config, set_, extra, env=env)
+    arms, seeds = plan_arms(arm, all_arms, base), plan_seeds(seed, all_seeds, base)
+    if resume and len(arms) * len(seeds) > 1:
+        fail("--resume takes one run: several arms or seeds write to paths.checkpoints/seed<k>/<arm>")
+    try:
+        specs = plan_train(lambda a, s: checked(load(config, set_, {**extra, **({} if s is None else {"seed": s})},
+                                                     env=env, arm=a), seed), arms, seeds, out)
+    except ValueError as e:
+        fail(str(e))
+    previous = {}
+    for spec in specs:  # every file the resume reads, before anything (the MLflow run included) is touched
+        if resume:
+            check_resume(spec.out / STEPS_DIR)
+            previous[spec.out] = resume_info(spec.out)
+    init_flag = "--init" if init else "paths.sft"
+    init = init or specs[0].cfg.paths.sft
+    if not Path(init).exists():
+        fail(f"{init_flag} {init} does not exist; run `supo-cli sft` first (or pass --init)")
+    check_model_dir(init, init_flag)
+    for spec in specs:  # bad budgets, data or tracking fail here, before any MLflow run is opened
+        uri = checked_tracking_uri(spec.cfg, tracking_uri)
+        prev = previous.get(spec.out, {})
+        if prev.get("mlflow_run_id"):
+            check_run_exists(uri, prev["mlflow_run_id"], f"--resume: {prev['path']}/state.json")
+        preflight(spec.cfg, prev.get("path", init))
+    with involving(f"the actors' start-up from {init}"):
+        actors = Actors.start([s.cfg for s in specs], init, log=typer.echo) if len(specs) > 1 else None
+    try:
+        for spec in specs:
+            cfg, prev = spec.cfg, previous.get(spec.out, {})
+            tags = {"stage": "train", "arm": spec.arm, "algo": cfg.train.algo,
+                    "max_summaries": str(cfg.train_max_summaries)}
+            with tracker(cfg, f"train-{spec.arm}-seed{cfg.seed}", tracking_uri, tags,
+                         resume_run_id=prev.get("mlflow_run_id")) as tr, \
+                    progress(cfg.train.steps, f"train {spec.arm} seed {cfg.seed}") as pb:
+                task = pb.add_task("train", total=cfg.train.steps, completed=prev.get("step", 0), info="")
+                with involving(f"arm {spec.arm} seed {cfg.seed} (checkpoints {spec.out})"):
+                    run(cfg, init=init, out=spec.out, arm=spec.arm, tracker=tr, resume=resume, log=typer.echo,
+                        actors=actors,
+                        progress=lambda n, m: pb.update(task, completed=n, info=f"reward {m['mean_reward']:.3f} "
+                                                                                f"summaries {m['mean_summaries']:.2f}"))
+    finally:
+        if actors is not None:
+            actors.shutdown()
+    record_wall(metrics_file(specs[0].cfg.paths.metrics, "train"))
