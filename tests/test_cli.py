@@ -252,6 +252,23 @@ def _history(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
+def test_the_same_seed_twice_gives_identical_metrics_and_weights(prepared):
+    """On one machine a run is a function of its config and seed: two `train` runs give the same per-step metrics
+    (timings aside) and the same weights, bit for bit."""
+    from safetensors.torch import load_file
+
+    if not (prepared / "models/sft").exists():
+        cli("sft", cwd=prepared)
+    for out in ("first", "second"):
+        cli("train", "--algo", "supo", "--steps", "2", "--seed", "3", "--out", f"checkpoints/{out}", cwd=prepared)
+    a, b = prepared / "checkpoints/first", prepared / "checkpoints/second"
+    ha, hb = _history(a / "train_metrics.json"), _history(b / "train_metrics.json")
+    assert len(ha) == 2 and ha == hb
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+
+
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_like_an_uninterrupted_run(prepared):
     """Kill -9 a training run after its first checkpoint; --resume must finish with the same metrics and weights
     as a run that was never interrupted, and continue the same MLflow run."""

@@ -21,6 +21,9 @@ def init_ray(num_cpus: int | float | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token authentication on a local cluster (quiet warning)
+    # the actors do the work (engines, trainer ranks): with Ray's default worker niceness (15) any other process on
+    # the machine would starve them while the driver waits
+    os.environ.setdefault("RAY_worker_niceness", "0")
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
