@@ -33,6 +33,7 @@ def rollout_metrics(rollouts: Sequence[Rollout], *, working_context: int, max_su
         "error_loop_rate": float(np.mean([r.overlong and r.error_observations > 0 for r in rollouts])),
         "budget_cut_rate": float(np.mean([r.overlong and r.error_observations == 0 for r in rollouts])),
         "error_observation_rate": (sum(r.error_observations for r in rollouts) / tool_calls) if tool_calls else 0.0,
+        "tool_call_format_miss_rate": (sum(r.tool_format_misses for r in rollouts) / tool_calls) if tool_calls else 0.0,
         "degenerate_group_frac": float(np.mean([len(set(v)) == 1 for v in groups.values()])),
         "segments_per_rollout": float(np.mean([len(r.context_segments) for r in rollouts])),
         "tokens_generated": float(sum(r.tokens_generated for r in rollouts)),

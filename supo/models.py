@@ -57,10 +57,13 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path |
 
 
 def load_tokenizer(path: str | Path):
-    """Load a tokenizer folder written by :func:`build_tokenizer` (or any HF tokenizer with the same tags).
+    """Load a tokenizer folder written by :func:`build_tokenizer`, or any HF tokenizer folder with a chat template of
+    its own (a model brought in by ``supo-cli import-model``: the rollout chunks are then derived from its template,
+    :mod:`supo.rollout.chat_chunks`).
 
-    Loaded as ``PreTrainedTokenizerFast``: ``AutoTokenizer`` maps a qwen2 model folder to ``Qwen2Tokenizer``, which
-    replaces the trained pre-tokenizer with Qwen's regex and so tokenizes differently from what was trained.
+    Loaded as ``PreTrainedTokenizerFast`` from ``tokenizer.json``: ``AutoTokenizer`` maps a qwen2 model folder to
+    ``Qwen2Tokenizer``, which replaces the trained pre-tokenizer with Qwen's regex and so tokenizes differently from
+    what was trained. A tokenizer without a template of its own must carry supo's ChatML markup tokens.
     """
     from transformers import PreTrainedTokenizerFast
 
@@ -68,9 +71,11 @@ def load_tokenizer(path: str | Path):
     if not (p / "tokenizer.json").exists() and not (p / "tokenizer_config.json").exists():
         raise FileNotFoundError(f"{p} holds no tokenizer (no tokenizer.json); run `supo-cli prepare` first")
     tok = PreTrainedTokenizerFast.from_pretrained(str(p))
+    own = isinstance(tok.chat_template, str) and tok.chat_template != CHAT_TEMPLATE
     missing = [t for t in [IM_START, IM_END] if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
-    if missing:
-        raise ValueError(f"tokenizer at {p} lacks the chat-markup tokens {missing} (supo's templates are ChatML)")
+    if missing and not own:
+        raise ValueError(f"tokenizer at {p} lacks the chat-markup tokens {missing} (supo's templates are ChatML) and "
+                         f"has no chat template of its own")
     return tok
 
 

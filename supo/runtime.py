@@ -9,7 +9,7 @@ from pathlib import Path
 from supo.config import Budgets, Config, derive_budgets, validate_budgets
 from supo.models import load_tokenizer
 from supo.rollout.agent_loop import LoopSettings
-from supo.rollout.templates import Templates, prompt_ids
+from supo.rollout.templates import Templates
 from supo.types import Task
 
 
@@ -25,8 +25,8 @@ def build_runtime(cfg: Config, model_dir: str | Path, tasks: Sequence[Task], *, 
                   working_context: int, wc_field: str = "budget.working_context", tokenizer=None) -> Runtime:
     """Load the tokenizer, derive the budgets for (S, W), check them against the tasks' prompts, build settings."""
     tok = tokenizer if tokenizer is not None else load_tokenizer(model_dir)
-    t = Templates.build(tok, cfg.prompts.summary_instruction, cfg.prompts.continuation)
-    longest = max(len(prompt_ids(tok, task)) for task in tasks)
+    t = Templates.from_config(tok, cfg)
+    longest = max(len(t.prompt_ids(tok, task)) for task in tasks)
     budgets = derive_budgets(cfg, working_context=working_context, summary_chunk_len=len(t.summary_request),
                              continuation_chunk_len=t.continuation_overhead, max_prompt_len=longest,
                              obs_overhead=t.obs_overhead)

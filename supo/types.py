@@ -134,6 +134,8 @@ class Rollout:
         tool_calls: actions taken (valid or not), including dropped trigger actions.
         error_observations: actions whose observation was an ``Error: ...`` (malformed or impossible calls); an
             overlong rollout with any is an *error loop*, one without a *budget cut* (``supo.algo.overlong``).
+        tool_format_misses: actions holding no call in the model's tool-call format at all (``model.tool_parser``)
+            that the environment refused (``Error:``), so a syntax the environment reads besides is no miss.
         context_lengths: the working-context length (R1) each segment reached, one entry per context segment, measured
             at its peak (before the trigger pair was dropped).
         tokens_generated: tokens the engine sampled for this rollout.
@@ -155,6 +157,7 @@ class Rollout:
     summary_format_misses: int = 0
     tool_calls: int = 0
     error_observations: int = 0
+    tool_format_misses: int = 0
     context_lengths: list[int] = field(default_factory=list)
     tokens_generated: int = 0
     tokens_processed: int = 0

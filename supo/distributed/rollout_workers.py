@@ -46,7 +46,7 @@ class RolloutWorker:
             torch.set_num_threads(threads)
         self.policy = VLLMPolicy(model_path, cfg.engine, seed=seed, temperature=temperature, top_p=top_p)
         self.tokenizer = load_tokenizer(model_path)
-        self.templates = Templates.build(self.tokenizer, cfg.prompts.summary_instruction, cfg.prompts.continuation)
+        self.templates = Templates.from_config(self.tokenizer, cfg)
         self.make_env = get_env_spec(cfg.env.name)["make_env"]
         self.env_threads = cfg.rollout.env_threads
 

@@ -49,31 +49,54 @@ def _too_deep(obj: Any, limit: int) -> bool:
 
 def parse_tool_call(text: str) -> ToolCall:
     """Extract exactly one tool call from an action text, or raise :class:`ToolCallError` saying what is wrong."""
-    if len(text) > MAX_ACTION_CHARS:
-        raise ToolCallError(f"action is {len(text)} characters long; the limit is {MAX_ACTION_CHARS}")
+    check_action_length(text)
     calls = _CALL_RE.findall(text)
     if not calls:
         raise ToolCallError(f"no {TOOL_CALL_OPEN}...{TOOL_CALL_CLOSE} found in the response")
     if len(calls) > 1:
         raise ToolCallError(f"{len(calls)} tool calls in one turn; make exactly one")
-    body = calls[0].strip()
+    return call_from_json(calls[0].strip())
+
+
+def check_action_length(text: str) -> None:
+    """Raise :class:`ToolCallError` when an action is longer than :data:`MAX_ACTION_CHARS`."""
+    if len(text) > MAX_ACTION_CHARS:
+        raise ToolCallError(f"action is {len(text)} characters long; the limit is {MAX_ACTION_CHARS}")
+
+
+def load_json(body: str, what: str = "tool call") -> Any:
+    """``json.loads`` of a call's body (never ``eval``); a parse failure is a :class:`ToolCallError`."""
     try:
-        obj = json.loads(body)
+        return json.loads(body)
     except (json.JSONDecodeError, RecursionError) as e:
-        raise ToolCallError(f"tool call is not valid JSON ({e.__class__.__name__}: {str(e)[:80]})") from None
+        raise ToolCallError(f"{what} is not valid JSON ({e.__class__.__name__}: {str(e)[:80]})") from None
+
+
+def call_from_json(body: str, params_keys: tuple[str, ...] = ("parameters",)) -> ToolCall:
+    """One call from the JSON text of an object with ``name`` and one of ``params_keys`` (the parameters object)."""
+    return call_from_object(load_json(body), params_keys)
+
+
+def call_from_object(obj: Any, params_keys: tuple[str, ...] = ("parameters",)) -> ToolCall:
+    """One call from a decoded JSON object with ``name`` and at most one of ``params_keys``, checked strictly (an
+    object, depth-limited, no other keys, a string name, an object of parameters)."""
+    keys = " and ".join(["name", "/".join(params_keys)])
     if not isinstance(obj, dict):
-        raise ToolCallError("tool call must be a JSON object with keys name and parameters")
+        raise ToolCallError(f"tool call must be a JSON object with keys {keys}")
     if _too_deep(obj, MAX_JSON_DEPTH):
         raise ToolCallError(f"tool call nests deeper than {MAX_JSON_DEPTH} levels")
-    extra = set(obj) - {"name", "parameters"}
+    extra = set(obj) - {"name", *params_keys}
     if extra:
-        raise ToolCallError(f"unexpected keys {sorted(extra)} in the tool call; use name and parameters")
+        raise ToolCallError(f"unexpected keys {sorted(extra)} in the tool call; use {keys}")
+    given = [k for k in params_keys if k in obj]
+    if len(given) > 1:
+        raise ToolCallError(f"the tool call gives both {given[0]!r} and {given[1]!r}; give one")
     name = obj.get("name")
     if not isinstance(name, str) or not name:
         raise ToolCallError("tool call lacks a string 'name'")
-    params = obj.get("parameters", {})
+    params = obj.get(given[0], {}) if given else {}
     if not isinstance(params, dict):
-        raise ToolCallError("'parameters' must be a JSON object")
+        raise ToolCallError(f"'{given[0]}' must be a JSON object")
     return ToolCall(name=name, parameters=params)
 
 

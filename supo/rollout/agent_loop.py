@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from supo.rollout.templates import Templates, prompt_ids, summary_content
+from supo.rollout.templates import Templates, summary_content
 from supo.types import Rollout, Segment, Task
 
 
@@ -135,7 +135,7 @@ def run_rollouts(
     for key, (task, group_id, index) in enumerate(items):
         env = make_env(task)
         env.reset()
-        p = prompt_ids(tokenizer, task)
+        p = templates.prompt_ids(tokenizer, task)
         base = p[: len(p) - len(templates.assistant_header)]
         if p[len(base):] != templates.assistant_header:
             raise ValueError(f"task {task.id}: the chat template's generation prompt is not the assistant header")
@@ -164,7 +164,7 @@ def run_rollouts(
         while queue:
             done = list(zip(queue, policy.generate(queue)))
             queue = []
-            steps = _env_steps(done, live, decode, pool)
+            steps = _env_steps(done, live, decode, pool, templates.parser)
             for (req, res), stepped in zip(done, steps):
                 if _advance(live[req.key], per_item[req.key], req, res, stepped, policy, tokenizer, templates,
                             keep_transcript, decode, views):
@@ -181,21 +181,26 @@ def run_rollouts(
     return rollouts
 
 
-def _env_steps(done, live: list[_Live], decode, pool) -> list[tuple[str, str, bool, float] | None]:
+def _env_steps(done, live: list[_Live], decode, pool, parser) -> list[tuple | None]:
     """Step the environment of every finished action generation (in a thread pool when given: one slow environment
-    then costs the turn its own time, not the sum): ``(action text, observation, done, reward)``, None for summaries.
-    The results come back in ``done``'s order, so what follows does not depend on which step finished first."""
+    then costs the turn its own time, not the sum): ``(action text, observation, done, reward, the action in supo's
+    format or None, format miss)``, None for summaries. The action is read through the model's tool-call format
+    (``parser``); one that does not parse gets its ``Error:`` observation without an environment step. The results
+    come back in ``done``'s order, so what follows does not depend on which step finished first."""
 
     def one(item):
         req, res = item
         if live[req.key].phase != "action":
             return None
         text = decode(list(res.token_ids))
+        action = parser.read(text)
+        if action.env_text is None:
+            return text, f"Error: {action.error}", False, 0.0, None, action.format_miss
         try:
-            observation, finished, reward, _info = live[req.key].env.step(text)
+            observation, finished, reward, _info = live[req.key].env.step(action.env_text)
         except Exception as e:  # an environment that raises fails this step of this rollout only
             observation, finished, reward = f"Error: the environment failed: {e.__class__.__name__}: {e}"[:500], False, 0.0
-        return text, observation, bool(finished), float(reward)
+        return text, observation, bool(finished), float(reward), action.env_text, action.format_miss
 
     if pool is None or len(done) < 2:
         return [one(d) for d in done]
@@ -212,10 +217,11 @@ def _advance(lv: _Live, st: LoopSettings, req: GenRequest, res: GenResult, stepp
     if lv.phase == "summary":
         _summarize(lv, ids, lps, t, keep_transcript, decode)
         return True
-    text, observation, done, reward = stepped
+    text, observation, done, reward, env_text, format_miss = stepped
     lv.steps += 1
     lv.rollout.tool_calls += 1
     lv.rollout.error_observations += observation.startswith("Error")
+    lv.rollout.tool_format_misses += format_miss and observation.startswith("Error")
     if keep_transcript:
         lv.rollout.transcript.append(f"[action] {text}\n[obs] {observation}")
     if done:
@@ -227,7 +233,7 @@ def _advance(lv: _Live, st: LoopSettings, req: GenRequest, res: GenResult, stepp
     lv.extend(ids, 1, lps)
     obs_ids = tokenizer.encode(observation, add_special_tokens=False)[: st.max_obs_tokens]
     lv.extend(t.obs_prefix + obs_ids + t.obs_suffix, 0)
-    policy.on_step(req.key, text, observation)
+    policy.on_step(req.key, env_text if env_text is not None else text, observation)
     lv.peak = max(lv.peak, lv.context_len)
     if lv.context_len >= st.trigger:
         _drop_pair(lv, pair_start, len(ids), st)

@@ -9,13 +9,21 @@ here once, as ids; model outputs are never decoded and re-encoded (R6). The layo
     summary request = \\n<|im_start|>system\\n{v_sum}<|im_end|>\\n<|im_start|>assistant\\n
     reset prompt    = (initial prompt without its last assistant header)
                       <|im_start|>user\\n{continuation}\\n{summary content}<|im_end|>\\n<|im_start|>assistant\\n
+
+That layout is supo's own (the tiny models' ``supo.models.CHAT_TEMPLATE``). Any other model's chunks are derived from
+its own chat template (:mod:`supo.rollout.chat_chunks`): conversations are rendered with ``apply_chat_template`` and
+the chunks are the differences between them, so an observation is a ``tool`` message, the summary instruction a
+``user`` message after the (empty) assistant turn the trigger interrupted, and the continuation a second ``user``
+message — each exactly as the model's template writes it. The tool-call format (``model.tool_parser``) travels with
+the chunks: the loop reads actions through it and the prompts show its example.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from supo.models import IM_END, IM_START, SUMMARY_CLOSE, SUMMARY_OPEN
+from supo.envs.tool_parsers import DEFAULT_TOOL_PARSER, ToolParser, get_tool_parser
+from supo.models import CHAT_TEMPLATE, IM_END, IM_START, SUMMARY_CLOSE, SUMMARY_OPEN
 from supo.types import Task
 
 ASSISTANT_HEADER = f"{IM_START}assistant\n"
@@ -32,9 +40,19 @@ class Templates:
     assistant_header: list[int]
     summary_open: list[int]  # the ids of "<summary>" (one id with the tiny tokenizer, several with others)
     summary_close: list[int]
+    tool_parser: str = DEFAULT_TOOL_PARSER  # the model's tool-call format (supo.envs.tool_parsers.TOOL_PARSERS)
 
     @classmethod
-    def build(cls, tokenizer, summary_instruction: str, continuation: str) -> "Templates":
+    def build(cls, tokenizer, summary_instruction: str, continuation: str,
+              tool_parser: str = DEFAULT_TOOL_PARSER) -> "Templates":
+        """The chunks for ``tokenizer``: supo's ChatML layout for the tiny models' template, else derived from the
+        tokenizer's own chat template (a template that cannot render a role the loop needs raises
+        :class:`~supo.rollout.chat_chunks.ChatTemplateError` naming it)."""
+        get_tool_parser(tool_parser)  # an unknown name fails here, not at the first action
+        if not uses_supo_template(tokenizer):
+            from supo.rollout.chat_chunks import derive_chunks
+
+            return cls(**derive_chunks(tokenizer, summary_instruction, continuation), tool_parser=tool_parser)
         enc = lambda s: tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
         return cls(
             eos_id=tokenizer.convert_tokens_to_ids(IM_END),
@@ -46,7 +64,22 @@ class Templates:
             assistant_header=enc(ASSISTANT_HEADER),
             summary_open=enc(SUMMARY_OPEN),
             summary_close=enc(SUMMARY_CLOSE),
+            tool_parser=tool_parser,
         )
+
+    @classmethod
+    def from_config(cls, tokenizer, cfg) -> "Templates":
+        """The chunks for a run config: its summary instruction, continuation line and ``model.tool_parser``."""
+        return cls.build(tokenizer, cfg.prompts.summary_instruction, cfg.prompts.continuation,
+                         tool_parser=cfg.model.tool_parser)
+
+    @property
+    def parser(self) -> ToolParser:
+        return get_tool_parser(self.tool_parser)
+
+    def prompt_ids(self, tokenizer, task: Task) -> list[int]:
+        """The task's initial prompt, its format example in this tool-call format (:func:`prompt_ids`)."""
+        return prompt_ids(tokenizer, task, self.tool_parser)
 
     @property
     def obs_overhead(self) -> int:
@@ -57,9 +90,16 @@ class Templates:
         return len(self.continuation_prefix) + len(self.continuation_suffix)
 
 
-def prompt_ids(tokenizer, task: Task) -> list[int]:
-    """The initial prompt (system + task, with the assistant header) as ids."""
-    ids = tokenizer.apply_chat_template(task.prompt, add_generation_prompt=True, tokenize=True)
+def uses_supo_template(tokenizer) -> bool:
+    """True for a tokenizer carrying supo's own ChatML template (the tiny models built by ``supo-cli prepare``)."""
+    return getattr(tokenizer, "chat_template", None) == CHAT_TEMPLATE
+
+
+def prompt_ids(tokenizer, task: Task, tool_parser: str = DEFAULT_TOOL_PARSER) -> list[int]:
+    """The initial prompt (system + task, with the assistant header) as ids, rendered by the tokenizer's chat
+    template; with another tool-call format than supo's, the prompts' format example is that format's."""
+    messages = get_tool_parser(tool_parser).rewrite_prompt(task.prompt)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     if isinstance(ids, dict) or hasattr(ids, "keys"):
         ids = ids["input_ids"]
     return list(ids)
