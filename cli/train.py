@@ -15,22 +15,23 @@ from cli.support import tracking_uri as checked_tracking_uri
 
 
 def plan_arms(arm: list[str] | None, all_arms: bool, base) -> list[str | None]:
-    """The arms a command runs: ``--arm`` (repeatable), ``--all-arms`` (pipeline.arms), or none (the algo)."""
-    arms = list(arm or [])
-    if all_arms:
-        if arms:
-            fail("--all-arms and --arm conflict: --all-arms takes pipeline.arms")
-        arms = list(base.pipeline.arms)
-    if len(arms) != len(set(arms)):
-        fail(f"--arm: {arms} repeats an arm")
-    return arms or [None]
+    """:func:`supo.pipeline.plan_arms` for ``base``'s pipeline.arms; a conflict fails with exit code 2."""
+    from supo.pipeline import plan_arms as plan
+
+    try:
+        return plan(arm, all_arms, base.pipeline.arms)
+    except ValueError as e:
+        fail(str(e))
 
 
 def plan_seeds(seed: int | None, all_seeds: bool, base) -> list[int | None]:
-    """The seeds a command runs: ``--seed``, ``--all-seeds`` (pipeline.seeds), or the config's."""
-    if all_seeds and seed is not None:
-        fail("--all-seeds and --seed conflict: --all-seeds takes pipeline.seeds")
-    return list(base.pipeline.seeds) if all_seeds else [seed]
+    """:func:`supo.pipeline.plan_seeds` for ``base``'s pipeline.seeds; a conflict fails with exit code 2."""
+    from supo.pipeline import plan_seeds as plan
+
+    try:
+        return plan(seed, all_seeds, base.pipeline.seeds)
+    except ValueError as e:
+        fail(str(e))
 
 
 @app.command()

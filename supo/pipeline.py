@@ -4,6 +4,7 @@ The CLI parses its flags, asks this module for the plan, checks every input the 
 runs it. Planning is pure: it loads configs through the ``load`` callable it is given (``load(arm, seed) -> Config``)
 and builds paths with :mod:`supo.layout` only.
 
+* :func:`plan_arms`, :func:`plan_seeds` — the arms and seeds a command's flags select (conflicting flags rejected);
 * :func:`plan_train` — one :class:`TrainSpec` per (seed, arm), seeds outermost (runs of one process share its actors);
 * :func:`plan_eval` — one :class:`EvalSpec` per (seed, arm checkpoint);
 * :func:`plan_warm_start` — the warm start evaluated at every arm's own setting, once per seed (the replicates the
@@ -40,6 +41,27 @@ class EvalSpec:
     out: Path
     sweep: tuple[int, ...] | None
     """The S_eval values read off one run at the largest (None: one run at ``cfg.eval.max_summaries``)."""
+
+
+def plan_arms(arm: Sequence[str] | None, all_arms: bool, pipeline_arms: Sequence[str]) -> list[str | None]:
+    """The arms a command runs: ``--arm`` (repeatable), ``--all-arms`` (``pipeline.arms``), or ``[None]`` (the
+    config's algo). ValueError when the flags conflict or an arm repeats."""
+    arms = list(arm or [])
+    if all_arms:
+        if arms:
+            raise ValueError("--all-arms and --arm conflict: --all-arms takes pipeline.arms")
+        arms = list(pipeline_arms)
+    if len(arms) != len(set(arms)):
+        raise ValueError(f"--arm: {arms} repeats an arm")
+    return arms or [None]
+
+
+def plan_seeds(seed: int | None, all_seeds: bool, pipeline_seeds: Sequence[int]) -> list[int | None]:
+    """The seeds a command runs: ``--seed``, ``--all-seeds`` (``pipeline.seeds``), or ``[None]`` (the config's).
+    ValueError when both flags are given."""
+    if all_seeds and seed is not None:
+        raise ValueError("--all-seeds and --seed conflict: --all-seeds takes pipeline.seeds")
+    return list(pipeline_seeds) if all_seeds else [seed]
 
 
 def plan_train(load: Load, arms: Sequence[str | None], seeds: Sequence[int | None],
