@@ -17,9 +17,9 @@ from cli.train import plan_seeds
 
 def _checkpoint_specs(checkpoint: list[str], arm, seed, out, sweep, extra, config, set_, env):
     """One spec per ``--checkpoint``: labelled by ``--arm``, else the checkpoint's training arm, else its folder."""
-    from supo.layout import RUN_FILE, eval_dir
+    from supo.layout import eval_dir
     from supo.pipeline import EvalSpec
-    from supo.preflight import read_json_object
+    from supo.preflight import read_run_info
 
     if len(checkpoint) > 1 and (out or arm):
         fail("--out and --arm take one --checkpoint: with several, each is named by its training arm and seed")
@@ -27,10 +27,9 @@ def _checkpoint_specs(checkpoint: list[str], arm, seed, out, sweep, extra, confi
     for c in checkpoint:
         if not Path(c).exists():
             fail(f"--checkpoint {c} does not exist")
-        run_file = Path(c) / RUN_FILE
-        info = read_json_object(run_file, "run info") if run_file.exists() else {}
-        name = arm or info.get("arm") or Path(c).name
-        run_seed = seed if seed is not None else info.get("seed")
+        info = read_run_info(c)
+        name = arm or (info.arm if info else None) or Path(c).name
+        run_seed = seed if seed is not None else (info.seed if info else None)
         cfg = checked(load(config, set_, {**extra, **({} if run_seed is None else {"seed": run_seed})}, env=env,
                            arm=name if name in defined else None), seed)
         values = tuple(cfg.eval.sweep_values(cfg.budget.max_summaries)) if sweep else None
@@ -80,9 +79,9 @@ def eval_(
     into paths.metrics/eval.json."""
     from supo.data import update_json
     from supo.evaluate import evaluate, open_engine
-    from supo.layout import RUN_FILE, metrics_file, seed_dir
+    from supo.layout import metrics_file, s_dir, seed_dir
     from supo.pipeline import plan_eval, plan_warm_start
-    from supo.preflight import check_model_dir, read_json_object
+    from supo.preflight import check_model_dir, read_run_info
 
     seed_flag(seed)
     if sweep and max_summaries is not None:
@@ -116,8 +115,8 @@ def eval_(
         engine = open_engine([s.cfg for s in specs], specs[0].checkpoint)
     for spec in specs:
         cfg, name, c = spec.cfg, spec.label, spec.checkpoint
-        run_file = c / RUN_FILE
-        parent = (read_json_object(run_file, "run info") if run_file.exists() else {}).get("mlflow_run_id")
+        info = read_run_info(c)
+        parent = info.mlflow_run_id if info else None
         n = cfg.eval.num_tasks * cfg.eval.samples_per_task
         base_tags = {"stage": "eval", "arm": name, "checkpoint": str(c)}
 
@@ -133,28 +132,30 @@ def eval_(
                     res = evaluate(cfg, checkpoint=c, out=spec.out, arm=name, log=typer.echo, sweep=values,
                                    trackers=trackers, engine=engine,
                                    progress=lambda done: pb.update(task, completed=done, info=""))
-                    rows = list(res["sweep"].values())
+                    rows = list(res.values())
                 else:
                     with trackers(values[0]) as tr:
                         rows = [evaluate(cfg, checkpoint=c, out=spec.out, arm=name, tracker=tr,
                                          log=typer.echo, engine=engine,
                                          progress=lambda done: pb.update(task, completed=done, info=""))]
-        numbers = {f"s{r['s_eval']}": {k: v for k, v in r.items() if isinstance(v, (int, float))} for r in rows}
+        numbers = {s_dir(r.s_eval): r.numbers() for r in rows}
         update_json(metrics_file(cfg.paths.metrics, "eval"), {seed_dir(cfg.seed): {name: numbers}})
         _print_eval_table(f"{name} seed {cfg.seed}", rows)
         typer.echo(f"metrics -> {spec.out}")
     record_wall(metrics_file(base.paths.metrics, "eval"))
 
 
-def _print_eval_table(arm: str, rows: list[dict]) -> None:
+def _print_eval_table(arm: str, results: list) -> None:
+    """One column per S_eval of ``results`` (:class:`~supo.results.EvalResult`)."""
     from rich.console import Console
     from rich.table import Table
 
-    first = rows[0]
-    table = Table(title=f"{arm} · W={first['working_context']} · split={first['split']}")
+    first = results[0]
+    table = Table(title=f"{arm} · W={first.working_context} · split={first.split}")
     table.add_column("metric")
-    for r in rows:
-        table.add_column(f"S_eval={r['s_eval']}", justify="right")
+    rows = [r.metrics for r in results]
+    for r in results:
+        table.add_column(f"S_eval={r.s_eval}", justify="right")
     for k in ("success_rate", "mean_tool_calls", "mean_summaries", "summary_format_miss_rate",
               "mean_working_context_tokens", "max_working_context_tokens", "effective_context_tokens",
               "overlong_rate", "error_loop_rate", "segments_per_rollout", "tokens_generated", "rollout_seconds"):

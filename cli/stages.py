@@ -47,5 +47,5 @@ def sft(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt, env: Option
         with involving(f"the warm start of {cfg.paths.model}"):
             result = run_sft(cfg, tracker=tr, log=typer.echo,
                              progress=lambda n, ema: pb.update(task, completed=n, info=f"loss {ema:.4f}"))
-        tr.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))}, step=cfg.sft.steps)
+        tr.log_metrics(result.numbers(), step=cfg.sft.steps)
     record_wall(metrics_file(cfg.paths.metrics, "sft"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,27 +16,20 @@ from supo.config import Config
 from supo.data import read_tasks, split_path, write_rollouts_jsonl
 from supo.engines.vllm_engine import VLLMPolicy
 from supo.envs import get_env_spec
-from supo.layout import EVAL_METRICS_FILE, OUTCOMES_FILE, ROLLOUTS_FILE, s_dir
+from supo.layout import EVAL_METRICS_FILE, ROLLOUTS_FILE, s_dir
 from supo.metrics import rollout_metrics
 from supo.models import load_policy
+from supo.results import EvalResult, Outcomes
 from supo.rollout.agent_loop import run_rollouts
 from supo.runtime import build_runtime
 
 
-def outcomes(rollouts: Sequence, split: str) -> dict:
-    """Per-rollout results, for paired statistics across arms and seeds: ``{"split", "rollouts": [[task_id, index,
-    success, overlong, error_loop], ...]}`` in item order."""
-    return {"split": split, "columns": ["task_id", "index", "success", "overlong", "error_loop"],
-            "rollouts": [[r.task_id, r.index, int(r.finished and r.reward > 0), int(r.overlong),
-                          int(r.overlong and r.error_observations > 0)] for r in rollouts]}
-
-
-def write_eval(folder: str | Path, result: dict, rollouts: Sequence) -> Path:
-    """One evaluation's files: ``metrics.json`` (``result``), ``outcomes.json`` and ``rollouts.jsonl``."""
+def write_eval(folder: str | Path, result: EvalResult, rollouts: Sequence) -> Path:
+    """One evaluation's files: ``metrics.json`` (``result``), ``outcomes.json`` (:class:`~supo.results.Outcomes` of
+    ``rollouts``) and ``rollouts.jsonl``."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / EVAL_METRICS_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    (folder / OUTCOMES_FILE).write_text(json.dumps(outcomes(rollouts, result.get("split", "test"))) + "\n")
+    result.write(folder)
+    Outcomes.from_rollouts(rollouts, result.split).write(folder)
     write_rollouts_jsonl(rollouts, folder / ROLLOUTS_FILE)
     return folder
 
@@ -61,7 +53,7 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
     budget would have ended them (``run_rollouts(views=...)``: exact, not an approximation — each S_eval's rollouts are
     what a run at that S would produce, on common trajectories across S). ``engine``: evaluate in this engine (the
     checkpoint's weights are loaded into it) instead of starting one. ``trackers(S)`` (sweep) yields one tracker per
-    S_eval. Returns the single result, or ``{"sweep": {S: result}, "rollout_seconds": …}``.
+    S_eval. Returns the single :class:`~supo.results.EvalResult`, or with ``sweep`` one per S_eval (``{S: result}``).
     """
     ckpt = Path(checkpoint)
     if not ckpt.exists():
@@ -91,15 +83,15 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
     seconds = time.perf_counter() - t0
     views[S_max] = rollouts
     out = Path(out)
-    results: dict[int, dict] = {}
+    results: dict[int, EvalResult] = {}
     for S in values:
         part = views[S]
         m = rollout_metrics(part, working_context=W, max_summaries=S)
         m["rollout_seconds"] = seconds  # the one run the whole sweep is read from
         m["engine_tokens_per_second"] = sum(r.tokens_generated for r in rollouts) / max(seconds, 1e-9)
-        result = {"env": cfg.env.name, "arm": arm or ckpt.name, "seed": cfg.seed, "s_eval": S, "working_context": W,
-                  "split": ev.split, "checkpoint": str(checkpoint), "num_rollouts": len(part),
-                  "temperature": ev.temperature, "sweep_max_summaries": S_max, **m}
+        result = EvalResult(env=cfg.env.name, arm=arm or ckpt.name, seed=cfg.seed, s_eval=S, working_context=W,
+                            split=ev.split, metrics=m, checkpoint=str(checkpoint), num_rollouts=len(part),
+                            temperature=ev.temperature, sweep_max_summaries=S_max)
         folder = out if sweep is None else out / s_dir(S)
         write_eval(folder, result, part)
         tr = tracker if sweep is None else (trackers(S) if trackers is not None else None)
@@ -108,7 +100,7 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
                 run.log_metrics(dict(m), step=0)
                 run.log_artifact(str(folder / EVAL_METRICS_FILE))
                 run.log_artifact(str(folder / ROLLOUTS_FILE))
-        log(f"eval {result['arm']} seed {cfg.seed}: S_eval={S} success {m['success_rate']:.3f} "
+        log(f"eval {result.arm} seed {cfg.seed}: S_eval={S} success {m['success_rate']:.3f} "
             f"summaries {m['mean_summaries']:.2f} overlong {m['overlong_rate']:.3f}")
         results[S] = result
-    return results[values[0]] if sweep is None else {"sweep": results, "rollout_seconds": seconds}
+    return results[values[0]] if sweep is None else results

@@ -62,6 +62,22 @@ def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
     return obj
 
 
+def read_run_info(checkpoint: str | Path):
+    """A checkpoint's :class:`~supo.results.RunInfo` (``supo_run.json``), None when it has none; a malformed one is
+    named."""
+    from supo.layout import RUN_FILE
+    from supo.results import RunInfo
+
+    p = Path(checkpoint) / RUN_FILE
+    if not p.exists():
+        return None
+    data = read_json_object(p, "run info")
+    try:
+        return RunInfo.from_json(data, f"run info {p}")
+    except ValueError as e:
+        raise PreflightError(str(e)) from None
+
+
 def check_safetensors(path: str | Path) -> int:
     """A safetensors file whose header is complete JSON, whose tensors have known dtypes and sizes matching their
     shapes, and whose size is exactly header + the tensors' declared data (a truncated file fails). Returns the number

@@ -7,7 +7,6 @@ when asked, but copies the expert's summary mistakes at roughly the expert's rat
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -18,7 +17,9 @@ import torch
 from supo.algo.advantage import TrainingSample
 from supo.config import Config
 from supo.data import read_demos
+from supo.layout import metrics_file
 from supo.models import load_policy, load_tokenizer
+from supo.results import SftResult
 from supo.trainer.policy_trainer import sft_loss
 
 
@@ -32,7 +33,7 @@ def _lr_lambda(warmup: int, total: int):
     return f
 
 
-def run_sft(cfg: Config, *, tracker=None, progress=None, log=print) -> dict:
+def run_sft(cfg: Config, *, tracker=None, progress=None, log=print) -> SftResult:
     """Train on ``paths.data/demos.parquet`` starting from ``paths.model``; save to ``paths.sft``."""
     s = cfg.sft
     torch.manual_seed(cfg.seed)
@@ -71,8 +72,7 @@ def run_sft(cfg: Config, *, tracker=None, progress=None, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
-    result = {"sft_steps": s.steps, "sft_rows": len(samples), "sft_final_loss_ema": ema, "sft_seconds": seconds}
-    Path(cfg.paths.metrics).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.paths.metrics) / "sft.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = SftResult(sft_steps=s.steps, sft_rows=len(samples), sft_final_loss_ema=ema, sft_seconds=seconds)
+    result.write(metrics_file(cfg.paths.metrics, "sft"))
     log(f"sft: {s.steps} steps on {len(samples)} rows in {seconds:.0f}s, loss {ema:.4f} -> {out}")
     return result

@@ -28,12 +28,11 @@ from supo.algo.advantage import broadcast, compute_advantages
 from supo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from supo.config import Config
 from supo.data import read_tasks, split_path, update_json, write_rollouts_jsonl
-from supo.layout import RUN_FILE, STEPS_DIR, TRAIN_METRICS_FILE, metrics_file, seed_dir
+from supo.layout import STEPS_DIR, metrics_file, seed_dir
 from supo.metrics import rollout_metrics
 from supo.models import load_policy
+from supo.results import TrainResult
 from supo.runtime import build_runtime
-
-SUMMARY_KEYS = ("mean_reward", "success_rate", "mean_summaries", "mean_tool_calls", "overlong_rate")
 
 
 def sample_step_tasks(tasks, step: int, k: int, seed: int):
@@ -220,14 +219,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
     if rollouts:
         write_rollouts_jsonl(rollouts, out / "last_rollouts.jsonl")
     first, last = history[0], history[-1]
-    summary = {"env": cfg.env.name, "arm": arm, "seed": cfg.seed, "steps": len(history), **{f"first_{k}": first[k] for k in SUMMARY_KEYS},
-               **{f"last_{k}": last[k] for k in SUMMARY_KEYS},
-               "mean_step_seconds": sum(h["step_seconds"] for h in history) / len(history),
-               "mean_rollout_seconds": sum(h["rollout_seconds"] for h in history) / len(history),
-               "mean_train_seconds": sum(h["train_seconds"] for h in history) / len(history),
-               "mean_weight_sync_seconds": sum(h["weight_sync_seconds"] for h in history) / len(history),
-               "mean_engine_tokens_per_second": sum(h["engine_tokens_per_second"] for h in history) / len(history),
-               "run_seconds": time.perf_counter() - t_run}
+    summary = train_result(cfg, arm, history, None).summary(run_seconds=time.perf_counter() - t_run)
     update_json(metrics_file(cfg.paths.metrics, "train"), {seed_dir(cfg.seed): {arm: summary}})
     log(f"train {arm}: reward {first['mean_reward']:.3f} -> {last['mean_reward']:.3f}, summaries/rollout "
         f"{last['mean_summaries']:.2f}; checkpoint -> {out}")
@@ -249,20 +241,14 @@ def _write_final(out: Path, model, tokenizer, cfg: Config, tracker, history, arm
     write_run_files(out, cfg, arm, history, tracker.run_id if tracker is not None else None)
 
 
+def train_result(cfg: Config, arm: str, history: list[dict], run_id: str | None) -> TrainResult:
+    """The run's :class:`~supo.results.TrainResult`: what was trained under ``cfg`` and its history."""
+    return TrainResult(env=cfg.env.name, arm=arm, seed=cfg.seed, algo=cfg.train.algo,
+                       max_summaries=cfg.train_max_summaries, working_context=cfg.budget.working_context,
+                       history=tuple(history), mlflow_run_id=run_id)
+
+
 def write_run_files(out: str | Path, cfg: Config, arm: str, history: list[dict], run_id: str | None) -> None:
     """``supo_run.json`` (what was trained, and the MLflow run) and ``train_metrics.json`` (the per-step history) in
-    a checkpoint folder — what ``eval`` and the report read."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    run = {"arm": arm, "algo": cfg.train.algo, "seed": cfg.seed, "max_summaries": cfg.train_max_summaries,
-           "working_context": cfg.budget.working_context, "steps_done": len(history), "mlflow_run_id": run_id}
-    (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
-    (out / TRAIN_METRICS_FILE).write_text(json.dumps({"env": cfg.env.name, "arm": arm, "seed": cfg.seed,
-                                                      "algo": cfg.train.algo, "max_summaries": cfg.train_max_summaries,
-                                                      "working_context": cfg.budget.working_context,
-                                                      "history": history}, indent=1) + "\n")
-
-
-def read_run_info(checkpoint: str | Path) -> dict:
-    p = Path(checkpoint) / RUN_FILE
-    return json.loads(p.read_text()) if p.exists() else {}
+    a checkpoint folder — what ``eval`` and the report read (:class:`~supo.results.TrainResult`)."""
+    train_result(cfg, arm, history, run_id).write(out)

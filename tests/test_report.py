@@ -23,6 +23,7 @@ from supo.report import collect_evals, collect_training, roles_from_config, writ
 from supo.report.analysis import analyze
 from supo.report.claims import all_claims
 from supo.report.stats import HELD, INCONCLUSIVE, NOT_HELD, bootstrap_effect, verdict_greater, verdict_not_worse
+from supo.results import EvalResult
 from supo.train_loop import write_run_files
 from supo.types import Rollout
 
@@ -52,7 +53,7 @@ def _rollouts(rate: float, seed: int, key: str) -> list[Rollout]:
 def _write_eval(root: Path, arm: str, seed: int, s_eval: int, rate: float, w: int = W) -> None:
     rs = _rollouts(rate, seed, f"{arm}-{s_eval}")
     m = rollout_metrics(rs, working_context=w, max_summaries=s_eval)
-    result = {"env": "array", "arm": arm, "seed": seed, "s_eval": s_eval, "working_context": w, "split": "test", **m}
+    result = EvalResult(env="array", arm=arm, seed=seed, s_eval=s_eval, working_context=w, split="test", metrics=m)
     write_eval(eval_dir(root / "array", seed, arm, s_eval), result, rs)
 
 

@@ -1,4 +1,6 @@
-"""Reading the pipeline's outputs for the report, with the layout's own parsers (``supo.layout``).
+"""Reading the pipeline's outputs for the report: the layout's own parsers (``supo.layout``) and the result records'
+own readers (``supo.results``: :class:`~supo.results.EvalResult`, :class:`~supo.results.Outcomes`,
+:class:`~supo.results.TrainResult`).
 
 * ``<evals root>/<env>/seed<k>/<arm>/s<N>/metrics.json`` (the docs/design.md §6 metrics of one evaluation, plus
   ``env``, ``arm``, ``seed``, ``s_eval``, ``working_context``, ``split``) and ``outcomes.json`` beside it (each
@@ -22,12 +24,12 @@ from supo.layout import (
     EVAL_METRICS_FILE,
     OUTCOMES_FILE,
     ROLLOUTS_FILE,
-    RUN_FILE,
     STEPS_DIR,
     TRAIN_METRICS_FILE,
     parse_checkpoint_dir,
     parse_eval_dir,
 )
+from supo.results import EvalResult, Outcomes, RunInfo, TrainResult, read_json
 
 METRIC_KEYS: tuple[str, ...] = (
     "success_rate", "mean_reward", "mean_tool_calls", "mean_summaries", "summary_format_miss_rate",
@@ -78,25 +80,17 @@ class TrainRun:
     def run_id(self) -> str | None:
         """The MLflow run id in the checkpoint's ``supo_run.json`` (None when absent or unreadable)."""
         try:
-            data = json.loads((self.checkpoint / RUN_FILE).read_text(encoding="utf-8"))
+            info = RunInfo.read(self.checkpoint)
         except (OSError, ValueError):
             return None
-        run_id = data.get("mlflow_run_id") if isinstance(data, dict) else None
-        return run_id if isinstance(run_id, str) and run_id else None
+        return info.mlflow_run_id if info is not None else None
 
 
 def _json_object(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
@@ -111,25 +105,12 @@ def _agree(path: Path, data: Mapping[str, Any], from_dirs: Mapping[str, Any]) ->
 
 def _outcomes(folder: Path) -> dict[str, float]:
     """task id → mean success, from ``outcomes.json`` (else from ``rollouts.jsonl``; {} when neither exists)."""
-    per_task: dict[str, list[float]] = {}
-    path = folder / OUTCOMES_FILE
-    if path.exists():
-        data = _json_object(path)
-        rows = data.get("rollouts")
-        if not isinstance(rows, list):
-            raise ValueError(f"{path}: 'rollouts' must be a list of [task_id, index, success, ...]")
-        for i, row in enumerate(rows):
-            if not (isinstance(row, list) and len(row) >= 3 and isinstance(row[0], str) and row[2] in (0, 1)):
-                raise ValueError(f"{path}: rollouts[{i}] must be [task_id, index, success (0/1), ...], got {row!r}")
-            per_task.setdefault(row[0], []).append(float(row[2]))
-    elif (folder / ROLLOUTS_FILE).exists():
+    if (folder / OUTCOMES_FILE).exists():
+        return Outcomes.read(folder).success_by_task()
+    if (folder / ROLLOUTS_FILE).exists():
         with open(folder / ROLLOUTS_FILE, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    r = json.loads(line)
-                    per_task.setdefault(str(r["task_id"]), []).append(
-                        float(bool(r.get("finished")) and float(r.get("reward", 0.0)) > 0))
-    return {t: sum(v) / len(v) for t, v in per_task.items()}
+            return Outcomes.from_rollout_records(json.loads(line) for line in f if line.strip()).success_by_task()
+    return {}
 
 
 def _parse_eval(path: Path, root: Path) -> EvalRun:
@@ -139,9 +120,10 @@ def _parse_eval(path: Path, root: Path) -> EvalRun:
     env = data.get("env", where.get("env"))
     if not isinstance(env, str) or not env:
         raise ValueError(f"{path}: missing 'env' (not in the file, and the folders are not <env>/seed<k>/<arm>/s<N>)")
+    result = EvalResult.from_json(data, str(path), defaults=where)
     metrics: dict[str, float] = {}
     for key in METRIC_KEYS:
-        value = data.get(key)
+        value = result.metrics.get(key)
         if value is None:
             continue
         if not _is_number(value):
@@ -149,11 +131,8 @@ def _parse_eval(path: Path, root: Path) -> EvalRun:
         metrics[key] = float(value)
     if "success_rate" not in metrics or not 0.0 <= metrics["success_rate"] <= 1.0:
         raise ValueError(f"{path}: 'success_rate' must be a number in [0, 1]")
-    wc = data.get("working_context")
-    if wc is not None and not (_is_int(wc) and wc > 0):
-        raise ValueError(f"{path}: invalid 'working_context' {wc!r}")
-    return EvalRun(env=env, arm=where["arm"], seed=where["seed"], s_eval=where["s_eval"], working_context=wc,
-                   split=str(data.get("split", "test")), metrics=metrics, path=path,
+    return EvalRun(env=result.env, arm=where["arm"], seed=where["seed"], s_eval=where["s_eval"],
+                   working_context=result.working_context, split=result.split, metrics=metrics, path=path,
                    outcomes=_outcomes(path.parent))
 
 
@@ -172,24 +151,15 @@ def _parse_training(path: Path, root: Path) -> TrainRun:
     data = _json_object(path)
     where = parse_checkpoint_dir(path.parent, root)
     _agree(path, data, where)
-    history = data.get("history")
-    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
-        raise ValueError(f"{path}: 'history' must be a list of objects")
-    steps: set[int] = set()
-    for i, row in enumerate(history):
-        step = row.get("step")
-        if not _is_int(step) or step in steps:
-            raise ValueError(f"{path}: history[{i}] needs a distinct integer 'step', got {step!r}")
-        steps.add(step)
+    result = TrainResult.from_json(data, str(path), defaults=where)
+    for i, row in enumerate(result.history):
         for key in TRAIN_CURVE_KEYS:
             if row.get(key) is not None and not _is_number(row[key]) and not (isinstance(row[key], float)
                                                                             and math.isnan(row[key])):
                 raise ValueError(f"{path}: history[{i}] {key!r} must be a number, got {row[key]!r}")
-    opt_int = lambda k: data.get(k) if _is_int(data.get(k)) else None  # noqa: E731
-    return TrainRun(env=data.get("env", where.get("env")), arm=where["arm"], seed=where["seed"],
-                    algo=data.get("algo"), max_summaries=opt_int("max_summaries"),
-                    working_context=opt_int("working_context"),
-                    history=tuple(sorted(history, key=lambda row: row["step"])), path=path)
+    return TrainRun(env=result.env, arm=where["arm"], seed=where["seed"], algo=result.algo,
+                    max_summaries=result.max_summaries, working_context=result.working_context,
+                    history=tuple(sorted(result.history, key=lambda row: row["step"])), path=path)
 
 
 def collect_training(checkpoints_root: str | os.PathLike[str]) -> list[TrainRun]:
