@@ -168,8 +168,8 @@ def test_update_is_the_same_with_packing_on_and_off(kl_coef, entropy_coef):
     assert b1.forward_tokens < a1.forward_tokens
 
 
-def test_kl_to_init_is_the_k3_estimate_over_trained_tokens():
-    """kl_to_init = mean over the trained tokens of exp(r) − r − 1, r = log π_init − log π_behaviour: 0 when the
+def test_kl_to_init_is_the_k3_estimate_over_sampled_tokens():
+    """kl_to_init = mean over the sampled tokens of exp(r) − r − 1, r = log π_init − log π_behaviour: 0 when the
     behaviour log-probs are the initial policy's own, the hand-computed value when they are shifted."""
     samples = shared_prefix_samples(6)
     model = tiny_qwen2(6, layers=1)
@@ -190,6 +190,10 @@ def test_kl_to_init_is_the_k3_estimate_over_trained_tokens():
     r = 0.3  # log π_init − log π_behaviour on every trained token
     assert tr.kl_to_init(shifted) == pytest.approx(math.exp(r) - r - 1.0, abs=1e-12)
     assert n > 0
+    # masked samples (an overlong rollout's) still count: the policy that sampled them moved all the same
+    masked = [TrainingSample(s.prompt_ids, s.response_ids, [0] * len(s.loss_mask), s.old_logprobs, s.advantages,
+                             s.rollout, sampled_mask=list(s.loss_mask)) for s in shifted]
+    assert tr.kl_to_init(masked) == pytest.approx(math.exp(r) - r - 1.0, abs=1e-12)
 
 
 def test_sft_loss_is_the_same_packed_or_not():

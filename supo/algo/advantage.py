@@ -140,10 +140,15 @@ class TrainingSample:
     old_logprobs: list[float]
     advantages: list[float]
     rollout: int  # index of the rollout in the step's list (for checks and metrics)
+    sampled_mask: list[int] | None = None  # 1 on tokens the policy sampled, before overlong masking (None: loss_mask)
 
     @property
     def length(self) -> int:
         return len(self.prompt_ids) + len(self.response_ids)
+
+    @property
+    def sampled(self) -> list[int]:
+        return self.loss_mask if self.sampled_mask is None else self.sampled_mask
 
 
 def broadcast(rollouts: Sequence[Rollout], result: RolloutAdvantages) -> list[TrainingSample]:
@@ -162,6 +167,7 @@ def broadcast(rollouts: Sequence[Rollout], result: RolloutAdvantages) -> list[Tr
                     old_logprobs=list(seg.logprobs),
                     advantages=[a * m for m in mask],
                     rollout=j,
+                    sampled_mask=list(seg.response_mask),
                 )
             )
     return samples

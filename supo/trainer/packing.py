@@ -107,21 +107,25 @@ class _Row:
         return path
 
 
-def _predictions(s: TrainingSample, keep_zero_advantage: bool) -> list[int]:
-    """Indices into ``s.response_ids`` of the predictions that carry a gradient."""
+def _predictions(s: TrainingSample, keep_zero_advantage: bool, sampled: bool = False) -> list[int]:
+    """Indices into ``s.response_ids`` of the predictions that carry a gradient (``sampled``: of every token the policy
+    sampled, trained or not — for measurements)."""
+    if sampled:
+        return [k for k, m in enumerate(s.sampled) if m]
     return [k for k, (m, a) in enumerate(zip(s.loss_mask, s.advantages)) if m and (keep_zero_advantage or a != 0.0)]
 
 
 def pack_rows(samples: Sequence[TrainingSample], max_row_tokens: int, *,
-              keep_zero_advantage: bool = False) -> list[_Row]:
-    """Pack the samples that carry a gradient into token-tree rows of at most ``max_row_tokens`` nodes.
+              keep_zero_advantage: bool = False, sampled: bool = False) -> list[_Row]:
+    """Pack the samples that carry a gradient into token-tree rows of at most ``max_row_tokens`` nodes (``sampled``:
+    every sampled token instead, masked or not, each prediction with mask 1 — for measurements, never for the loss).
 
     Samples are visited in the lexicographic order of their token sequences, so samples with a common prefix are
     neighbours, and each joins the current row while the tree stays within the cap.
     """
     todo = []
     for s in samples:
-        keep = _predictions(s, keep_zero_advantage)
+        keep = _predictions(s, keep_zero_advantage, sampled)
         if keep:
             todo.append((s.prompt_ids + s.response_ids, s, keep))
     todo.sort(key=lambda t: t[0])
@@ -134,8 +138,8 @@ def pack_rows(samples: Sequence[TrainingSample], max_row_tokens: int, *,
         path = row.insert(seq)
         P = len(s.prompt_ids)
         for k in keep:
-            row.preds.append((path[P + k - 1], s.response_ids[k], float(s.loss_mask[k]), float(s.old_logprobs[k]),
-                              float(s.advantages[k])))
+            row.preds.append((path[P + k - 1], s.response_ids[k], 1.0 if sampled else float(s.loss_mask[k]),
+                              float(s.old_logprobs[k]), float(s.advantages[k])))
     if len(row):
         rows.append(row)
     return rows

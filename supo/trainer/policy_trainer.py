@@ -127,7 +127,7 @@ class UpdateStats:
     entropy: float
     seconds: float
     forward_tokens: int = 0  # token positions the model computed (padding and packed rows included)
-    kl_to_init: float = float("nan")  # KL(behaviour policy ‖ initial policy) on the step's trained tokens
+    kl_to_init: float = float("nan")  # KL(behaviour policy ‖ initial policy) on the step's sampled tokens
 
 
 def needs_reference(train_cfg) -> bool:
@@ -254,11 +254,12 @@ class PolicyTrainer:
 
     @torch.no_grad()
     def kl_to_init(self, samples: Sequence[TrainingSample]) -> float:
-        """KL(π_behaviour ‖ π_initial), the k3 estimate over the trained tokens of ``samples`` (sampled from the
-        behaviour policy, whose log-probs they carry): how far the policy that generated this step has moved from the
-        warm start. One forward pass of the frozen initial policy over the packed samples."""
+        """KL(π_behaviour ‖ π_initial), the k3 estimate over every token the behaviour policy sampled in ``samples``
+        (trained or masked: a policy that only loops still moved), whose behaviour log-probs they carry: how far the
+        policy that generated this step has moved from the warm start. One forward pass of the frozen initial policy
+        over the packed samples."""
         world = self.world_size
-        rows = pack_rows(samples, self.cfg.pack_tokens, keep_zero_advantage=True)
+        rows = pack_rows(samples, self.cfg.pack_tokens, sampled=True)
         if world > 1:
             rows = sorted(rows, key=len)
             rows += [padding_row(self.pad_id) for _ in range((-len(rows)) % world)]
