@@ -22,7 +22,7 @@ def prepare(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt, env: Op
     from supo.preflight import check_model_dir
     from supo.prepare import prepare as run
 
-    cfg = checked(load(config, set_, env=env))
+    cfg = checked(load(config, set_, env=env, check_files=True))  # the env's local files exist (file-backed envs)
     if not cfg.model.build:  # a local model folder is used as is
         check_model_dir(cfg.paths.model, "paths.model")
     run(cfg, log=typer.echo)

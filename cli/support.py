@@ -22,15 +22,15 @@ def record_wall(path: str | Path) -> None:
 
 
 def load(config: str, overrides: list[str] | None, extra: dict | None = None, env: str | None = None,
-         arm: str | None = None):
+         arm: str | None = None, check_files: bool = False):
     """The run config: the params file (code defaults when the default ``params.yaml`` is absent), then ``extra``
-    (from flags), then ``-S`` overrides; validated."""
+    (from flags), then ``-S`` overrides; validated (``check_files``: the selected environment's local files exist)."""
     from supo.config import load_config, parse_override
 
     path = config if Path(config).exists() or config != "params.yaml" else None
     items = dict(extra or {})
     items.update(dict(parse_override(o) for o in overrides or []))
-    return load_config(path, items, env=env, arm=arm)
+    return load_config(path, items, env=env, arm=arm, check_files=check_files)
 
 
 def defined_arms(config: str) -> dict:

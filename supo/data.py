@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from supo.errors import DataError
+from supo.jsonl import iter_jsonl
 from supo.types import Rollout, Segment, Task
+
+__all__ = ["DEMO_COLUMNS", "TASK_COLUMNS", "DataError", "check_parquet", "iter_jsonl", "read_demos", "read_tasks",
+           "split_path", "update_json", "write_demos", "write_rollouts_jsonl", "write_tasks"]
 
 TASK_COLUMNS = ("id", "env", "env_config", "split", "prompt", "reference", "difficulty")
 DEMO_COLUMNS = ("task_id", "segment_index", "kind", "prompt_ids", "response_ids", "response_mask")
-
-
-class DataError(ValueError):
-    """A data file is missing or malformed."""
 
 
 def _read_parquet(path: Path, columns: Sequence[str], what: str) -> pd.DataFrame:
@@ -57,23 +58,6 @@ def check_parquet(path: str | Path, columns: Sequence[str], what: str) -> int:
     return meta.num_rows
 
 
-def iter_jsonl(path: str | Path):
-    """``(line number, object)`` for every non-blank line of a JSONL file; a line that is not a JSON object raises
-    :class:`DataError` naming the file and line."""
-    path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}, line {n}: expected a JSON object, got {type(obj).__name__}")
-            yield n, obj
-
-
 def split_path(data_dir: str | Path, split: str) -> Path:
     return Path(data_dir) / f"{split}.parquet"
 
@@ -87,7 +71,7 @@ def _env_config_check(env: str):
     """The ``validate_env_config`` of environment ``env`` (a ValueError for an unknown env names the choices)."""
     from supo.envs import get_env_spec
 
-    return get_env_spec(env).get("validate_env_config", lambda cfg: None)
+    return get_env_spec(env).validate_env_config
 
 
 def read_tasks(path: str | Path) -> list[Task]:

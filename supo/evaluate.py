@@ -15,7 +15,6 @@ from pathlib import Path
 from supo.config import Config
 from supo.data import read_tasks, split_path, write_rollouts_jsonl
 from supo.engines.vllm_engine import VLLMPolicy
-from supo.envs import get_env_spec
 from supo.layout import EVAL_METRICS_FILE, ROLLOUTS_FILE, s_dir
 from supo.metrics import rollout_metrics
 from supo.models import load_policy
@@ -65,7 +64,7 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
     if not values or any(s < 0 for s in values) or len(set(values)) != len(values):
         raise ValueError(f"S_eval sweep {list(sweep or [])}: need distinct values ≥ 0")
     W = ev.working_context or cfg.budget.working_context
-    spec = get_env_spec(cfg.env.name)
+    spec = cfg.env_spec
     tasks = read_tasks(split_path(cfg.paths.data, ev.split))[: ev.num_tasks]
     wc_field = "eval.working_context" if ev.working_context else "budget.working_context"
     S_max = values[-1]
@@ -77,7 +76,7 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
     items = [(t, f"{t.id}@eval", i) for t in tasks for i in range(ev.samples_per_task)]
     views: dict[int, list] = {s: [] for s in values[:-1]}
     t0 = time.perf_counter()
-    rollouts = run_rollouts(items, engine, rt.tokenizer, rt.templates, rt.settings, spec["make_env"],
+    rollouts = run_rollouts(items, engine, rt.tokenizer, rt.templates, rt.settings, spec.make_env,
                             seed=cfg.seed + 7, keep_transcript=True, progress=progress, views=views,
                             env_threads=cfg.rollout.env_threads)
     seconds = time.perf_counter() - t0

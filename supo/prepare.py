@@ -17,7 +17,6 @@ from pathlib import Path
 
 from supo.config import Config, effective_context
 from supo.data import split_path, write_demos, write_tasks
-from supo.envs import get_env_spec
 from supo.metrics import rollout_metrics
 from supo.models import build_model, build_tokenizer, load_tokenizer, num_parameters
 from supo.rollout.agent_loop import run_rollouts
@@ -26,20 +25,18 @@ from supo.runtime import build_runtime
 
 
 def build_tasks(cfg: Config):
-    spec = get_env_spec(cfg.env.name)
-    return spec["build_split"](cfg, "train"), spec["build_split"](cfg, "test")
+    spec = cfg.env_spec
+    return spec.build_split(cfg, "train"), spec.build_split(cfg, "test")
 
 
 def extra_splits(cfg: Config) -> dict:
     """The env's splits besides train and test (``val`` where the env draws one)."""
-    spec = get_env_spec(cfg.env.name)
-    return {name: spec["build_split"](cfg, name) for name in spec.get("splits", ("train", "test"))
-            if name not in ("train", "test")}
+    spec = cfg.env_spec
+    return {name: spec.build_split(cfg, name) for name in spec.splits if name not in ("train", "test")}
 
 
 def tokenizer_corpus(cfg: Config, train, test) -> list[str]:
-    spec = get_env_spec(cfg.env.name)
-    texts = spec["corpus"](train[:400] + test[:100])
+    texts = cfg.env_spec.corpus(train[:400] + test[:100])
     texts += [cfg.prompts.summary_instruction, cfg.prompts.continuation + "\n"] * 50
     texts += [f"{role}\n" for role in ("system", "user", "assistant", "tool")] * 200
     return texts
@@ -48,16 +45,16 @@ def tokenizer_corpus(cfg: Config, train, test) -> list[str]:
 def run_expert(cfg: Config, tasks, tokenizer, *, num: int, error_rate: float, max_summaries: int, seed: int,
                model_dir: str | Path):
     """Roll the scripted expert through the agent loop; returns its rollouts (the demonstrations)."""
-    spec = get_env_spec(cfg.env.name)
+    spec = cfg.env_spec
     rng = random.Random(seed)
     chosen = [tasks[i % len(tasks)] for i in rng.sample(range(max(num, len(tasks))), num)] if num else []
     rt = build_runtime(cfg, model_dir, chosen or tasks[:1], max_summaries=max_summaries,
                        working_context=cfg.budget.working_context, tokenizer=tokenizer)
     rt.settings.train_trigger_action = True  # demonstrations always carry the trigger action (R5b)
-    experts = {k: spec["make_expert"](t, error_rate, seed + k) for k, t in enumerate(chosen)}
+    experts = {k: spec.make_expert(t, error_rate, seed + k) for k, t in enumerate(chosen)}
     policy = ExpertPolicy(tokenizer, experts, rt.templates.eos_id, tool_parser=rt.templates.tool_parser)
     items = [(t, f"demo-{k}", 0) for k, t in enumerate(chosen)]
-    return run_rollouts(items, policy, tokenizer, rt.templates, rt.settings, spec["make_env"], seed=seed)
+    return run_rollouts(items, policy, tokenizer, rt.templates, rt.settings, spec.make_env, seed=seed)
 
 
 def prepare(cfg: Config, *, log=print) -> dict:

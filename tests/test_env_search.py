@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supo.config import load_config
+from supo.config import ConfigError, load_config
 from supo.envs import ENVS, get_env_spec
 from supo.envs import search as S
 from supo.envs.base import format_tool_call, parse_tool_call
@@ -207,8 +207,11 @@ def test_build_split_reads_the_config_and_is_registered():
     env.reset()
     obs = env.step(format_tool_call("search", query=train[0].env_config["chain"][0]))[0]
     assert len(obs.splitlines()) == 4
-    bad = load_config(None, overrides={"env.name": "search", "search.test_min_hops": 0})
-    with pytest.raises(ValueError, match="test_min_hops"):
+    with pytest.raises(ConfigError, match="search.test_min_hops"):  # named when the config loads
+        load_config(None, overrides={"env.name": "search", "search.test_min_hops": 0})
+    bad = load_config(None, overrides={"env.name": "search"})
+    bad.search.test_min_hops = 0
+    with pytest.raises(ConfigError, match="search.test_min_hops"):  # and again before a split is built
         spec["build_split"](bad, "test")
 
 

@@ -38,7 +38,6 @@ class RolloutWorker:
         import torch
 
         from supo.engines.vllm_engine import VLLMPolicy
-        from supo.envs import get_env_spec
         from supo.models import load_tokenizer
         from supo.rollout.templates import Templates
 
@@ -47,7 +46,7 @@ class RolloutWorker:
         self.policy = VLLMPolicy(model_path, cfg.engine, seed=seed, temperature=temperature, top_p=top_p)
         self.tokenizer = load_tokenizer(model_path)
         self.templates = Templates.from_config(self.tokenizer, cfg)
-        self.make_env = get_env_spec(cfg.env.name)["make_env"]
+        self.make_env = cfg.env_spec.make_env
         self.env_threads = cfg.rollout.env_threads
 
     def run(self, items: Sequence[tuple[Task, str, int]], settings: LoopSettings, seed: int,

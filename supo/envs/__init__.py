@@ -1,23 +1,17 @@
-"""Environments (docs/design.md §5). ``ENVS`` maps an env name to its spec, a dict of functions:
+"""Environments (docs/design.md §5): the registry :data:`ENVS` of :class:`~supo.envs.spec.EnvSpec` by name.
 
-* ``build_split(cfg, split) -> list[Task]`` — the seeded train or test split for a run config;
-* ``make_env(task)`` — a fresh environment (``reset() -> obs``, ``step(action) -> (obs, done, reward, info)``);
-* ``make_expert(task, error_rate, seed)`` — the scripted expert (``act``, ``observe``, ``drop``, ``summarize``);
-* ``corpus(tasks) -> list[str]`` — the text pieces the tiny tokenizer is trained on.
+Each env module declares its spec — its options (a documented dataclass with ``validate()``), what it requires when
+selected, the files it reads, its split builder, env factory, scripted expert, tokenizer corpus and task-row check —
+and this package registers the built-in ones. A plugin module (``train.plugins``) registers more with
+:func:`register_env`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from supo.envs import array, bfcl, browsecomp, codegym, funcall, search
+from supo.envs.spec import ENVS, EnvSpec, get_env_spec, register_env
 
-ENVS: dict[str, dict[str, Any]] = {"array": array.SPEC, "search": search.SPEC, "codegym": codegym.SPEC,
-                                   "browsecomp": browsecomp.SPEC, "bfcl": bfcl.SPEC, "funcall": funcall.SPEC}
+for _module in (array, search, codegym, browsecomp, bfcl, funcall):
+    register_env(_module.SPEC)
 
-
-def get_env_spec(name: str) -> dict[str, Any]:
-    try:
-        return ENVS[name]
-    except KeyError:
-        raise ValueError(f"unknown environment {name!r}; choose one of {', '.join(ENVS)}") from None
+__all__ = ["ENVS", "EnvSpec", "get_env_spec", "register_env"]

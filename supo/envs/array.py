@@ -21,9 +21,11 @@ from __future__ import annotations
 import copy
 import random
 from dataclasses import dataclass
-from typing import Any
 
 from supo.envs.base import Tool, ToolCallError, ToolEnv, format_tool_call, parse_tool_call
+from supo.envs.spec import EnvSpec
+from supo.errors import require
+from supo.fields import F
 from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN
 from supo.types import Task
 
@@ -263,27 +265,62 @@ def expert_factory(task: Task, error_rate: float, seed: int) -> ArrayExpert:
     return ArrayExpert(task, error_rate=error_rate, seed=seed)
 
 
-def build_split(cfg, split: str) -> list[Task]:
-    """The ``split`` of the run config ``cfg`` (``supo.config.Config``; knobs in ``cfg.env``): ``train``, ``test``, or
-    ``val`` — drawn like the test split (same lengths), from its own seed, for tuning decisions."""
-    e = cfg.env
+@dataclass
+class ArrayEnvConfig:
+    """The array env's options and task splits (params.yaml keeps them in the ``env:`` section, beside ``env.name``)."""
+
+    families: list[str] = F(["sum", "diff"], "array env: task families to draw from (sum, diff: answers spread "
+                                             "evenly over 0..99; max: mostly 9x, so guessing early pays)")
+    api: str = F("fold-index", "array env: the tools; get-fold (Get(i), then the fold helper on two values: 2n + 1 "
+                               "calls) or fold-index (the fold helper on an index and the running value: n + 2 calls, "
+                               "about half the tokens per value)")
+    train_min_len: int = F(6, "shortest hidden array in the train split")
+    train_max_len: int = F(24, "longest hidden array in the train split")
+    test_min_len: int = F(16, "shortest hidden array in the test split (the test split must need more steps than the "
+                                 "train split on average)")
+    test_max_len: int = F(24, "longest hidden array in the test split")
+    value_max: int = F(99, "array values are drawn from 0..value_max")
+    num_train: int = F(2000, "tasks in the train split")
+    num_test: int = F(128, "tasks in the test split")
+    num_val: int = F(128, "tasks in the validation split (drawn like the test split, from its own seed): every tuning "
+                          "decision is made on it, never on the test split")
+
+    def validate(self) -> None:
+        """Ranges, choices and the train/test conflict; ConfigError naming ``env.<field>``."""
+        require(1 <= self.train_min_len <= self.train_max_len, "env.train_min_len/train_max_len",
+                f"need 1 ≤ min ≤ max, got {self.train_min_len}..{self.train_max_len}")
+        require(1 <= self.test_min_len <= self.test_max_len, "env.test_min_len/test_max_len",
+                f"need 1 ≤ min ≤ max, got {self.test_min_len}..{self.test_max_len}")
+        require(self.test_min_len + self.test_max_len > self.train_min_len + self.train_max_len, "env.test_min_len",
+                f"the test split ({self.test_min_len}..{self.test_max_len}) must need more steps than the train split "
+                f"({self.train_min_len}..{self.train_max_len}) on average")
+        require(self.num_train >= 1 and self.num_test >= 1 and self.num_val >= 1, "env.num_train/num_val/num_test",
+                "splits must not be empty")
+        require(1 <= self.value_max, "env.value_max", f"must be ≥ 1, got {self.value_max}")
+        require(self.api in APIS, "env.api", f"must be get-fold or fold-index, got {self.api!r}")
+        unknown = [f for f in self.families if f not in FAMILIES]
+        require(bool(self.families) and not unknown, "env.families",
+                f"unknown or empty {self.families}; choose from {', '.join(FAMILIES)}")
+
+
+def make_split(options: ArrayEnvConfig, split: str, seed: int) -> list[Task]:
+    """The ``split`` for ``options``: ``train``, ``test``, or ``val`` — drawn like the test split (same lengths),
+    from its own seed, for tuning decisions."""
+    e = options
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     lo, hi, num = {"train": (e.train_min_len, e.train_max_len, e.num_train),
                    "val": (e.test_min_len, e.test_max_len, e.num_val),
                    "test": (e.test_min_len, e.test_max_len, e.num_test)}[split]
-    return make_tasks(split, num, lo, hi, e.families, e.value_max, cfg.seed, e.api)
+    return make_tasks(split, num, lo, hi, e.families, e.value_max, seed, e.api)
+
+
+def build_split(cfg, split: str) -> list[Task]:
+    """The ``split`` of a run config (its ``env`` section and ``seed``)."""
+    return SPEC.build_split(cfg, split)
 
 
 SPLITS = ("train", "val", "test")
-SPEC: dict[str, Any] = {
-    "splits": SPLITS,
-    "build_split": build_split,
-    "make_tasks": make_tasks,
-    "make_env": make_env,
-    "make_expert": expert_factory,
-    "corpus": corpus,
-}
 
 
 from supo.envs.base import check_env_field, is_int  # noqa: E402  (the env_config check, appended)
@@ -299,4 +336,6 @@ def validate_env_config(cfg: dict) -> None:
     check_env_field(cfg, "api", lambda v: v in APIS, f"one of {', '.join(APIS)}", required=False)
 
 
-SPEC["validate_env_config"] = validate_env_config
+SPEC = EnvSpec(name="array", section="env", options=ArrayEnvConfig, make_split=make_split, make_env=make_env,
+               make_expert=expert_factory, corpus=corpus, validate_env_config=validate_env_config, splits=SPLITS,
+               make_tasks=make_tasks)

@@ -48,8 +48,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from supo.data import DataError
 from supo.envs.base import _CALL_RE, MAX_JSON_DEPTH, ToolCall, ToolCallError, _too_deep
+from supo.envs.files import FilesEnvConfig
+from supo.envs.spec import EnvSpec
+from supo.errors import DataError, require
 from supo.models import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from supo.types import Task
 
@@ -254,19 +256,37 @@ def make_tasks(categories: list[str] | tuple[str, ...]) -> list[Task]:
     return tasks
 
 
-def build_split(cfg, split: str) -> list[Task]:
-    """The test split: every served entry of ``files.bfcl_categories``; the train split is empty (eval only)."""
-    from supo.config import ConfigError
-
-    cats = list(cfg.files.bfcl_categories)
+def requires(options: FilesEnvConfig) -> None:
+    """Selected (``env.name: bfcl``): known categories."""
+    cats = list(options.bfcl_categories)
     unknown = [c for c in cats if c not in CATEGORIES]
-    if unknown or not cats:
-        raise ConfigError(f"files.bfcl_categories: {unknown or 'empty'}; choose from {', '.join(CATEGORIES)}")
+    require(bool(cats) and not unknown, "files.bfcl_categories",
+            f"{unknown or 'empty'}; choose from {', '.join(CATEGORIES)}")
+
+
+def files(options: FilesEnvConfig) -> list[tuple[str, str]]:
+    """The categories' question files in the bfcl-eval package (none when it is not installed: then building the
+    split names the package)."""
+    try:
+        root = data_dir()
+    except ImportError:
+        return []
+    return [("files.bfcl_categories", str(folder / f"BFCL_v4_{c}.json")) for c in options.bfcl_categories
+            for folder in (root, root / "possible_answer")]
+
+
+def make_split(options: FilesEnvConfig, split: str, seed: int) -> list[Task]:
+    """The test split: every served entry of ``files.bfcl_categories``; the train split is empty (eval only)."""
     if split == "train":
         return []
     if split != "test":
         raise ValueError(f"unknown split {split!r}; expected train or test")
-    return make_tasks(cats)
+    return make_tasks(list(options.bfcl_categories))
+
+
+def build_split(cfg, split: str) -> list[Task]:
+    """The ``split`` of a run config (its ``files`` section)."""
+    return SPEC.build_split(cfg, split)
 
 
 def _entry_of(task: Task) -> dict[str, Any]:
@@ -560,15 +580,6 @@ def corpus(tasks: list[Task]) -> list[str]:
     return texts
 
 
-SPEC: dict[str, Any] = {
-    "build_split": build_split,
-    "make_env": make_env,
-    "make_expert": make_expert,
-    "corpus": corpus,
-    "eval_only": True,
-}
-
-
 from supo.envs.base import check_env_field  # noqa: E402  (the env_config check, appended)
 
 
@@ -579,4 +590,6 @@ def validate_env_config(cfg: dict) -> None:
     check_env_field(cfg, "category", lambda v: v in CATEGORIES, f"one of {', '.join(CATEGORIES)}")
 
 
-SPEC["validate_env_config"] = validate_env_config
+SPEC = EnvSpec(name="bfcl", section="files", options=FilesEnvConfig, make_split=make_split, make_env=make_env,
+               make_expert=make_expert, corpus=corpus, validate_env_config=validate_env_config, requires=requires,
+               files=files, eval_only=True)

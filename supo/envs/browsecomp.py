@@ -41,9 +41,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from supo.data import DataError, iter_jsonl
 from supo.envs.base import Tool, ToolCallError, ToolEnv
 from supo.envs.codegym import read_records
+from supo.envs.files import FilesEnvConfig
+from supo.envs.spec import EnvSpec
+from supo.errors import DataError, require
+from supo.jsonl import iter_jsonl
 from supo.types import Task
 
 ENV_NAME = "browsecomp"
@@ -515,18 +518,9 @@ def make_env(task: Task) -> BrowseCompEnv:
         raise ValueError(f"task {task.id}: bad env_config for the browsecomp env (missing {e})") from None
 
 
-def make_tasks(cfg) -> list[Task]:
+def make_tasks(options: FilesEnvConfig) -> list[Task]:
     """Every query of the configured files as a task (split not yet assigned); builds or loads the index."""
-    from supo.config import ConfigError
-
-    f = cfg.files
-    for name in ("browsecomp_queries", "browsecomp_corpus"):
-        if not getattr(f, name):
-            raise ConfigError(f"files.{name}: env.name browsecomp needs it (a local file)")
-    if f.browsecomp_top_k < 1:
-        raise ConfigError(f"files.browsecomp_top_k: must be ≥ 1, got {f.browsecomp_top_k}")
-    if f.browsecomp_snippet_words < 1:
-        raise ConfigError(f"files.browsecomp_snippet_words: must be ≥ 1, got {f.browsecomp_snippet_words}")
+    f = options
     queries = load_queries(f.browsecomp_queries)
     qrels = load_qrels(f.browsecomp_qrels) if f.browsecomp_qrels else None
     index = get_index(f.browsecomp_corpus, f.index_dir)
@@ -586,16 +580,29 @@ def read_test_ids(path: str | Path) -> list[str]:
     return ids
 
 
-def build_split(cfg, split: str) -> list[Task]:
-    from supo.config import ConfigError
+def requires(options: FilesEnvConfig) -> None:
+    """Selected (``env.name: browsecomp``): the queries and the corpus are named."""
+    for name in ("browsecomp_queries", "browsecomp_corpus"):
+        require(bool(getattr(options, name)), f"files.{name}", "env.name browsecomp needs it (a local file)")
 
-    f = cfg.files
+
+def files(options: FilesEnvConfig) -> list[tuple[str, str]]:
+    names = ("browsecomp_queries", "browsecomp_corpus", "browsecomp_qrels", "browsecomp_test_ids")
+    return [(f"files.{n}", getattr(options, n)) for n in names if getattr(options, n)]
+
+
+def make_split(options: FilesEnvConfig, split: str, seed: int) -> list[Task]:
+    """The ``split`` of the configured files: ``browsecomp_test_ids`` if given, else a seeded ``test_fraction``."""
+    f = options
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; expected train or test")
-    if not 0.0 <= f.test_fraction < 1.0:
-        raise ConfigError(f"files.test_fraction: must be in [0, 1), got {f.test_fraction}")
     test_ids = read_test_ids(f.browsecomp_test_ids) if f.browsecomp_test_ids else None
-    return split_tasks(make_tasks(cfg), f.test_fraction, cfg.seed, test_ids, f.browsecomp_test_ids)[split]
+    return split_tasks(make_tasks(f), f.test_fraction, seed, test_ids, f.browsecomp_test_ids)[split]
+
+
+def build_split(cfg, split: str) -> list[Task]:
+    """The ``split`` of a run config (its ``files`` section and ``seed``)."""
+    return SPEC.build_split(cfg, split)
 
 
 def make_expert(task: Task, error_rate: float, seed: int):
@@ -616,13 +623,6 @@ def corpus(tasks: list[Task]) -> list[str]:
         texts.append(format_tool_call("finish", answer="..."))
     return texts
 
-
-SPEC: dict[str, Any] = {
-    "build_split": build_split,
-    "make_env": make_env,
-    "make_expert": make_expert,
-    "corpus": corpus,
-}
 
 __all__ = ["BM25Index", "BrowseCompEnv", "SPEC", "answer_matches", "clear_index_cache", "evidence_recall",
            "get_index", "index_path", "iter_corpus", "load_or_build_index", "load_qrels", "load_queries",
@@ -646,4 +646,6 @@ def validate_env_config(cfg: dict) -> None:
     check_env_field(cfg, "evidence", is_str_list, "a list of docids", required=False)
 
 
-SPEC["validate_env_config"] = validate_env_config
+SPEC = EnvSpec(name="browsecomp", section="files", options=FilesEnvConfig, make_split=make_split, make_env=make_env,
+               make_expert=make_expert, corpus=corpus, validate_env_config=validate_env_config, requires=requires,
+               files=files)

@@ -33,9 +33,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from supo.data import DataError, iter_jsonl
 from supo.envs.base import MAX_ACTION_CHARS, ToolCall, ToolCallError, format_tool_call, parse_tool_call
+from supo.envs.files import FilesEnvConfig
 from supo.envs.sandbox import Sandbox, SandboxError, SandboxLimits
+from supo.envs.spec import EnvSpec
+from supo.errors import DataError, require
+from supo.jsonl import iter_jsonl
 from supo.models import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from supo.types import Task
 
@@ -204,17 +207,19 @@ def split_tasks(tasks: list[Task], test_fraction: float, seed: int) -> dict[str,
     return out
 
 
-def build_split(cfg, split: str) -> list[Task]:
-    """The ``split`` of ``files.codegym_path`` (the rows are read and split the same way for both splits)."""
-    from supo.config import ConfigError
+def requires(options: FilesEnvConfig) -> None:
+    """Selected (``env.name: codegym``): the rows file is named."""
+    require(bool(options.codegym_path), "files.codegym_path",
+            "env.name codegym needs the CodeGym rows file (JSONL or parquet)")
 
-    f = cfg.files
-    if not f.codegym_path:
-        raise ConfigError("files.codegym_path: env.name codegym needs the CodeGym rows file (JSONL or parquet)")
-    if not 0.0 <= f.test_fraction < 1.0:
-        raise ConfigError(f"files.test_fraction: must be in [0, 1), got {f.test_fraction}")
-    if f.sandbox_seconds <= 0 or f.sandbox_memory_mb < 32:
-        raise ConfigError("files.sandbox_seconds must be > 0 and files.sandbox_memory_mb ≥ 32")
+
+def files(options: FilesEnvConfig) -> list[tuple[str, str]]:
+    return [("files.codegym_path", options.codegym_path)]
+
+
+def make_split(options: FilesEnvConfig, split: str, seed: int) -> list[Task]:
+    """The ``split`` of ``files.codegym_path`` (the rows are read once and split the same way for both splits)."""
+    f = options
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; expected train or test")
     path = Path(f.codegym_path)
@@ -229,7 +234,12 @@ def build_split(cfg, split: str) -> list[Task]:
         _LOADED.update(key=key, tasks=load_rows(path, sandbox_seconds=f.sandbox_seconds,
                                                 sandbox_memory_mb=f.sandbox_memory_mb,
                                                 network_namespace=f.sandbox_network_namespace))
-    return split_tasks(_LOADED["tasks"], f.test_fraction, cfg.seed)[split]
+    return split_tasks(_LOADED["tasks"], f.test_fraction, seed)[split]
+
+
+def build_split(cfg, split: str) -> list[Task]:
+    """The ``split`` of a run config (its ``files`` section and ``seed``)."""
+    return SPEC.build_split(cfg, split)
 
 
 _LOADED: dict[str, Any] = {}
@@ -439,14 +449,6 @@ def corpus(tasks: list[Task]) -> list[str]:
     return texts
 
 
-SPEC: dict[str, Any] = {
-    "build_split": build_split,
-    "make_env": make_env,
-    "make_expert": make_expert,
-    "corpus": corpus,
-}
-
-
 from supo.envs.base import check_env_field, is_int  # noqa: E402  (the env_config check, appended)
 
 
@@ -466,4 +468,6 @@ def validate_env_config(cfg: dict) -> None:
     check_env_field(cfg, "network_namespace", lambda v: isinstance(v, bool), "true or false", required=False)
 
 
-SPEC["validate_env_config"] = validate_env_config
+SPEC = EnvSpec(name="codegym", section="files", options=FilesEnvConfig, make_split=make_split, make_env=make_env,
+               make_expert=make_expert, corpus=corpus, validate_env_config=validate_env_config, requires=requires,
+               files=files)

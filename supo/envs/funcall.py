@@ -27,7 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supo.envs.base import Tool, ToolCallError, ToolEnv, format_tool_call, parse_tool_call
+from supo.envs.spec import EnvSpec
+from supo.errors import require
+from supo.fields import F
 from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN
+from supo.synth.families import FAMILIES as _FAMILIES
 from supo.synth.families import ToolFailure, get_family, output_value
 from supo.synth.tasks import FINISH, make_tasks
 from supo.types import Task
@@ -262,26 +266,62 @@ def expert_factory(task: Task, error_rate: float, seed: int) -> FuncallExpert:
     return FuncallExpert(task, error_rate=error_rate, seed=seed)
 
 
-def build_split(cfg, split: str) -> list[Task]:
-    """The ``split`` ("train" or "test") of the run config ``cfg`` (knobs in ``cfg.funcall``, seed ``cfg.seed``)."""
-    f = cfg.funcall
+@dataclass
+class FuncallEnvConfig:
+    """The FunReason-MT-style synthesised function-calling environment's options (params.yaml section ``funcall``;
+    ``env.name: funcall``)."""
+
+    families: list[str] = F(["files", "travel", "bank", "inventory"],
+                            "task families (API graphs over simulated backends, supo.synth.families) to draw from; "
+                            "tasks alternate between them")
+    train_min_calls: int = F(4, "fewest tool calls (finish included) the ground-truth solution needs in the train split")
+    train_max_calls: int = F(10, "most tool calls in the train split")
+    test_min_calls: int = F(8, "fewest tool calls in the test split (the test split must need more calls than the "
+                               "train split on average)")
+    test_max_calls: int = F(14, "most tool calls in the test split")
+    num_train: int = F(2000, "tasks in the train split")
+    num_test: int = F(128, "tasks in the test split")
+    k_max: int = F(3, "Phase III: solver attempts per candidate (each failed one adds the critic's hint); a candidate "
+                      "is kept only when the solver's calls match the ground truth within k_max attempts")
+    explore_prob: float = F(0.3, "probability that a request goes on after its target with one exploration call "
+                                 "(Eq. 2: a random legal tool)")
+    noise_prob: float = F(0.5, "probability of noise sentences (filler, distractors) and, separately, of a closing "
+                               "line in a query")
+
+    def validate(self) -> None:
+        """Families, call ranges (the test split needs more calls), probabilities; ConfigError naming
+        ``funcall.<field>``."""
+        unknown = [f for f in self.families if f not in _FAMILIES]
+        require(bool(self.families) and not unknown, "funcall.families",
+                f"unknown or empty {self.families}; choose from {', '.join(_FAMILIES)}")
+        require(2 <= self.train_min_calls <= self.train_max_calls, "funcall.train_min_calls/train_max_calls",
+                f"need 2 ≤ min ≤ max, got {self.train_min_calls}..{self.train_max_calls}")
+        require(2 <= self.test_min_calls <= self.test_max_calls, "funcall.test_min_calls/test_max_calls",
+                f"need 2 ≤ min ≤ max, got {self.test_min_calls}..{self.test_max_calls}")
+        require(self.test_min_calls + self.test_max_calls > self.train_min_calls + self.train_max_calls,
+                "funcall.test_min_calls", f"the test split ({self.test_min_calls}..{self.test_max_calls}) must need "
+                f"more calls than the train split ({self.train_min_calls}..{self.train_max_calls}) on average")
+        require(self.num_train >= 1 and self.num_test >= 1, "funcall.num_train/num_test", "splits must not be empty")
+        require(self.k_max >= 1, "funcall.k_max", f"must be ≥ 1, got {self.k_max}")
+        require(0.0 <= self.explore_prob <= 1.0, "funcall.explore_prob", f"must be in [0, 1], got {self.explore_prob}")
+        require(0.0 <= self.noise_prob <= 1.0, "funcall.noise_prob", f"must be in [0, 1], got {self.noise_prob}")
+
+
+def make_split(options: FuncallEnvConfig, split: str, seed: int) -> list[Task]:
+    """The ``split`` ("train" or "test") for ``options`` and ``seed``."""
+    f = options
     lo, hi, num = ((f.train_min_calls, f.train_max_calls, f.num_train) if split == "train"
                    else (f.test_min_calls, f.test_max_calls, f.num_test))
-    return make_tasks(split, num, lo, hi, f.families, cfg.seed, k_max=f.k_max, explore_prob=f.explore_prob,
+    return make_tasks(split, num, lo, hi, f.families, seed, k_max=f.k_max, explore_prob=f.explore_prob,
                       noise_prob=f.noise_prob)
 
 
-SPEC: dict[str, Any] = {
-    "build_split": build_split,
-    "make_tasks": make_tasks,
-    "make_env": make_env,
-    "make_expert": expert_factory,
-    "corpus": corpus,
-}
+def build_split(cfg, split: str) -> list[Task]:
+    """The ``split`` of a run config (its ``funcall`` section and ``seed``)."""
+    return SPEC.build_split(cfg, split)
 
 
 from supo.envs.base import check_env_field  # noqa: E402  (the env_config check, appended)
-from supo.synth.families import FAMILIES as _FAMILIES  # noqa: E402
 
 
 def _is_plan(value) -> bool:
@@ -301,4 +341,6 @@ def validate_env_config(cfg: dict) -> None:
     check_env_field(cfg, "plan", _is_plan, "a list of calls ({name, refs, ...})", required=False)
 
 
-SPEC["validate_env_config"] = validate_env_config
+SPEC = EnvSpec(name="funcall", section="funcall", options=FuncallEnvConfig, make_split=make_split, make_env=make_env,
+               make_expert=expert_factory, corpus=corpus, validate_env_config=validate_env_config,
+               make_tasks=make_tasks)

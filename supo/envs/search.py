@@ -44,11 +44,13 @@ import random
 import re
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 
 from supo.envs.base import Tool, ToolCallError, ToolEnv, format_tool_call, parse_tool_call
+from supo.envs.spec import EnvSpec
+from supo.errors import require
+from supo.fields import F
 from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN
 from supo.types import Task
 
@@ -486,23 +488,52 @@ def make_tasks(split: str, num: int, min_hops: int, max_hops: int, *, seed: int,
     return tasks
 
 
-def build_split(cfg, split: str) -> list[Task]:
-    """The ``split`` ("train" or "test") of the run config ``cfg`` (knobs in ``cfg.search``, seed ``cfg.seed``)."""
-    s = cfg.search
+@dataclass
+class SearchEnvConfig:
+    """The procedural search environment's options (params.yaml section ``search``; ``env.name: search``).
+
+    The corpus depends on ``seed``, ``num_entities`` and ``distractors`` only. With these defaults and a 1K BPE, a search
+    result is about 160 tokens (230 at most), an opened document about 80 (115 at most), so the budgets need
+    ``budget.max_obs_tokens`` ≥ 232, ``budget.max_summary_tokens`` ≥ 48 and a working context of about 400–512 tokens.
+    """
+
+    num_entities: int = F(400, "fictional entities (people, companies, cities, products) in the seeded corpus")
+    distractors: int = F(3, "hard-negative documents per entity: same name, type and attribute words, other facts")
+    train_min_hops: int = F(1, "fewest hops (relations to follow) of a train question")
+    train_max_hops: int = F(2, "most hops of a train question")
+    test_min_hops: int = F(2, "fewest hops of a test question (the test split must need more steps on average)")
+    test_max_hops: int = F(3, "most hops of a test question")
+    top_k: int = F(3, "BM25 results a search returns")
+    snippet_chars: int = F(160, "characters of each result's snippet (the start of the document)")
+    num_train: int = F(2000, "tasks in the train split")
+    num_test: int = F(128, "tasks in the test split")
+
+    def validate(self) -> None:
+        """Hop ranges and tool knobs; ConfigError naming ``search.<field>``."""
+        for name in ("train", "test"):
+            a, b = getattr(self, f"{name}_min_hops"), getattr(self, f"{name}_max_hops")
+            require(1 <= a <= b, f"search.{name}_min_hops/{name}_max_hops", f"need 1 ≤ min ≤ max, got {a}..{b}")
+        require(self.top_k >= 1, "search.top_k", f"must be at least 1, got {self.top_k}")
+        require(self.snippet_chars >= 0, "search.snippet_chars", f"must be ≥ 0, got {self.snippet_chars}")
+        require(self.num_entities >= 1, "search.num_entities", f"must be ≥ 1, got {self.num_entities}")
+        require(self.distractors >= 0, "search.distractors", f"must be ≥ 0, got {self.distractors}")
+        require(self.num_train >= 1 and self.num_test >= 1, "search.num_train/num_test", "splits must not be empty")
+
+
+def make_split(options: SearchEnvConfig, split: str, seed: int) -> list[Task]:
+    """The ``split`` ("train" or "test") for ``options`` and ``seed``."""
+    s = options
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; choose train or test")
     lo, hi, num = ((s.train_min_hops, s.train_max_hops, s.num_train) if split == "train"
                    else (s.test_min_hops, s.test_max_hops, s.num_test))
-    for name in ("train", "test"):
-        a, b = getattr(s, f"{name}_min_hops"), getattr(s, f"{name}_max_hops")
-        if not 1 <= a <= b:
-            raise ValueError(f"search.{name}_min_hops/{name}_max_hops: need 1 ≤ min ≤ max, got {a}..{b}")
-    if s.top_k < 1:
-        raise ValueError(f"search.top_k must be at least 1, got {s.top_k}")
-    if s.snippet_chars < 0:
-        raise ValueError(f"search.snippet_chars must be ≥ 0, got {s.snippet_chars}")
-    return make_tasks(split, num, lo, hi, seed=cfg.seed, num_entities=s.num_entities, distractors=s.distractors,
+    return make_tasks(split, num, lo, hi, seed=seed, num_entities=s.num_entities, distractors=s.distractors,
                       top_k=s.top_k, snippet_chars=s.snippet_chars)
+
+
+def build_split(cfg, split: str) -> list[Task]:
+    """The ``split`` of a run config (its ``search`` section and ``seed``)."""
+    return SPEC.build_split(cfg, split)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -751,15 +782,6 @@ def corpus(tasks: list[Task], max_chars: int = CORPUS_CHARS) -> list[str]:
     return texts + ["incorrect", "no results"]
 
 
-SPEC: dict[str, Any] = {
-    "build_split": build_split,
-    "make_tasks": make_tasks,
-    "make_env": make_env,
-    "make_expert": expert_factory,
-    "corpus": corpus,
-}
-
-
 from supo.envs.base import check_env_field, is_int, is_str_list  # noqa: E402  (the env_config check, appended)
 
 
@@ -777,4 +799,6 @@ def validate_env_config(cfg: dict) -> None:
                     "a list of entity names, one more than relations")
 
 
-SPEC["validate_env_config"] = validate_env_config
+SPEC = EnvSpec(name="search", section="search", options=SearchEnvConfig, make_split=make_split, make_env=make_env,
+               make_expert=expert_factory, corpus=corpus, validate_env_config=validate_env_config,
+               make_tasks=make_tasks)
