@@ -121,7 +121,7 @@ def test_fold_index_tools():
     env = ArrayEnv("diff", [7, 3, 10], "fold-index")
     env.reset()
     assert env.step(_call('{"name": "Diff", "parameters": {"i": 0, "acc": 0}}'))[0].startswith("Error")  # no Observe
-    assert env.step(_call('{"name": "Observe", "parameters": {}}'))[0] == "length 3"
+    assert env.step(_call('{"name": "Observe", "parameters": {}}'))[0] == "length 3, acc 0"
     assert env.step(_call('{"name": "Diff", "parameters": {"i": 0, "acc": 0}}'))[0] == "7"
     assert env.step(_call('{"name": "Diff", "parameters": {"i": 1, "acc": 7}}'))[0] == "96"  # (3 - 7) mod 100
     assert env.step(_call('{"name": "Diff", "parameters": {"i": 3, "acc": 7}}'))[0].startswith("Error: ")

@@ -7,7 +7,8 @@ mostly 9x, so an early guess pays (it is kept for comparison, not in the tiny pr
 
 * ``get-fold``: ``Observe()`` (the length), ``Get(i)`` (value ``i``; requires Observe), the family's helper
   ``Add(a, b)`` / ``Diff(a, b)`` / ``Max(a, b)`` (requires Get) and ``Done(answer)``; the expert needs ``2n + 1`` calls;
-* ``fold-index`` (leaner: one call and about half the tokens per value): ``Observe()``, the helper applied to an index,
+* ``fold-index`` (leaner: one call and about half the tokens per value): ``Observe()`` (the length and the starting
+  running value 0), the helper applied to an index,
   ``Add(i, acc)`` / ``Diff(i, acc)`` / ``Max(i, acc)`` = the fold of ``acc`` with value ``i`` (requires Observe), and
   ``Done(answer)``; the expert needs ``n + 2`` calls (``acc`` starts at 0, an identity of every family's fold).
 
@@ -91,7 +92,9 @@ class ArrayEnv(ToolEnv):
                                   fn=self._done, final=True)
 
     def _observe(self) -> str:
-        return f"length {len(self.values)}"
+        # fold-index: the running value starts at 0, and the observation says so (the first fold call copies it, as
+        # every later one copies the last result)
+        return f"length {len(self.values)}" + (", acc 0" if self.api == "fold-index" else "")
 
     def _get(self, i: int) -> str:
         if not 0 <= i < len(self.values):
