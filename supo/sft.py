@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from supo.algo.advantage import TrainingSample
 from supo.config import Config
 from supo.data import read_demos
 from supo.layout import metrics_file
 from supo.models import load_policy, load_tokenizer
 from supo.results import SftResult
 from supo.trainer.policy_trainer import sft_loss
+from supo.types import TrainingSample
 
 
 def _lr_lambda(warmup: int, total: int):

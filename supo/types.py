@@ -1,12 +1,13 @@
 """Typed data contracts between the environment, the rollout loop and the trainer (docs/design.md §3).
 
-Three records cross module boundaries:
+Four records cross module boundaries:
 
 * :class:`Task` — one problem instance, as stored in the train/test parquet splits.
 * :class:`Segment` — one training row: a prompt, the response that followed it, and which response tokens the policy
   sampled. A rollout with ``I`` summaries yields ``I + 1`` segments (R5), plus one extra segment per dropped trigger
   action when ``train_trigger_action`` is on (R5b).
 * :class:`Rollout` — one attempt at one task: its outcome (one reward, R7) and its segments.
+* :class:`TrainingSample` — one segment ready for the loss: masks and per-token advantages (R8–R10).
 
 Token ids and behaviour log-probs are stored exactly as the engine returned them (R6); nothing here is re-tokenized.
 """
@@ -176,3 +177,26 @@ class Rollout:
         if with_tokens:
             rec["segments"] = [asdict(s) for s in self.segments]
         return rec
+
+
+@dataclass
+class TrainingSample:
+    """One segment ready for the loss (R8–R10): its token ids, the loss mask after overlong masking (R9), the
+    behaviour log-probs (R6) and per-token advantages (the rollout's advantage on the segment's own mask, R8) —
+    what ``supo.algo.advantage.broadcast`` makes of a :class:`Segment` and the trainer consumes."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    loss_mask: list[int]
+    old_logprobs: list[float]
+    advantages: list[float]
+    rollout: int  # index of the rollout in the step's list (for checks and metrics)
+    sampled_mask: list[int] | None = None  # 1 on tokens the policy sampled, before overlong masking (None: loss_mask)
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.response_ids)
+
+    @property
+    def sampled(self) -> list[int]:
+        return self.loss_mask if self.sampled_mask is None else self.sampled_mask

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from supo.registry import registrar
-from supo.types import Rollout
+from supo.types import Rollout, TrainingSample  # TrainingSample: re-exported (it lived here)
 
 AdvantageFn = Callable[..., np.ndarray]
 ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {}
@@ -128,27 +128,6 @@ def compute_advantages(
         if len(idx) == 0 or np.all(rewards[idx] == rewards[idx][0]):
             degenerate += 1
     return RolloutAdvantages(adv, trainable, degenerate, len(unique))
-
-
-@dataclass
-class TrainingSample:
-    """One segment ready for the loss: its token ids, the loss mask after masking, and per-token advantages."""
-
-    prompt_ids: list[int]
-    response_ids: list[int]
-    loss_mask: list[int]
-    old_logprobs: list[float]
-    advantages: list[float]
-    rollout: int  # index of the rollout in the step's list (for checks and metrics)
-    sampled_mask: list[int] | None = None  # 1 on tokens the policy sampled, before overlong masking (None: loss_mask)
-
-    @property
-    def length(self) -> int:
-        return len(self.prompt_ids) + len(self.response_ids)
-
-    @property
-    def sampled(self) -> list[int]:
-        return self.loss_mask if self.sampled_mask is None else self.sampled_mask
 
 
 def broadcast(rollouts: Sequence[Rollout], result: RolloutAdvantages) -> list[TrainingSample]:

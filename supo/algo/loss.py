@@ -10,6 +10,9 @@ rows and masked tokens (mask 0) contribute nothing.
 * ``clip``: symmetric PPO clip with ε = ε_low.
 
 No KL term and no entropy bonus by default; :func:`kl_k3` and :func:`entropy_from_logits` are there for weights > 0.
+The trainer's whole objective — this policy term, the KL and entropy terms and the aggregation mode — is assembled in
+:mod:`supo.algo.objective`; a loss that declares ``mask`` and ``seq_ids`` parameters is handed them there (for a
+sequence-level ratio).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ def validate(cfg: Config, *, check_files: bool = False) -> None:
     selected one requires, and with ``check_files`` the files it reads."""
     from supo.algo.advantage import ADVANTAGE_ESTIMATORS
     from supo.algo.loss import POLICY_LOSSES
+    from supo.algo.objective import AGGREGATIONS
     from supo.algo.overlong import OVERLONG_TREATMENTS
 
     b, t, r, e, m, ev = cfg.budget, cfg.train, cfg.rollout, cfg.engine, cfg.model, cfg.eval
@@ -34,6 +35,8 @@ def validate(cfg: Config, *, check_files: bool = False) -> None:
     require(t.overlong_penalty < 0, "train.overlong_penalty", f"must be < 0, got {t.overlong_penalty}")
     require(t.policy_loss in POLICY_LOSSES, "train.policy_loss",
             f"unknown loss {t.policy_loss!r}; choose one of {', '.join(POLICY_LOSSES)}")
+    require(t.loss_agg in AGGREGATIONS, "train.loss_agg",
+            f"unknown aggregation {t.loss_agg!r}; choose one of {', '.join(AGGREGATIONS)}")
     require(cfg.env.name in ENVS, "env.name", f"unknown environment {cfg.env.name!r}; choose one of {', '.join(ENVS)}")
     require(b.max_summaries >= 0, "budget.max_summaries", f"must be ≥ 0, got {b.max_summaries}")
     require(ev.max_summaries >= 0, "eval.max_summaries", f"must be ≥ 0, got {ev.max_summaries}")

@@ -172,7 +172,12 @@ class TrainConfig:
     weight_decay: float = F(0.0, "AdamW weight decay")
     max_grad_norm: float = F(1.0, "gradient clipping norm")
     advantage: str = F("rollout", "advantage estimator: rollout (paper Eq. 3) or segment (Eq. 4 ablation)")
-    policy_loss: str = F("clip_higher", "policy loss in the registry `supo.algo.loss.POLICY_LOSSES`")
+    policy_loss: str = F("clip_higher", "policy loss in the registry `supo.algo.loss.POLICY_LOSSES` (clip_higher, "
+                                        "clip; a plugin can register more, see train.plugins)")
+    loss_agg: str = F("token-mean", "how per-token losses become the mini-batch loss (the registry "
+                                    "`supo.algo.objective.AGGREGATIONS`): token-mean (over the mini-batch's trained "
+                                    "tokens, the paper) or sequence-mean (each sample's token-mean, averaged over "
+                                    "the mini-batch's samples)")
     clip_low: float = F(0.20, "ε_low of the clipped ratio")
     clip_high: float = F(0.28, "ε_high of the clipped ratio (clip-higher)")
     kl_coef: float = F(0.0, "weight of a k3 KL penalty to the initial policy (0 = off, as in the paper)")

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from supo.algo.advantage import TrainingSample
 from supo.trainer.policy_trainer import UpdateStats, _reshard
+from supo.types import TrainingSample
 
 
 def _free_port() -> int:

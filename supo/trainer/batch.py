@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from supo.algo.advantage import TrainingSample
+from supo.types import TrainingSample
 
 
 @dataclass
@@ -28,6 +28,7 @@ class Batch:
     loss_mask: torch.Tensor  # [B, T-1] float
     old_logprobs: torch.Tensor  # [B, T-1] float
     advantages: torch.Tensor  # [B, T-1] float
+    seq_ids: torch.Tensor | None = None  # [B, T-1] long: the row's sample in its mini-batch (-1: padding)
 
     @property
     def num_tokens(self) -> float:
@@ -35,10 +36,11 @@ class Batch:
 
 
 def collate(samples: Sequence[TrainingSample], pad_id: int, max_len: int | None = None,
-            dtype: torch.dtype = torch.float32) -> Batch:
+            dtype: torch.dtype = torch.float32, seq_ids: Sequence[int] | None = None) -> Batch:
     """Right-pad samples into one batch; raise if a sample is longer than ``max_len``.
 
     ``dtype`` is the float type of the per-token tensors (the policy's dtype; float64 keeps exactness in tests).
+    ``seq_ids``: each sample's index in its mini-batch (default: its index here), for sequence-level loss terms.
     """
     lengths = [s.length for s in samples]
     T = max(lengths)
@@ -60,7 +62,8 @@ def collate(samples: Sequence[TrainingSample], pad_id: int, max_len: int | None 
             mask[b, sl] = torch.tensor(s.loss_mask, dtype=dtype)
             old[b, sl] = torch.tensor(s.old_logprobs, dtype=dtype)
             adv[b, sl] = torch.tensor(s.advantages, dtype=dtype)
-    return Batch(ids, attn, ids[:, 1:].clone(), mask, old, adv)
+    sid = torch.tensor(list(range(B)) if seq_ids is None else list(seq_ids), dtype=torch.long)
+    return Batch(ids, attn, ids[:, 1:].clone(), mask, old, adv, sid[:, None].expand(B, T - 1).clone())
 
 
 def padding_sample(pad_id: int) -> TrainingSample:

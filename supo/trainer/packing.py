@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from supo.algo.advantage import TrainingSample
+from supo.types import TrainingSample
 
 
 @dataclass
@@ -45,6 +45,7 @@ class PackedBatch:
     loss_mask: torch.Tensor  # [N] float (all 1 unless keep_masked)
     old_logprobs: torch.Tensor  # [N] float
     advantages: torch.Tensor  # [N] float
+    seq_ids: torch.Tensor  # [N] long: the prediction's sample, its index in the samples packed
 
     @property
     def num_tokens(self) -> float:
@@ -59,7 +60,7 @@ class PackedBatch:
             return self
         return PackedBatch(*(t.to(device) for t in (self.input_ids, self.position_ids, self.attention_mask,
                                                     self.pred_row, self.pred_pos, self.targets, self.loss_mask,
-                                                    self.old_logprobs, self.advantages)))
+                                                    self.old_logprobs, self.advantages, self.seq_ids)))
 
 
 @dataclass
@@ -71,7 +72,7 @@ class _Row:
     depths: list[int]
     children: list[dict[int, int]]
     roots: dict[int, int]
-    preds: list[tuple[int, int, float, float, float]]  # (node, target, mask, old logprob, advantage)
+    preds: list[tuple[int, int, float, float, float, int]]  # (node, target, mask, old logprob, advantage, sample)
 
     @classmethod
     def empty(cls) -> _Row:
@@ -121,17 +122,18 @@ def pack_rows(samples: Sequence[TrainingSample], max_row_tokens: int, *,
     every sampled token instead, masked or not, each prediction with mask 1 — for measurements, never for the loss).
 
     Samples are visited in the lexicographic order of their token sequences, so samples with a common prefix are
-    neighbours, and each joins the current row while the tree stays within the cap.
+    neighbours, and each joins the current row while the tree stays within the cap. Each prediction carries its
+    sample's index in ``samples`` (for sequence-level loss terms; a sample's predictions are all in one row).
     """
     todo = []
-    for s in samples:
+    for sid, s in enumerate(samples):
         keep = _predictions(s, keep_zero_advantage, sampled)
         if keep:
-            todo.append((s.prompt_ids + s.response_ids, s, keep))
+            todo.append((s.prompt_ids + s.response_ids, s, keep, sid))
     todo.sort(key=lambda t: t[0])
     rows: list[_Row] = []
     row = _Row.empty()
-    for seq, s, keep in todo:
+    for seq, s, keep, sid in todo:
         if len(row) and len(row) + row.new_nodes(seq) > max_row_tokens:
             rows.append(row)
             row = _Row.empty()
@@ -139,7 +141,7 @@ def pack_rows(samples: Sequence[TrainingSample], max_row_tokens: int, *,
         P = len(s.prompt_ids)
         for k in keep:
             row.preds.append((path[P + k - 1], s.response_ids[k], 1.0 if sampled else float(s.loss_mask[k]),
-                              float(s.old_logprobs[k]), float(s.advantages[k])))
+                              float(s.old_logprobs[k]), float(s.advantages[k]), sid))
     if len(row):
         rows.append(row)
     return rows
@@ -167,23 +169,24 @@ def collate_rows(rows: Sequence[_Row], pad_id: int, dtype: torch.dtype = torch.f
     ids = np.full((B, T), pad_id, dtype=np.int64)
     pos = np.zeros((B, T), dtype=np.int64)
     attn = np.zeros((B, 1, T, T), dtype=bool)
-    prow, ppos, tgt, mask, old, adv = [], [], [], [], [], []
+    prow, ppos, tgt, mask, old, adv, sids = [], [], [], [], [], [], []
     for b, r in enumerate(rows):
         n = len(r)
         ids[b, :n] = r.tokens
         pos[b, :n] = r.depths
         attn[b, 0] = _ancestor_mask(r.parents, T)
-        for node, target, m, o, a in r.preds:
+        for node, target, m, o, a, sid in r.preds:
             prow.append(b)
             ppos.append(node)
             tgt.append(target)
             mask.append(m)
             old.append(o)
             adv.append(a)
+            sids.append(sid)
     as_long = lambda x: torch.as_tensor(np.asarray(x, dtype=np.int64))  # noqa: E731
     as_float = lambda x: torch.tensor(x, dtype=dtype)  # noqa: E731
     return PackedBatch(torch.from_numpy(ids), torch.from_numpy(pos), torch.from_numpy(attn), as_long(prow),
-                       as_long(ppos), as_long(tgt), as_float(mask), as_float(old), as_float(adv))
+                       as_long(ppos), as_long(tgt), as_float(mask), as_float(old), as_float(adv), as_long(sids))
 
 
 def row_batches(rows: Sequence[_Row], rows_per_batch: int) -> list[list[_Row]]:

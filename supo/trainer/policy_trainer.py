@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 import torch
 
-from supo.algo.advantage import TrainingSample
-from supo.algo.loss import entropy_from_logits, kl_k3, policy_loss
+from supo.algo.loss import entropy_from_logits
+from supo.algo.objective import MiniBatchCounts, micro_batch_loss, needs_entropy, needs_reference_logprobs
 from supo.trainer.batch import Batch, collate, micro_batches, padding_sample, split_minibatches
 from supo.trainer.packing import PackedBatch, collate_rows, pack_rows, padding_row, row_batches
+from supo.types import TrainingSample
 
 # model types whose logits are exactly ``lm_head(final hidden state)``: for these only the predicting positions go
 # through the output head; any other model computes every position's logits, then gathers
@@ -78,7 +79,7 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     if batch.input_ids.device == device:
         return batch
     return Batch(*(t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.targets, batch.loss_mask,
-                                          batch.old_logprobs, batch.advantages)))
+                                          batch.old_logprobs, batch.advantages, batch.seq_ids)))
 
 
 def rank_rows(chunk: Sequence[TrainingSample], rank: int, world_size: int, pad_id: int) -> list[TrainingSample]:
@@ -194,7 +195,8 @@ class PolicyTrainer:
             chunks = split_minibatches(samples, cfg.mini_batches, seed=self.seed * 1_000 + self.updates * 10 + epoch,
                                        pad_id=self.pad_id)
             for chunk in chunks:
-                n_tokens = float(sum(sum(s.loss_mask) for s in chunk))  # the whole mini-batch, on every rank
+                counts = MiniBatchCounts.of(chunk)  # the whole mini-batch's normalisers, on every rank
+                n_tokens = counts.num_tokens
                 if epoch == 0:
                     total_tokens += int(n_tokens)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -210,12 +212,14 @@ class PolicyTrainer:
                     rows = rank_rows(chunk, self.rank, world, self.pad_id) if world > 1 else chunk
                     if self.sharded and n_tokens == 0:
                         rows = []
-                    batches = [collate(m, self.pad_id, self.max_seq_len, dtype=self.dtype)
+                    index = {id(s): k for k, s in enumerate(chunk)}  # padding rows: -1
+                    batches = [collate(m, self.pad_id, self.max_seq_len, dtype=self.dtype,
+                                       seq_ids=[index.get(id(s), -1) for s in m])
                                for m in micro_batches(rows, cfg.micro_batch_size)]
                 ran = False
                 for batch in batches:
                     batch = batch.to(self.device) if isinstance(batch, PackedBatch) else _to_device(batch, self.device)
-                    loss, st = self._loss(batch, n_tokens)
+                    loss, st = self._loss(batch, counts)
                     chunk_clip += st["clip_frac"]
                     chunk_kl += st["kl"]
                     chunk_ent += st["entropy"]
@@ -296,25 +300,18 @@ class PolicyTrainer:
             rows = rows[self.rank::world]
         return [collate_rows(m, self.pad_id, dtype=self.dtype) for m in row_batches(rows, cfg.micro_batch_size)]
 
-    def _loss(self, batch, n_tokens: float):
-        """The micro-batch's share of the mini-batch loss (policy term, then KL and entropy when weighted)."""
+    def _loss(self, batch, counts: MiniBatchCounts):
+        """The micro-batch's share of the mini-batch loss: the model's log-probs (and entropy, and the reference's
+        log-probs, when the objective weighs them) handed to :func:`supo.algo.objective.micro_batch_loss`."""
         cfg = self.cfg
         logprobs = packed_logprobs if isinstance(batch, PackedBatch) else token_logprobs
-        lp, ent = logprobs(self.model, batch, with_entropy=cfg.entropy_coef > 0, temperature=self.temperature)
-        loss, st = policy_loss(cfg.policy_loss, lp, batch.old_logprobs, batch.advantages, batch.loss_mask,
-                               clip_low=cfg.clip_low, clip_high=cfg.clip_high, num_tokens=n_tokens)
-        out = {"clip_frac": st["clip_frac"], "kl": 0.0, "entropy": 0.0}
-        if cfg.kl_coef > 0:
+        lp, ent = logprobs(self.model, batch, with_entropy=needs_entropy(cfg), temperature=self.temperature)
+        ref_lp = None
+        if needs_reference_logprobs(cfg):
             with torch.no_grad():
                 ref_lp, _ = logprobs(self.ref, batch, temperature=self.temperature)
-            kl = (kl_k3(lp, ref_lp) * batch.loss_mask).sum() / max(n_tokens, 1.0)
-            loss = loss + cfg.kl_coef * kl
-            out["kl"] = float(kl.detach())
-        if ent is not None:
-            e = (ent * batch.loss_mask).sum() / max(n_tokens, 1.0)
-            loss = loss - cfg.entropy_coef * e
-            out["entropy"] = float(e.detach())
-        return loss, out
+        return micro_batch_loss(cfg, lp, batch.old_logprobs, batch.advantages, batch.loss_mask, batch.seq_ids, counts,
+                                entropy=ent, ref_logprobs=ref_lp)
 
     def _collective_device(self) -> torch.device:
         import torch.distributed as dist
