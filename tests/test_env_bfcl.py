@@ -160,8 +160,10 @@ def test_scoring_leaves_no_instances_behind_in_the_checker_module():
 
 
 def test_entries_whose_backends_do_not_import_are_skipped_and_reported(monkeypatch):
+    from supo.envs import bfcl_data  # where the backends are looked up
+
     real = bfcl.import_status
-    monkeypatch.setattr(bfcl, "import_status",
+    monkeypatch.setattr(bfcl_data, "import_status",
                         lambda n: "ModuleNotFoundError: No module named 'mpmath'" if n == "MathAPI" else real(n))
     served, skipped = bfcl.supported_entries("multi_turn_base")
     math_entries = [e["id"] for e in bfcl.load_category("multi_turn_base").values()

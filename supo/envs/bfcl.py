@@ -35,37 +35,54 @@ no train split: ``build_split(cfg, "train")`` is empty and ``SPEC["eval_only"]``
 
 from __future__ import annotations
 
-import ast
 import copy
-import importlib
 import inspect
 import json
 import logging
-import math
-import re
 import uuid
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from supo.envs.base import _CALL_RE, MAX_JSON_DEPTH, ToolCall, ToolCallError, _too_deep
+from supo.envs.base import ToolCall, ToolCallError
+from supo.envs.bfcl_calls import (  # the adapter's calls (re-exported)
+    _IDENT,
+    _finite,
+    call_string,
+    call_text,
+    ground_truth_actions,
+    ground_truth_call,
+    parse_calls,
+    render_result,
+)
+from supo.envs.bfcl_data import (  # the package's data and backends (re-exported)
+    BLOCKED,
+    CATEGORIES,
+    END_OF_TURN,
+    MAX_ACTION_CHARS,
+    MAX_CALLS_PER_MESSAGE,
+    MAXIMUM_STEP_LIMIT,
+    PACKAGE_VERSION,
+    _entry_of,
+    _stateless,
+    backend_class,
+    class_status,
+    data_dir,
+    func_docs,
+    import_status,
+    load_category,
+    multi_turn_classes,
+    support_report,
+    supported_entries,
+)
 from supo.envs.files import FilesEnvConfig
 from supo.envs.spec import EnvSpec
-from supo.errors import DataError, require
-from supo.models import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from supo.errors import require
+from supo.models import TOOL_CALL_OPEN
 from supo.types import Task
 
 log = logging.getLogger(__name__)
 
 ENV_NAME = "bfcl"
-PACKAGE_VERSION = "2026.3.23"
-CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
-MAXIMUM_STEP_LIMIT = 20  # bfcl_eval.constants.default_prompts.MAXIMUM_STEP_LIMIT
-MAX_ACTION_CHARS = 65536  # BFCL's ground-truth calls reach ~7K characters (long_context)
-MAX_CALLS_PER_MESSAGE = 64
-BLOCKED = ("kill", "exit", "quit", "remove", "unlink", "popen", "Popen", "run")  # as bfcl's executor refuses
 ADDED_FUNCTIONS_PROMPT = "I have updated some more functions you can choose from. What about now?"
-END_OF_TURN = "I have completed this request."
 SYSTEM_PROMPT = (
     "You are an expert in composing functions. You are given a question and a set of possible functions. Based on "
     "the question, you will need to make one or more function/tool calls to achieve the purpose. If none of the "
@@ -78,138 +95,6 @@ SYSTEM_PROMPT = (
     "the current turn complete and proceed to the next turn or task.\n\n"
     "Here is a list of functions in JSON format that you can invoke:\n{functions}"
 )
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# the package's data and backends
-
-
-def _package():
-    try:
-        import bfcl_eval
-    except ImportError:
-        raise ImportError(
-            f"env bfcl needs the bfcl-eval package: pip install --no-deps bfcl-eval=={PACKAGE_VERSION} "
-            "(scripts/setup.sh installs it)"
-        ) from None
-    return bfcl_eval
-
-
-def data_dir() -> Path:
-    return Path(_package().__file__).parent / "data"
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise DataError(f"bfcl-eval data file {path} does not exist (bfcl-eval {PACKAGE_VERSION} expected)")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-    return out
-
-
-@lru_cache(maxsize=None)
-def load_category(category: str) -> dict[str, dict[str, Any]]:
-    """``{entry id: entry}`` with ``ground_truth`` attached, in file order."""
-    if category not in CATEGORIES:
-        raise ValueError(f"unknown BFCL multi-turn category {category!r}; choose from {', '.join(CATEGORIES)}")
-    d = data_dir()
-    questions = _read_jsonl(d / f"BFCL_v4_{category}.json")
-    answers = {a["id"]: a["ground_truth"] for a in _read_jsonl(d / "possible_answer" / f"BFCL_v4_{category}.json")}
-    out = {}
-    for e in questions:
-        if e["id"] not in answers:
-            raise DataError(f"{d / 'possible_answer' / f'BFCL_v4_{category}.json'}: no ground truth for {e['id']}")
-        gt = answers[e["id"]]
-        if len(gt) != len(e["question"]):
-            raise DataError(f"{category} entry {e['id']}: {len(e['question'])} turns but {len(gt)} ground-truth turns")
-        out[e["id"]] = {**e, "ground_truth": gt}
-    return out
-
-
-@lru_cache(maxsize=None)
-def _backend_modules() -> dict[str, str]:
-    _package()
-    from bfcl_eval.constants.executable_backend_config import CLASS_FILE_PATH_MAPPING
-
-    return dict(CLASS_FILE_PATH_MAPPING)
-
-
-@lru_cache(maxsize=None)
-def _stateless() -> frozenset[str]:
-    from bfcl_eval.constants.executable_backend_config import STATELESS_CLASSES
-
-    return frozenset(STATELESS_CLASSES)
-
-
-@lru_cache(maxsize=None)
-def backend_class(name: str) -> type:
-    """The backend class, imported from the package; ImportError names the missing dependency."""
-    module = _backend_modules().get(name)
-    if module is None:
-        raise ImportError(f"no BFCL backend named {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-@lru_cache(maxsize=None)
-def import_status(name: str) -> str | None:
-    """None when backend class ``name`` imports here, else why not (e.g. ``No module named 'mpmath'``)."""
-    try:
-        backend_class(name)
-        return None
-    except Exception as e:  # ImportError, or whatever a backend's import does
-        return f"{e.__class__.__name__}: {e}"
-
-
-def multi_turn_classes(categories: tuple[str, ...] = CATEGORIES) -> list[str]:
-    """The backend classes the multi-turn entries involve (the package's web-search and memory backends are not)."""
-    names: list[str] = []
-    for c in categories:
-        for e in load_category(c).values():
-            names.extend(n for n in e["involved_classes"] if n not in names)
-    return names
-
-
-def class_status(names: list[str] | None = None) -> dict[str, str | None]:
-    """Backend class → None when it imports here, else why not; only the multi-turn classes unless ``names``."""
-    return {n: import_status(n) for n in (names if names is not None else multi_turn_classes())}
-
-
-@lru_cache(maxsize=None)
-def func_docs(class_name: str) -> tuple[dict[str, Any], ...]:
-    from bfcl_eval.constants.executable_backend_config import MULTI_TURN_FUNC_DOC_FILE_MAPPING
-
-    return tuple(_read_jsonl(data_dir() / "multi_turn_func_doc" / MULTI_TURN_FUNC_DOC_FILE_MAPPING[class_name]))
-
-
-def supported_entries(category: str) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """(entries whose backends all import, [(skipped entry id, why)])."""
-    ok, skipped = [], []
-    for e in load_category(category).values():
-        bad = [f"{c} ({import_status(c)})" for c in e["involved_classes"] if import_status(c)]
-        if bad:
-            skipped.append((e["id"], "backend does not import: " + "; ".join(bad)))
-        else:
-            ok.append(e)
-    return ok, skipped
-
-
-def support_report(categories: tuple[str, ...] = CATEGORIES) -> dict[str, Any]:
-    """Per category: entries served and skipped (with reasons); per backend class: whether it imports."""
-    out: dict[str, Any] = {"classes": class_status(multi_turn_classes(categories)), "categories": {}}
-    for c in categories:
-        ok, skipped = supported_entries(c)
-        reasons: dict[str, int] = {}
-        for _, why in skipped:
-            reasons[why] = reasons.get(why, 0) + 1
-        out["categories"][c] = {"entries": len(ok) + len(skipped), "served": len(ok), "skipped": len(skipped),
-                                "skip_reasons": reasons}
-    return out
 
 
 def _entry_functions(entry: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
@@ -289,132 +174,6 @@ def build_split(cfg, split: str) -> list[Task]:
     return SPEC.build_split(cfg, split)
 
 
-def _entry_of(task: Task) -> dict[str, Any]:
-    c = task.env_config
-    try:
-        return load_category(c["category"])[c["id"]]
-    except KeyError as e:
-        raise ValueError(f"task {task.id}: no BFCL entry for env_config {c} ({e})") from None
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# calls
-
-
-def _check_call(obj: Any) -> ToolCall:
-    if not isinstance(obj, dict):
-        raise ToolCallError("tool call must be a JSON object with keys name and parameters")
-    if _too_deep(obj, MAX_JSON_DEPTH + 2):
-        raise ToolCallError(f"tool call nests deeper than {MAX_JSON_DEPTH + 2} levels")
-    extra = set(obj) - {"name", "parameters"}
-    if extra:
-        raise ToolCallError(f"unexpected keys {sorted(extra)} in the tool call; use name and parameters")
-    name, params = obj.get("name"), obj.get("parameters", {})
-    if not isinstance(name, str) or not name:
-        raise ToolCallError("tool call lacks a string 'name'")
-    if not isinstance(params, dict):
-        raise ToolCallError("'parameters' must be a JSON object")
-    return ToolCall(name=name, parameters=params)
-
-
-def parse_calls(text: str) -> list[ToolCall]:
-    """Every ``<tool_call>{...}</tool_call>`` of a message (BFCL allows parallel calls; at most
-    :data:`MAX_CALLS_PER_MESSAGE`), parsed as strictly as :func:`~supo.envs.base.parse_tool_call` but with a longer
-    length limit (BFCL's calls carry whole file contents). One malformed call rejects the whole message."""
-    if len(text) > MAX_ACTION_CHARS:
-        raise ToolCallError(f"action is {len(text)} characters long; the limit is {MAX_ACTION_CHARS}")
-    bodies = _CALL_RE.findall(text)
-    if not bodies:
-        raise ToolCallError("no <tool_call>...</tool_call> found in the response")
-    if len(bodies) > MAX_CALLS_PER_MESSAGE:
-        raise ToolCallError(f"{len(bodies)} tool calls in one message; the limit is {MAX_CALLS_PER_MESSAGE}")
-    calls = []
-    for k, body in enumerate(bodies):
-        try:
-            obj = json.loads(body.strip())
-        except (json.JSONDecodeError, RecursionError) as e:
-            why = f"{e.__class__.__name__}: {str(e)[:80]}"
-            raise ToolCallError(f"tool call {k + 1} is not valid JSON ({why})") from None
-        calls.append(_check_call(obj))
-    return calls
-
-
-def _finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    return True
-
-
-def call_text(name: str, params: dict[str, Any]) -> str:
-    """supo's tool-call text for a call (a parameter may itself be called ``name``)."""
-    return f"{TOOL_CALL_OPEN}{json.dumps({'name': name, 'parameters': params})}{TOOL_CALL_CLOSE}"
-
-
-def call_string(name: str, params: dict[str, Any]) -> str:
-    """The BFCL decoded form ``name(k=v, ...)`` of a validated call (values are JSON literals, rendered by repr)."""
-    return f"{name}(" + ",".join(f"{k}={v!r}" for k, v in params.items()) + ")"
-
-
-def render_result(result: Any) -> str:
-    """A backend result as BFCL's executor renders it."""
-    if type(result) is str:
-        return result
-    if type(result) is dict:
-        try:
-            return json.dumps(result)
-        except (TypeError, ValueError):
-            return str(result)
-    return str(result)
-
-
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def _method_table(involved: list[str]) -> dict[str, tuple[str, Any]]:
-    """method name → (class name, function) over the involved classes; a later class wins, as in BFCL."""
-    table: dict[str, tuple[str, Any]] = {}
-    for c in involved:
-        cls = backend_class(c)
-        for name, fn in inspect.getmembers(cls, predicate=inspect.isfunction):
-            if not name.startswith("_"):
-                table[name] = (c, fn)
-    return table
-
-
-def ground_truth_call(call: str, table: dict[str, tuple[str, Any]]) -> tuple[str, dict[str, Any]]:
-    """``"mv(source='a', destination='b')"`` → ``("mv", {...})``; positional arguments named by the signature."""
-    node = ast.parse(call, mode="eval").body
-    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
-        raise ValueError(f"not a plain function call: {call[:80]!r}")
-    name = node.func.id
-    params: dict[str, Any] = {}
-    if node.args:
-        sig_names = [p for p in inspect.signature(table[name][1]).parameters if p != "self"]
-        for p, a in zip(sig_names, node.args):
-            params[p] = ast.literal_eval(a)
-    for kw in node.keywords:
-        params[kw.arg] = ast.literal_eval(kw.value)
-    return name, params
-
-
-def ground_truth_actions(task: Task) -> list[list[str]]:
-    """Per turn: the ground-truth calls as supo tool-call messages, then an end-of-turn message (no call).
-
-    One call per message, except in a turn with more calls than BFCL's step limit (two entries have 34), where calls
-    are grouped into parallel-call messages, as a BFCL model would have to.
-    """
-    entry = _entry_of(task)
-    table = _method_table(entry["involved_classes"])
-    turns = []
-    for gt_turn in entry["ground_truth"]:
-        texts = [call_text(*ground_truth_call(s, table)) for s in gt_turn]
-        per = max(1, -(-len(texts) // MAXIMUM_STEP_LIMIT))
-        turns.append(["".join(texts[i:i + per]) for i in range(0, len(texts), per)] + [END_OF_TURN])
-    return turns
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -593,3 +352,11 @@ def validate_env_config(cfg: dict) -> None:
 SPEC = EnvSpec(name="bfcl", section="files", options=FilesEnvConfig, make_split=make_split, make_env=make_env,
                make_expert=make_expert, corpus=corpus, validate_env_config=validate_env_config, requires=requires,
                files=files, eval_only=True)
+
+__all__ = [
+    "ADDED_FUNCTIONS_PROMPT", "BLOCKED", "CATEGORIES", "END_OF_TURN", "ENV_NAME", "MAXIMUM_STEP_LIMIT", "MAX_ACTION_CHARS",
+    "MAX_CALLS_PER_MESSAGE", "PACKAGE_VERSION", "SPEC", "SYSTEM_PROMPT", "BFCLEnv", "build_split", "call_string",
+    "call_text", "class_status", "corpus", "data_dir", "func_docs", "ground_truth_actions", "ground_truth_call",
+    "import_status", "load_category", "make_env", "make_expert", "make_split", "make_tasks", "multi_turn_classes",
+    "parse_calls", "render_result", "score", "support_report", "supported_entries", "validate_env_config",
+]

@@ -1,5 +1,9 @@
 """The procedural search environment (BrowseComp-Plus-like): answer multi-hop questions over a seeded corpus.
 
+The world (entities, documents, the BM25 index) is in :mod:`supo.envs.search_world`, the scripted expert in
+:mod:`supo.envs.search_expert`; this module holds the environment, the tasks, the options and the spec, and
+re-exports both.
+
 **The world.** A seeded set of fictional entities of four types — people, companies, cities and products — with
 attributes (a year, a profession or industry, ...) and functional relations:
 
@@ -41,298 +45,46 @@ titled with the wrong entity and answers wrong.
 from __future__ import annotations
 
 import random
-import re
-import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-import numpy as np
-
-from supo.envs.base import Tool, ToolCallError, ToolEnv, format_tool_call, parse_tool_call
+from supo.envs.base import Tool, ToolCallError, ToolEnv
+from supo.envs.search_expert import (  # the expert (re-exported)
+    MAX_ATTEMPTS,
+    NO_MATCH,
+    ExpertState,
+    SearchExpert,
+    expert_factory,
+    extract,
+    parse_summary,
+    summary_text,
+)
+from supo.envs.search_world import (  # the world (re-exported)
+    ATTRS,
+    BACKLINK,
+    FACT,
+    FIRST_NAMES,
+    IN_RELATIONS,
+    INTRO,
+    KEYWORD,
+    OUT_RELATIONS,
+    PHRASE,
+    RELATIONS,
+    SYLLABLES,
+    SYSTEM_PROMPT,
+    TYPE_SHARE,
+    TYPES,
+    USER_PROMPT,
+    YEAR_VERB,
+    YEARS,
+    Entity,
+    World,
+    get_world,
+    normalize_answer,
+)
 from supo.envs.spec import EnvSpec
 from supo.errors import require
 from supo.fields import F
-from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN
 from supo.types import Task
-
-# ----------------------------------------------------------------------------------------------------------------------
-# the world: entity types, relations and how they are written
-
-TYPES = ("person", "company", "city", "product")
-TYPE_SHARE = {"person": 0.30, "company": 0.25, "city": 0.20, "product": 0.25}
-YEARS = {"person": (1900, 1999), "company": (1850, 2010), "city": (1100, 1800), "product": (1950, 2020)}
-YEAR_VERB = {"person": "born", "company": "established", "city": "chartered", "product": "launched"}
-
-# relation: (source type, target type)
-RELATIONS: dict[str, tuple[str, str]] = {
-    "maker": ("product", "company"),
-    "founder": ("company", "person"),
-    "hq": ("company", "city"),
-    "birthplace": ("person", "city"),
-    "employer": ("person", "company"),
-    "mayor": ("city", "person"),
-}
-OUT_RELATIONS = {t: [r for r, (s, _) in RELATIONS.items() if s == t] for t in TYPES}
-IN_RELATIONS = {t: [r for r, (_, d) in RELATIONS.items() if d == t] for t in TYPES}
-
-# the fact as the source's document states it ({s} source name, {t} target name)
-FACT = {
-    "maker": "{s} is made by the company {t}.",
-    "founder": "{s} was founded by {t}.",
-    "hq": "{s} is based in the city {t}.",
-    "birthplace": "{s} was born in the city {t}.",
-    "employer": "{s} works for the company {t}.",
-    "mayor": "The mayor of {s} is {t}.",
-}
-# the back-link as the target's document states it
-BACKLINK = {
-    "maker": "{t} makes the product {s}.",
-    "founder": "{t} founded the company {s}.",
-    "hq": "{t} is home to the company {s}.",
-    "birthplace": "{t} is the birthplace of {s}.",
-    "employer": "{t} employs {s}.",
-    "mayor": "{t} is the mayor of {s}.",
-}
-# the word of the back-link an expert's query adds ("Ada Quill founded Quillworks")
-KEYWORD = {"maker": "makes", "founder": "founded", "hq": "home", "birthplace": "birthplace", "employer": "employs",
-           "mayor": "mayor"}
-# how a question names "r of x"
-PHRASE = {
-    "maker": "the company that makes {x}",
-    "founder": "the founder of {x}",
-    "hq": "the city where {x} is based",
-    "birthplace": "the birthplace of {x}",
-    "employer": "the employer of {x}",
-    "mayor": "the mayor of {x}",
-}
-
-ATTRS: dict[str, dict[str, list[str]]] = {
-    "person": {
-        "trait": ["calm", "restless", "generous", "stern", "cheerful", "quiet", "curious", "patient"],
-        "job": ["botanist", "sculptor", "engineer", "pilot", "chemist", "cartographer", "violinist", "architect",
-                "surgeon", "weaver", "astronomer", "baker"],
-        "hobby": ["chess", "sailing", "beekeeping", "archery", "pottery", "falconry", "rowing", "origami"],
-    },
-    "company": {
-        "size": ["small", "large", "family-run", "listed", "young", "old"],
-        "industry": ["shipping", "textiles", "robotics", "ceramics", "software", "brewing", "mining", "optics",
-                     "furniture", "printing"],
-        "quality": ["careful", "bold", "cheap", "elegant", "durable", "clever"],
-    },
-    "city": {
-        "region": ["coastal", "mountain", "river", "desert", "island", "valley", "forest", "lake"],
-        "feature": ["bridges", "markets", "towers", "canals", "gardens", "harbours", "libraries", "festivals"],
-        "size": ["small", "large", "busy", "quiet"],
-    },
-    "product": {
-        "color": ["red", "blue", "green", "black", "white", "golden", "silver", "grey"],
-        "kind": ["lamp", "kettle", "bicycle", "compass", "loom", "drone", "telescope", "radio", "typewriter", "clock"],
-        "market": ["northern", "southern", "eastern", "western", "coastal", "inland"],
-    },
-}
-INTRO = {
-    "person": "{n} is a {trait} {job} born in {year} who enjoys {hobby}.",
-    "company": "{n} is a {size} {industry} firm established in {year}, known for {quality} work.",
-    "city": "{n} is a {size} {region} city chartered in {year}, famous for its {feature}.",
-    "product": "{n} is a {color} {kind} launched in {year}, sold in {market} markets.",
-}
-
-SYLLABLES = ["ka", "ven", "tor", "mi", "lo", "dra", "sel", "bri", "qua", "zen", "fal", "mor", "tis", "ran", "pel",
-             "cor", "vin", "sha", "dol", "rek", "bel", "gor", "hul", "jas", "lun", "nor", "oss", "pry", "sut", "wex",
-             "yar", "zul", "ama", "eth", "ix", "ond"]
-FIRST_NAMES = ["Ada", "Bran", "Cora", "Dov", "Esme", "Finn", "Greta", "Hale", "Ines", "Joss", "Kira", "Lev", "Mira",
-               "Nils", "Oona", "Pim", "Rhea", "Soren", "Tova", "Ulla", "Vik", "Wren", "Yara", "Zane"]
-
-SYSTEM_PROMPT = (
-    "You answer questions by searching a collection of documents. Call exactly one tool per turn, written as "
-    '<tool_call>{{"name": NAME, "parameters": {{...}}}}</tool_call>. Wait for each result. Several documents may '
-    "share a name: open them and check the details.\nTools:\n{tools}"
-)
-USER_PROMPT = "What is {phrase}? Finish with its exact name."
-
-_TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")  # bm25s's default token pattern
-_RESULT_RE = re.compile(r"^\[(d\d+)\] ?(.*)$")
-
-
-def normalize_answer(text: str) -> str:
-    return " ".join(str(text).split()).casefold()
-
-
-@dataclass
-class Entity:
-    idx: int
-    type: str
-    name: str
-    year: int
-    attrs: dict[str, str]
-    rel: dict[str, int] = field(default_factory=dict)  # relation -> target entity index
-    back: dict[str, list[int]] = field(default_factory=dict)  # relation -> source entity indices
-
-
-def _render(e: Entity, year: int, rel: dict[str, int], back: dict[str, list[int]], ents: list[Entity]) -> str:
-    intro = INTRO[e.type].format(n=e.name, year=year, **e.attrs)
-    intro = re.sub(r"\ba ([aeiou])", r"an \1", intro)
-    parts = [f"{e.name} ({e.type}).", intro]
-    for r in OUT_RELATIONS[e.type]:
-        if r in rel:
-            parts.append(FACT[r].format(s=e.name, t=ents[rel[r]].name))
-    for r in IN_RELATIONS[e.type]:
-        for src in back.get(r, []):
-            parts.append(BACKLINK[r].format(t=e.name, s=ents[src].name))
-    return " ".join(parts)
-
-
-class World:
-    """The seeded entities, their documents (true + namesakes) and the BM25 index over them."""
-
-    def __init__(self, seed: int, num_entities: int, distractors: int) -> None:
-        import bm25s  # imported here: only the search env needs it
-
-        if num_entities < 8:
-            raise ValueError(f"search.num_entities must be at least 8, got {num_entities}")
-        if distractors < 0:
-            raise ValueError(f"search.distractors must be ≥ 0, got {distractors}")
-        self.seed, self.num_entities, self.distractors = seed, num_entities, distractors
-        rng = random.Random(f"search-world-{seed}-{num_entities}-{distractors}")
-        self.entities = self._entities(rng, num_entities)
-        self.by_type = {t: [e.idx for e in self.entities if e.type == t] for t in TYPES}
-        self.by_name = {e.name: e.idx for e in self.entities}
-        self._relations(rng)
-
-        # documents: one true document and `distractors` namesakes per entity, in a shuffled order (ids by position)
-        raw: list[tuple[int, bool, str]] = []  # (entity idx, is true, text)
-        for e in self.entities:
-            raw.append((e.idx, True, _render(e, e.year, e.rel, e.back, self.entities)))
-            for year, rel, back in self._namesakes(rng, e):
-                raw.append((e.idx, False, _render(e, year, rel, back, self.entities)))
-        rng.shuffle(raw)
-        width = max(4, len(str(len(raw) - 1)))
-        self.doc_ids = [f"d{i:0{width}d}" for i in range(len(raw))]
-        self.texts = [text for _, _, text in raw]
-        self.doc_entity = [idx for idx, _, _ in raw]
-        self.doc_is_true = [is_true for _, is_true, _ in raw]
-        self.doc_index = {d: i for i, d in enumerate(self.doc_ids)}
-        self.true_doc = {idx: i for i, (idx, is_true, _) in enumerate(raw) if is_true}
-        self.namesake_docs: dict[int, list[int]] = {}
-        for i, (idx, is_true, _) in enumerate(raw):
-            if not is_true:
-                self.namesake_docs.setdefault(idx, []).append(i)
-
-        self.bm25 = bm25s.BM25()
-        self.bm25.index(bm25s.tokenize(self.texts, stopwords="en", show_progress=False), show_progress=False)
-        self._stopwords = set(bm25s.stopwords.STOPWORDS_EN)
-
-    # -- construction
-
-    @staticmethod
-    def _entities(rng: random.Random, n: int) -> list[Entity]:
-        counts = {t: max(1, int(round(n * TYPE_SHARE[t]))) for t in TYPES}
-        counts["person"] += n - sum(counts.values())  # the remainder
-        if counts["person"] < 1:
-            raise ValueError(f"search.num_entities={n} is too small")
-        used_words: set[str] = set()
-        used_names: set[str] = set()
-
-        def word() -> str:
-            for _ in range(10_000):
-                w = "".join(rng.choice(SYLLABLES) for _ in range(rng.choice((2, 3)))).capitalize()
-                if w not in used_words:
-                    used_words.add(w)
-                    return w
-            raise ValueError("search: ran out of entity names; lower search.num_entities")
-
-        ents: list[Entity] = []
-        for t in TYPES:
-            lo, hi = YEARS[t]
-            for _ in range(counts[t]):
-                if t == "person":
-                    name = f"{rng.choice(FIRST_NAMES)} {word()}"
-                else:
-                    name = word()
-                if name in used_names:  # cannot happen (last words are unique); kept as a guard
-                    raise ValueError("search: duplicate entity name")
-                used_names.add(name)
-                attrs = {k: rng.choice(v) for k, v in ATTRS[t].items()}
-                ents.append(Entity(len(ents), t, name, rng.randint(lo, hi), attrs))
-        return ents
-
-    def _relations(self, rng: random.Random) -> None:
-        """Each relation maps every source to a target, with targets balanced (bounded in-degree)."""
-        for r, (src_t, dst_t) in RELATIONS.items():
-            srcs, dsts = self.by_type[src_t], self.by_type[dst_t]
-            pool: list[int] = []
-            while len(pool) < len(srcs):
-                block = list(dsts)
-                rng.shuffle(block)
-                pool.extend(block)
-            for s, d in zip(srcs, pool):
-                self.entities[s].rel[r] = d
-                self.entities[d].back.setdefault(r, []).append(s)
-
-    def _namesakes(self, rng: random.Random, e: Entity):
-        """Namesake documents of ``e``: other years, and every relation and back-link pointing elsewhere.
-
-        The first namesake is the most confusable: where it can, its facts name the entities that link to ``e`` in
-        another role ("Torlo was founded by Hale Ixrek" where the true Torlo *employs* Hale Ixrek), so a query
-        "<name> <linking entity>" ranks it next to the true document and only reading tells them apart.
-        """
-        lo, hi = YEARS[e.type]
-        years = rng.sample([y for y in range(lo, hi + 1) if y != e.year], min(self.distractors, hi - lo))
-        neighbours = {e.idx, *e.rel.values(), *(s for srcs in e.back.values() for s in srcs)}
-        linking = sorted({s for srcs in e.back.values() for s in srcs})
-        for k, year in enumerate(years):
-            rel = {}
-            for r in OUT_RELATIONS[e.type]:
-                dst_t = RELATIONS[r][1]
-                confusing = [d for d in linking if self.entities[d].type == dst_t and d != e.rel[r]]
-                options = [d for d in self.by_type[dst_t] if d not in neighbours]
-                if k == 0 and confusing:
-                    rel[r] = rng.choice(confusing)
-                elif options:
-                    rel[r] = rng.choice(options)
-            back = {}
-            for r, srcs in e.back.items():
-                options = [s for s in self.by_type[RELATIONS[r][0]] if s not in neighbours]
-                if options:
-                    back[r] = rng.sample(options, min(len(srcs), len(options)))
-            yield year, rel, back
-
-    # -- queries
-
-    def query_tokens(self, query: str) -> list[str]:
-        return [t for t in _TOKEN_RE.findall(query.lower()) if t not in self._stopwords]
-
-    def search(self, query: str, k: int) -> list[int]:
-        """Indices of the top-``k`` documents with a positive score (ties broken by document id)."""
-        tokens = [t for t in self.query_tokens(query) if t in self.bm25.vocab_dict]
-        if not tokens:
-            return []
-        scores = np.asarray(self.bm25.get_scores(tokens), dtype=np.float64)
-        order = np.lexsort((np.arange(len(scores)), -scores))[:k]
-        return [int(i) for i in order if scores[i] > 0]
-
-    def value(self, name: str, relation: str) -> str | None:
-        """The true target of ``relation`` for the real entity named ``name`` (None if no such entity/relation)."""
-        idx = self.by_name.get(name)
-        if idx is None or relation not in self.entities[idx].rel:
-            return None
-        return self.entities[self.entities[idx].rel[relation]].name
-
-
-_WORLDS: dict[tuple[int, int, int], World] = {}
-_WORLDS_LOCK = threading.Lock()
-
-
-def get_world(seed: int, num_entities: int, distractors: int) -> World:
-    """The cached world for these knobs (built once per process)."""
-    key = (int(seed), int(num_entities), int(distractors))
-    with _WORLDS_LOCK:
-        w = _WORLDS.get(key)
-        if w is None:
-            if len(_WORLDS) >= 4:  # a process normally needs one; keep memory bounded
-                _WORLDS.pop(next(iter(_WORLDS)))
-            w = _WORLDS[key] = World(*key)
-        return w
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # the environment
@@ -492,9 +244,10 @@ def make_tasks(split: str, num: int, min_hops: int, max_hops: int, *, seed: int,
 class SearchEnvConfig:
     """The procedural search environment's options (params.yaml section ``search``; ``env.name: search``).
 
-    The corpus depends on ``seed``, ``num_entities`` and ``distractors`` only. With these defaults and a 1K BPE, a search
-    result is about 160 tokens (230 at most), an opened document about 80 (115 at most), so the budgets need
-    ``budget.max_obs_tokens`` ≥ 232, ``budget.max_summary_tokens`` ≥ 48 and a working context of about 400–512 tokens.
+    The corpus depends on ``seed``, ``num_entities`` and ``distractors`` only. With these defaults and a 1K BPE, a
+    search result is about 160 tokens (230 at most), an opened document about 80 (115 at most), so the budgets need
+    ``budget.max_obs_tokens`` ≥ 232, ``budget.max_summary_tokens`` ≥ 48 and a working context of about 400–512
+    tokens.
     """
 
     num_entities: int = F(400, "fictional entities (people, companies, cities, products) in the seeded corpus")
@@ -534,199 +287,6 @@ def make_split(options: SearchEnvConfig, split: str, seed: int) -> list[Task]:
 def build_split(cfg, split: str) -> list[Task]:
     """The ``split`` of a run config (its ``search`` section and ``seed``)."""
     return SPEC.build_split(cfg, split)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# the scripted expert
-
-MAX_ATTEMPTS = 2  # per hop: 0 = open the hits titled <name> until one meets the constraint, 1 = take the first one
-
-
-@dataclass(frozen=True)
-class ExpertState:
-    facts: tuple[str, ...] = ()  # entity names found, one per completed hop
-    cands: tuple[str, ...] | None = None  # doc ids still to open for the current hop (None: search first)
-    attempt: int = 0  # 0: verify each hit; 1: take the first hit titled right; MAX_ATTEMPTS: give up and answer
-    rejected: frozenset[str] = frozenset()  # namesakes opened and rejected in this hop
-
-
-def _title_matches(snippet: str, name: str) -> bool:
-    head = f"{name} ("
-    return snippet.startswith(head) or (len(snippet) < len(head) and head.startswith(snippet))
-
-
-class SearchExpert:
-    """Solves a question hop by hop through the tools; its summaries are wrong at ``error_rate``.
-
-    Protocol (as :class:`~supo.envs.array.ArrayExpert`): :meth:`act` returns the next action text, :meth:`observe`
-    is told each (action, observation), :meth:`drop` forgets the last one (the trigger removed it from the context),
-    :meth:`summarize` writes a ``<summary>`` and continues from exactly what it wrote.
-    """
-
-    def __init__(self, task: Task, error_rate: float = 0.0, seed: int = 0) -> None:
-        c = task.env_config
-        self.world = get_world(c["seed"], c["num_entities"], c["distractors"])
-        self.relations: list[str] = list(c["relations"])
-        self.anchor: str = c["chain"][0]
-        self.anchor_type: str = c["anchor_type"]
-        self.anchor_year = int(c["anchor_year"])
-        self.error_rate = error_rate
-        self.rng = random.Random(f"search-expert-{seed}-{task.id}")
-        self.state = ExpertState()
-        self._history: list[ExpertState] = []
-        self.summary_errors = 0
-
-    # -- what the current hop looks for
-
-    def _subject(self, s: ExpertState) -> str:
-        """The entity whose document the current hop must read."""
-        return s.facts[-1] if s.facts else self.anchor
-
-    def _constraint(self, s: ExpertState) -> tuple[str, str]:
-        """(query words, the phrase the right document contains) that tell it from its namesakes: the anchor's year,
-        or the back-link to the entity the hop came from."""
-        j = len(s.facts)
-        if j == 0:
-            return str(self.anchor_year), f"{YEAR_VERB[self.anchor_type]} in {self.anchor_year}"
-        parent, rel = (s.facts[-2] if j >= 2 else self.anchor), self.relations[j - 1]
-        return f"{KEYWORD[rel]} {parent}", BACKLINK[rel].format(t=s.facts[-1], s=parent)
-
-    def query(self, s: ExpertState | None = None) -> str:
-        """``"<entity> <year>"`` for the anchor, ``"<entity> <back-link word> <previous entity>"`` after it."""
-        s = s or self.state
-        words, _ = self._constraint(s)
-        return f"{self._subject(s)} {words}"
-
-    def _guess(self) -> str:
-        return self.state.facts[-1] if self.state.facts else self.anchor
-
-    # -- the protocol
-
-    def act(self) -> str:
-        s = self.state
-        if len(s.facts) >= len(self.relations) or s.attempt >= MAX_ATTEMPTS:
-            return format_tool_call("finish", answer=self._guess())
-        if s.cands is None:
-            return format_tool_call("search", query=self.query(s))
-        return format_tool_call("open", doc_id=s.cands[0])
-
-    def observe(self, action: str, observation: str) -> None:
-        self._history.append(self.state)
-        try:
-            call = parse_tool_call(action)
-        except ToolCallError:
-            return
-        if observation.startswith("Error"):
-            return
-        s = self.state
-        if call.name == "search":
-            hits = [m.groups() for m in map(_RESULT_RE.match, observation.splitlines()) if m]
-            name = self._subject(s)
-            cands = tuple(d for d, snip in hits if _title_matches(snip, name)
-                          and (s.attempt == MAX_ATTEMPTS - 1 or d not in s.rejected))
-            if s.attempt == MAX_ATTEMPTS - 1:
-                cands = cands[:1]
-            self.state = replace(s, cands=cands) if cands else replace(s, cands=None, attempt=s.attempt + 1)
-        elif call.name == "open":
-            doc_id = str(call.parameters.get("doc_id", ""))
-            self.state = self._read(s, doc_id, observation)
-
-    def _read(self, s: ExpertState, doc_id: str, observation: str) -> ExpertState:
-        name = self._subject(s)
-        text = observation.split("] ", 1)[1] if observation.startswith("[") and "] " in observation else observation
-        sloppy = s.attempt == MAX_ATTEMPTS - 1
-        _, phrase = self._constraint(s)
-        ok = text.startswith(f"{name} (") and (sloppy or phrase in text)
-        if ok:
-            value = extract(text, name, self.relations[len(s.facts)])
-            if value is not None:
-                return ExpertState(facts=(*s.facts, value))
-        if sloppy:  # nothing usable even taking the first hit: give up and answer
-            return replace(s, cands=None, attempt=MAX_ATTEMPTS)
-        if s.cands is None:  # a document it did not plan to open: remember it, keep the plan
-            return replace(s, rejected=s.rejected | {doc_id})
-        cands = tuple(d for d in (s.cands or ()) if d != doc_id)
-        rejected = s.rejected | {doc_id}
-        if cands:
-            return replace(s, cands=cands, rejected=rejected)
-        return replace(s, cands=None, attempt=s.attempt + 1, rejected=rejected)
-
-    def drop(self) -> None:
-        """The last (action, observation) left the context: forget what it taught."""
-        if self._history:
-            self.state = self._history.pop()
-
-    def _wrong_value(self, s: ExpertState) -> str:
-        """What a namesake of the last fact's source states instead (a plausible misreading)."""
-        j = len(s.facts)
-        rel = self.relations[j - 1]
-        source = s.facts[-2] if j >= 2 else self.anchor
-        w = self.world
-        src_idx = w.by_name.get(source)
-        options: list[str] = []
-        if src_idx is not None:
-            for di in w.namesake_docs.get(src_idx, []):
-                v = extract(w.texts[di], source, rel)
-                if v is not None and v != s.facts[-1]:
-                    options.append(v)
-        if not options:
-            options = [w.entities[i].name for i in w.by_type[RELATIONS[rel][1]] if w.entities[i].name != s.facts[-1]]
-        return self.rng.choice(sorted(set(options)))
-
-    def summarize(self) -> str:
-        s = self.state
-        state = ExpertState(facts=s.facts, cands=s.cands, attempt=min(s.attempt, MAX_ATTEMPTS - 1))
-        if s.facts and self.rng.random() < self.error_rate:
-            state = ExpertState(facts=(*s.facts[:-1], self._wrong_value(s)))
-            self.summary_errors += 1
-        self.state = state
-        self._history.clear()
-        return summary_text(self.relations, state)
-
-
-def extract(text: str, name: str, relation: str) -> str | None:
-    """The value of ``relation`` stated in a document about ``name`` (None if it states none)."""
-    pattern = re.escape(FACT[relation].format(s=name, t="\x00")).replace("\x00", r"([A-Z][A-Za-z ]*?)")
-    m = re.search(pattern, text)
-    return m.group(1) if m else None
-
-
-def summary_text(relations: list[str], s: ExpertState) -> str:
-    h, j = len(relations), len(s.facts)
-    head = f"all {h} hops done" if j >= h else f"hop {j + 1} of {h}"
-    found = ", ".join(f"{r} = {v}" for r, v in zip(relations, s.facts)) or "nothing yet"
-    body = f"{head}; found: {found}"
-    if s.cands:
-        body += f"; open next: {' '.join(s.cands)}"
-    if s.attempt:
-        body += f"; {NO_MATCH}"
-    return f"{SUMMARY_OPEN}{body}{SUMMARY_CLOSE}"
-
-
-NO_MATCH = "no hit matched, take the first"
-_SUMMARY_RE = re.compile(r"^(?:hop \d+ of \d+|all \d+ hops done); found: (.*?)(?:; open next: ([d\d ]+))?"
-                         r"(; " + re.escape(NO_MATCH) + r")?$")
-
-
-def parse_summary(text: str, relations: list[str]) -> ExpertState | None:
-    """The expert state a summary written by :func:`summary_text` describes (None if it is not one)."""
-    body = text.removeprefix(SUMMARY_OPEN).removesuffix(SUMMARY_CLOSE)
-    m = _SUMMARY_RE.match(body)
-    if not m:
-        return None
-    facts: list[str] = []
-    if m.group(1) != "nothing yet":
-        for part, r in zip(m.group(1).split(", "), relations):
-            key, _, value = part.partition(" = ")
-            if key != r:
-                return None
-            facts.append(value)
-    cands = tuple(m.group(2).split()) if m.group(2) else None
-    return ExpertState(facts=tuple(facts), cands=cands, attempt=1 if m.group(3) else 0)
-
-
-def expert_factory(task: Task, error_rate: float, seed: int) -> SearchExpert:
-    return SearchExpert(task, error_rate=error_rate, seed=seed)
 
 
 def run_expert(task: Task, env: SearchEnv | None = None, expert: SearchExpert | None = None,
@@ -802,3 +362,12 @@ def validate_env_config(cfg: dict) -> None:
 SPEC = EnvSpec(name="search", section="search", options=SearchEnvConfig, make_split=make_split, make_env=make_env,
                make_expert=expert_factory, corpus=corpus, validate_env_config=validate_env_config,
                make_tasks=make_tasks)
+
+__all__ = [
+    "ATTRS", "BACKLINK", "CORPUS_CHARS", "FACT", "FIRST_NAMES", "IN_RELATIONS", "INTRO", "KEYWORD", "MAX_ATTEMPTS",
+    "NO_MATCH", "OUT_RELATIONS", "PHRASE", "RELATIONS", "SPEC", "SYLLABLES", "SYSTEM_PROMPT", "TYPES", "TYPE_SHARE",
+    "USER_PROMPT", "YEARS", "YEAR_VERB", "Entity", "ExpertState", "SearchEnv", "SearchEnvConfig", "SearchExpert",
+    "World", "anchor_phrase", "build_split", "corpus", "expert_factory", "extract", "get_world", "make_env",
+    "make_split", "make_tasks", "normalize_answer", "parse_summary", "question_phrase", "run_expert", "summary_text",
+    "task_prompt", "tool_docs", "validate_env_config",
+]
