@@ -389,27 +389,3 @@ def _action_starts(seg):
             out.append((start, i - start))
             start = None
     return out
-
-
-def test_a_rollout_cut_right_after_a_reset_has_no_empty_segment(setup):
-    """When a rollout ends (R4) before its new segment holds a token — e.g. the engine limit right after a reset —
-    no empty segment is written: the segment before it (ending with the summary) is the last, and every context
-    length belongs to a segment. (Validated budgets leave room after a reset, so the state is built directly.)"""
-    from supo.rollout.agent_loop import _finish, _Live, _summarize
-    from supo.types import Rollout
-
-    tasks, tok, t = setup
-    task = tasks[0]
-    lv = _Live(task, make_env(task), Rollout(task.id, "g", 0), seed=0, base_prompt=[1, 2], prompt=[1, 2, 3])
-    lv.extend([5, 6], 1, [-0.1, -0.2])
-    lv.extend([7], 0)
-    lv.extend(t.summary_request, 0)
-    _summarize(lv, t.summary_open + [9] + t.summary_close + [t.eos_id], [-0.3] * (len(t.summary_open) + 3), t,
-               False, None)
-    assert [s.is_last for s in lv.rollout.context_segments] == [False] and lv.resp == []
-    _finish(lv, t, reward=0.0, overlong="engine_limit")
-    r = lv.rollout
-    assert r.overlong_reason == "engine_limit" and r.num_summaries == 1
-    assert len(r.context_segments) == 1 and r.context_segments[0].is_last
-    assert all(s.response_ids for s in r.segments)
-    assert len(r.context_lengths) == len(r.context_segments)

@@ -108,4 +108,6 @@ def test_layers():
         assert not reaches(graph, env, "supo.config"), f"{env} reaches the run config"
     for low in ("supo.errors", "supo.fields", "supo.types", "supo.results", "supo.layout"):
         assert not reaches(graph, low, "supo.config") and not reaches(graph, low, "cli"), low
+    assert not reaches(graph, "supo.engines.vllm_engine", "supo.rollout.agent_loop")  # engines: the Policy module
+    assert not reaches(graph, "supo.rollout.segments", "supo.rollout.agent_loop")
     assert not [m for m in graph if m.startswith("supo.") and reaches(graph, m, "cli")]

@@ -21,42 +21,17 @@ Per rollout (SUPO; GRPO is the same with S = 0):
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
+from supo.rollout.policy import GenRequest, GenResult, Policy  # re-exported: they lived here
+from supo.rollout.segments import OpenSegment, close_with_summary, drop_last_pair, ended_copy, finish
 from supo.rollout.templates import Templates, summary_content
-from supo.types import Rollout, Segment, Task
+from supo.types import Rollout, Task
 
-
-@dataclass
-class GenRequest:
-    """One generation: the context ids, what is being generated, and its budget."""
-
-    key: int
-    context: list[int]
-    kind: str  # "action" or "summary"
-    max_tokens: int
-    seed: int
-
-
-@dataclass
-class GenResult:
-    token_ids: list[int]
-    logprobs: list[float]
-    finish_reason: str = "stop"
-
-
-class Policy(Protocol):
-    """What the loop samples from: a vLLM engine in training/eval, a scripted expert for demonstrations."""
-
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]: ...
-
-    def on_step(self, key: int, action: str, observation: str) -> None: ...
-
-    def on_drop(self, key: int) -> None: ...
+__all__ = ["GenRequest", "GenResult", "LoopSettings", "Policy", "run_rollouts"]
 
 
 @dataclass
@@ -75,29 +50,18 @@ class LoopSettings:
 
 @dataclass
 class _Live:
+    """One rollout in progress: its task and environment, the segment being written (``supo.rollout.segments``) and
+    where it stands (``phase``: action, summary or done; actions and generations so far)."""
+
     task: Task
     env: Any
     rollout: Rollout
     seed: int
     base_prompt: list[int]  # the initial prompt without its final assistant header
-    prompt: list[int]
-    resp: list[int] = field(default_factory=list)
-    mask: list[int] = field(default_factory=list)
-    lps: list[float] = field(default_factory=list)
+    seg: OpenSegment
     phase: str = "action"
     steps: int = 0
     turns: int = 0
-    seg_index: int = 0
-    peak: int = 0
-
-    @property
-    def context_len(self) -> int:
-        return len(self.prompt) + len(self.resp)
-
-    def extend(self, ids: list[int], mask: int, lps: list[float] | None = None) -> None:
-        self.resp.extend(ids)
-        self.mask.extend([mask] * len(ids))
-        self.lps.extend(lps if lps is not None else [0.0] * len(ids))
 
 
 def run_rollouts(
@@ -140,7 +104,8 @@ def run_rollouts(
         if p[len(base):] != templates.assistant_header:
             raise ValueError(f"task {task.id}: the chat template's generation prompt is not the assistant header")
         r = Rollout(task_id=task.id, group_id=group_id, index=index)
-        live.append(_Live(task, env, r, seed=(seed * 1_000_003 + key * 7919) % (2**31), base_prompt=base, prompt=p))
+        live.append(_Live(task, env, r, seed=(seed * 1_000_003 + key * 7919) % (2**31), base_prompt=base,
+                          seg=OpenSegment(p)))
     rollouts = [lv.rollout for lv in live]
     for b, view in (views or {}).items():
         if any(b >= st.max_summaries for st in per_item):
@@ -152,11 +117,12 @@ def run_rollouts(
         """Rollout ``k``'s next generation, or None when it cannot fit the engine (then it ends overlong, R4)."""
         lv, st = live[k], per_item[k]
         budget = st.max_turn_tokens if lv.phase == "action" else st.max_summary_tokens
-        room = st.engine_max_len - lv.context_len
+        room = st.engine_max_len - lv.seg.context_len
         if room < 1:
-            _finish(lv, templates, reward=0.0, overlong="engine_limit")
+            _finish(lv, reward=0.0, overlong="engine_limit")
             return None
-        return GenRequest(k, lv.prompt + lv.resp, lv.phase, min(budget, room), (lv.seed + 104_729 * lv.turns) % (2**31))
+        return GenRequest(k, lv.seg.prompt + lv.seg.resp, lv.phase, min(budget, room),
+                          (lv.seed + 104_729 * lv.turns) % (2**31))
 
     queue = [r for r in map(request, range(len(live))) if r is not None]
     pool = ThreadPoolExecutor(env_threads) if env_threads > 0 else None
@@ -224,98 +190,50 @@ def _advance(lv: _Live, st: LoopSettings, req: GenRequest, res: GenResult, stepp
     lv.rollout.tool_format_misses += format_miss and observation.startswith("Error")
     if keep_transcript:
         lv.rollout.transcript.append(f"[action] {text}\n[obs] {observation}")
+    seg = lv.seg
     if done:
-        lv.extend(ids, 1, lps)
+        seg.extend(ids, 1, lps)
         lv.rollout.answer = text
-        _finish(lv, t, reward=reward, overlong=None)
+        _finish(lv, reward=reward, overlong=None)
         return False
-    pair_start = len(lv.resp)
-    lv.extend(ids, 1, lps)
+    pair_start = len(seg.resp)
+    seg.extend(ids, 1, lps)
     obs_ids = tokenizer.encode(observation, add_special_tokens=False)[: st.max_obs_tokens]
-    lv.extend(t.obs_prefix + obs_ids + t.obs_suffix, 0)
+    seg.extend(t.obs_prefix + obs_ids + t.obs_suffix, 0)
     policy.on_step(req.key, env_text if env_text is not None else text, observation)
-    lv.peak = max(lv.peak, lv.context_len)
-    if lv.context_len >= st.trigger:
-        _drop_pair(lv, pair_start, len(ids), st)
+    seg.mark_peak()
+    if seg.context_len >= st.trigger:
+        drop_last_pair(seg, lv.rollout, pair_start, len(ids), st.train_trigger_action)
         policy.on_drop(req.key)
         if lv.steps >= st.max_steps:  # the H-th action: no summary after it, whatever S (R4)
-            _finish(lv, t, reward=0.0, overlong="max_steps")
+            _finish(lv, reward=0.0, overlong="max_steps")
             return False
         if views and lv.rollout.num_summaries in views:  # here S = num_summaries would end the rollout
-            views[lv.rollout.num_summaries][req.key] = _ended_copy(lv, t)
+            views[lv.rollout.num_summaries][req.key] = ended_copy(seg, lv.rollout)
         if lv.rollout.num_summaries < st.max_summaries:
-            lv.extend(t.summary_request, 0)
+            seg.extend(t.summary_request, 0)
             lv.phase = "summary"
             return True
-        _finish(lv, t, reward=0.0, overlong="max_summaries")
+        _finish(lv, reward=0.0, overlong="max_summaries")
         return False
     if lv.steps >= st.max_steps:
-        _finish(lv, t, reward=0.0, overlong="max_steps")
+        _finish(lv, reward=0.0, overlong="max_steps")
         return False
     return True
 
 
-def _ended_copy(lv: _Live, t: Templates) -> Rollout:
-    """The rollout as S = its current summary count would end it at this trigger (R4), leaving ``lv`` as it is."""
-    c = copy.copy(lv)
-    c.rollout = copy.deepcopy(lv.rollout)
-    c.prompt, c.resp, c.mask, c.lps = list(lv.prompt), list(lv.resp), list(lv.mask), list(lv.lps)
-    _finish(c, t, reward=0.0, overlong="max_summaries")
-    return c.rollout
-
-
-def _drop_pair(lv: _Live, pair_start: int, action_len: int, settings: LoopSettings) -> None:
-    """R2: remove the last (action, observation) from the context; keep the action as a trigger-action sample."""
-    if settings.train_trigger_action:
-        lv.rollout.segments.append(
-            Segment(
-                prompt_ids=lv.prompt + lv.resp[:pair_start],
-                response_ids=lv.resp[pair_start : pair_start + action_len],
-                response_mask=lv.mask[pair_start : pair_start + action_len],
-                logprobs=lv.lps[pair_start : pair_start + action_len],
-                index=lv.seg_index,
-                kind="trigger_action",
-            )
-        )
-    del lv.resp[pair_start:], lv.mask[pair_start:], lv.lps[pair_start:]
-
-
-def _close_segment(lv: _Live, is_last: bool) -> None:
-    if lv.resp:
-        lv.rollout.context_lengths.append(max(lv.peak, lv.context_len))
-        lv.rollout.segments.append(
-            Segment(prompt_ids=list(lv.prompt), response_ids=lv.resp, response_mask=lv.mask, logprobs=lv.lps,
-                    index=lv.seg_index, is_last=is_last)
-        )
-    elif is_last:  # the rollout ended before its new segment held a token: no empty segment, the one before is last
-        context = lv.rollout.context_segments
-        if context:
-            context[-1].is_last = True
-    lv.resp, lv.mask, lv.lps = [], [], []
-    lv.seg_index += 1
-    lv.peak = 0
-
-
 def _summarize(lv: _Live, ids: list[int], lps: list[float], t: Templates, keep_transcript: bool, decode) -> None:
-    """R3: close the segment with the summary; the next segment starts from initial prompt + continuation + summary."""
-    lv.extend(ids, 1, lps)
-    lv.peak = max(lv.peak, lv.context_len)
+    """R3: the summary closes the segment; the next segment starts from initial prompt + continuation + summary."""
     content, well_formed = summary_content(ids, t)
     lv.rollout.num_summaries += 1
     lv.rollout.summary_format_misses += 0 if well_formed else 1
     if keep_transcript:
         lv.rollout.transcript.append(f"[summary] {decode(ids)}")
-    _close_segment(lv, is_last=False)
-    lv.prompt = lv.base_prompt + t.continuation_prefix + content + t.continuation_suffix
+    close_with_summary(lv.seg, lv.rollout, ids, lps,
+                       lv.base_prompt + t.continuation_prefix + content + t.continuation_suffix)
     lv.phase = "action"
 
 
-def _finish(lv: _Live, t: Templates, reward: float, overlong: str | None) -> None:
-    r = lv.rollout
-    r.reward = reward
-    r.finished = overlong is None
-    r.overlong = overlong is not None
-    r.overlong_reason = overlong
-    lv.peak = max(lv.peak, lv.context_len)
-    _close_segment(lv, is_last=True)
+def _finish(lv: _Live, reward: float, overlong: str | None) -> None:
+    finish(lv.seg, lv.rollout, reward, overlong)
     lv.phase = "done"

@@ -1,0 +1,40 @@
+"""What the agent loop samples from (docs/design.md §4): the generation request and result, and the :class:`Policy`
+protocol — a vLLM engine in training and evaluation (``supo.engines``), a scripted expert for demonstrations
+(``supo.rollout.expert_policy``). Engines implement it without importing the loop.
+
+Token ids and behaviour log-probs come back exactly as sampled (R6): the loop never re-tokenizes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass
+class GenRequest:
+    """One generation: the context ids, what is being generated, and its budget."""
+
+    key: int
+    context: list[int]
+    kind: str  # "action" or "summary"
+    max_tokens: int
+    seed: int
+
+
+@dataclass
+class GenResult:
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str = "stop"
+
+
+class Policy(Protocol):
+    """What the loop samples from: a vLLM engine in training/eval, a scripted expert for demonstrations."""
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]: ...
+
+    def on_step(self, key: int, action: str, observation: str) -> None: ...
+
+    def on_drop(self, key: int) -> None: ...
