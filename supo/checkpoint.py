@@ -68,9 +68,11 @@ def _clean_tmp(out: Path) -> None:
 
 
 def save_checkpoint(out: str | Path, *, step: int, model, tokenizer, trainer_state: dict[str, Any],
-                    history: list[dict[str, Any]], mlflow_run_id: str | None, extra: dict[str, Any] | None = None
-                    ) -> Path:
-    """Write ``<out>/step_<step>`` atomically and point ``<out>/latest`` at it. ``model`` holds the current weights."""
+                    history: list[dict[str, Any]], mlflow_run_id: str | None, extra: dict[str, Any] | None = None,
+                    rng: dict[str, Any] | None = None) -> Path:
+    """Write ``<out>/step_<step>`` atomically and point ``<out>/latest`` at it. ``model`` holds the current weights;
+    ``rng``: the RNG states to resume with (default: this process's — the training driver's, when trainer rank 0
+    writes the checkpoint for it)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _clean_tmp(out)
@@ -79,7 +81,7 @@ def save_checkpoint(out: str | Path, *, step: int, model, tokenizer, trainer_sta
     tmp.mkdir()
     model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
-    torch.save({"trainer": trainer_state, "rng": rng_state()}, tmp / TRAINER_STATE)
+    torch.save({"trainer": trainer_state, "rng": rng if rng is not None else rng_state()}, tmp / TRAINER_STATE)
     state = {"step": step, "data_cursor": step, "mlflow_run_id": mlflow_run_id, "history": history, **(extra or {})}
     (tmp / STATE).write_text(json.dumps(state, indent=1) + "\n")
     for f in tmp.iterdir():
@@ -111,11 +113,12 @@ def latest_checkpoint(out: str | Path) -> Path | None:
     return path
 
 
-def load_checkpoint(path: str | Path) -> TrainingState:
+def load_checkpoint(path: str | Path, *, trainer_state: bool = True) -> TrainingState:
     """Everything needed to resume from a checkpoint folder written by :func:`save_checkpoint` (the weights are
-    loaded from the folder itself, as an HF model)."""
+    loaded from the folder itself, as an HF model). ``trainer_state=False``: leave the trainer's state (weights,
+    optimizer) out — the trainer ranks read it themselves; the file is memory-mapped, so its tensors are not read."""
     path = Path(path)
     state = json.loads((path / STATE).read_text())
-    blob = torch.load(path / TRAINER_STATE, weights_only=False)
+    blob = torch.load(path / TRAINER_STATE, weights_only=False, mmap=not trainer_state)
     return TrainingState(step=int(state["step"]), history=state["history"], mlflow_run_id=state.get("mlflow_run_id"),
-                         trainer_state=blob["trainer"], rng=blob["rng"], path=path)
+                         trainer_state=blob["trainer"] if trainer_state else None, rng=blob["rng"], path=path)

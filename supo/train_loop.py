@@ -3,10 +3,14 @@
 The driver runs the loop; the heavy parts are Ray actors. Each step: sample tasks → G rollouts per task, spread across
 ``rollout.num_workers`` rollout workers (each a vLLM engine plus its environments) → one reward per rollout →
 advantages grouped by task (R8) → broadcast onto segments with overlong masking (R9) → the policy update on
-``trainer.world_size`` FSDP2 ranks (R10) → rank 0's full state dict pushed into every rollout worker. GRPO is the same
-loop with S = 0 (R11). A laptop runs the very same code with one worker and one rank.
+``trainer.world_size`` FSDP2 ranks (R10) → trainer rank 0 sends the new weights to every rollout worker itself
+(``trainer.weight_sync``: Ray's object store, or NCCL on CUDA). GRPO is the same loop with S = 0 (R11). A laptop runs
+the very same code with one worker and one rank.
 
-Every ``train.checkpoint_every`` steps (and at the end) a checkpoint is written atomically (``supo.checkpoint``);
+The driver never holds the model: the ranks read the initial weights from their folder, rank 0 sends them to the
+engines and writes every checkpoint and the final HF model (``supo.distributed.trainer_group``); the driver keeps an
+ObjectRef of the latest weights at most (for a restarted worker). Every ``train.checkpoint_every`` steps (and at the
+end) a checkpoint is written atomically (``supo.checkpoint``);
 ``resume=True`` continues from the latest one — same weights, optimizer, RNG states, data cursor and MLflow run — and
 ends with the same metrics as an uninterrupted run of the same seed.
 """
@@ -25,12 +29,12 @@ from typing import Any
 import torch
 
 from supo.algo.advantage import broadcast, compute_advantages
-from supo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from supo.checkpoint import latest_checkpoint, load_checkpoint, rng_state, set_rng_state
 from supo.config import Config
 from supo.data import read_tasks, split_path, update_json, write_rollouts_jsonl
 from supo.layout import STEPS_DIR, metrics_file, seed_dir
 from supo.metrics import rollout_metrics
-from supo.models import load_policy
+from supo.plugins import import_plugins
 from supo.results import TrainResult
 from supo.runtime import build_runtime
 
@@ -96,17 +100,26 @@ class Actors:
                 if getattr(c, section) != getattr(cfg, section):
                     raise ValueError(f"runs that share actors need the same {section} settings")
         engine_cfg = dataclasses.replace(cfg.engine, max_model_len=max(c.engine.max_model_len for c in cfgs))
+        plugins = import_plugins(dict.fromkeys(p for c in cfgs for p in c.train.plugins))  # every run's, in the actors
         run_cfg = dataclasses.replace(cfg, engine=engine_cfg)
         t0 = time.perf_counter()
         n_actors = cfg.rollout.num_workers + cfg.trainer.world_size
         init_ray(num_cpus=max(n_actors * max(1.0, cfg.rollout.num_cpus_per_worker, cfg.trainer.num_cpus_per_rank), 2))
         pool = RolloutPool(cfg.rollout.num_workers, str(init), run_cfg, temperature=cfg.rollout.temperature,
-                           seed=cfg.seed, num_cpus_per_worker=cfg.rollout.num_cpus_per_worker)
+                           seed=cfg.seed, num_cpus_per_worker=cfg.rollout.num_cpus_per_worker, plugins=plugins)
         # rollouts and updates alternate, so each phase may use all of the node's cores
         threads = cfg.trainer.threads_per_rank or max(1, (os.cpu_count() or 1) // cfg.trainer.world_size)
         group = TrainerGroup(cfg.trainer.world_size, str(init), cfg.train, 0, None, cfg.seed,
                              num_cpus_per_rank=cfg.trainer.num_cpus_per_rank, threads_per_rank=threads,
-                             temperature=cfg.rollout.temperature)
+                             temperature=cfg.rollout.temperature, plugins=plugins,
+                             weight_sync=cfg.trainer.weight_sync)
+        group.connect_weight_sync(pool.workers)  # rank 0 sends weights to the workers itself from now on
+
+        def resync(_k: int) -> None:  # a restarted worker without an object-store copy to load: sync them all
+            group.connect_weight_sync(pool.workers)
+            pool.current_weights(group.sync_weights(pool.workers).ref)
+
+        pool.on_restart = resync
         log(f"actors up in {time.perf_counter() - t0:.1f}s: {cfg.rollout.num_workers} rollout worker(s), "
             f"{cfg.trainer.world_size} trainer rank(s), engine limit {engine_cfg.max_model_len}")
         return cls(pool, group)
@@ -138,7 +151,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
         ckpt = latest_checkpoint(out / STEPS_DIR)
         if ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {out / STEPS_DIR} (no 'latest' pointer there)")
-        state = load_checkpoint(ckpt)
+        state = load_checkpoint(ckpt, trainer_state=False)  # the ranks read the weights and optimizer themselves
         start, history, init = state.step, list(state.history), ckpt
         log(f"resume: from {ckpt} (step {start})")
     rt = build_runtime(cfg, init, tasks, max_summaries=S, working_context=W)
@@ -148,20 +161,21 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
     if own:
         actors = Actors.start([cfg], init, log=log)
     pool, group = actors.pool, actors.group
-    # this run's weights, a fresh optimizer, its sequence limit and seed (then a resumed run loads its checkpoint)
-    initial = load_policy(init).state_dict()
-    group.reset(initial, cfg.train, max_seq, cfg.seed, rt.tokenizer.pad_token_id, cfg.rollout.temperature)
-    if not own:  # a shared engine still serves the previous run's policy
-        pool.push_weights(initial)
+    # this run's weights (each rank reads them from `init`; the driver never holds them), a fresh optimizer, its
+    # sequence limit and seed; then a resumed run's ranks load its checkpoint
+    group.reset(init, cfg.train, max_seq, cfg.seed, rt.tokenizer.pad_token_id, cfg.rollout.temperature,
+                import_plugins(cfg.train.plugins))
+    if not own:  # a shared engine still serves the previous run's policy: rank 0 sends it this run's
+        pool.current_weights(group.sync_weights(pool.workers).ref)
     if state is not None:
-        group.restore(state.trainer_state)
+        group.restore_from(state.path)
         set_rng_state(state.rng)
-    model = load_policy(init)  # the driver's copy, for writing HF checkpoints
     log(f"train {arm}: algo={cfg.train.algo} S={S} W={W} L={rt.budgets.trigger} G={cfg.rollout.group_size} "
         f"tasks/step={cfg.rollout.tasks_per_step} steps={start}->{cfg.train.steps} workers={cfg.rollout.num_workers} "
         f"world_size={cfg.trainer.world_size}; actors up in {time.perf_counter() - t0:.1f}s")
-    rollouts, weights = [], None
+    rollouts = []
     warned = False
+    run_id = tracker.run_id if tracker is not None else None
     try:
         for step in range(start, cfg.train.steps):
             t_step = time.perf_counter()
@@ -174,9 +188,9 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
             samples = broadcast(rollouts, adv)
             stats = group.update(samples)
             t_sync = time.perf_counter()
-            weights = group.state_dict()
-            sync = pool.push_weights(weights)
-            sync_total = time.perf_counter() - t_sync
+            sent = group.sync_weights(pool.workers)  # rank 0 sends them to the workers; the driver gets a ref
+            pool.current_weights(sent.ref)
+            sync, sync_total = sent.seconds, time.perf_counter() - t_sync
             m = rollout_metrics(rollouts, working_context=W, max_summaries=S)
             m.update(
                 masked_rollout_frac=float((~adv.trainable).mean()),
@@ -207,15 +221,14 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
                 progress(step + 1, m)
             done = step + 1
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
-                _checkpoint(out, done, model, weights, rt.tokenizer, group, history, tracker, cfg, arm)
-        if weights is None:  # no step ran (a resume of a finished run): gather once here
-            weights = group.state_dict()
+                _checkpoint(group, out, done, history, run_id, cfg, arm)
         if len(history) > start or state is None:
-            _checkpoint(out, len(history), model, weights, rt.tokenizer, group, history, tracker, cfg, arm)
+            _checkpoint(group, out, len(history), history, run_id, cfg, arm)
+        group.save_model(out)  # the final policy in HF format at `out` itself (what `eval --checkpoint out` reads)
     finally:
         if own:
             actors.shutdown()
-    _write_final(out, model, rt.tokenizer, cfg, tracker, history, arm)
+    write_run_files(out, cfg, arm, history, run_id)
     if rollouts:
         write_rollouts_jsonl(rollouts, out / "last_rollouts.jsonl")
     first, last = history[0], history[-1]
@@ -226,19 +239,10 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
     return {"history": history, "summary": summary}
 
 
-def _checkpoint(out, step, model, weights, tokenizer, group, history, tracker, cfg, arm) -> Path:
-    model.load_state_dict(weights, strict=False)
-    return save_checkpoint(out / STEPS_DIR, step=step, model=model, tokenizer=tokenizer,
-                           trainer_state=group.checkpoint_state(), history=history,
-                           mlflow_run_id=tracker.run_id if tracker is not None else None,
-                           extra={"arm": arm, "algo": cfg.train.algo})
-
-
-def _write_final(out: Path, model, tokenizer, cfg: Config, tracker, history, arm: str) -> None:
-    """The final policy in HF format at ``out`` itself (what ``eval --checkpoint out`` reads), and its run files."""
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    write_run_files(out, cfg, arm, history, tracker.run_id if tracker is not None else None)
+def _checkpoint(group, out: Path, step: int, history: list[dict], run_id: str | None, cfg: Config, arm: str) -> Path:
+    """Trainer rank 0 writes the resumable checkpoint (weights, optimizer, the driver's RNG states, the history)."""
+    return group.save_checkpoint(out / STEPS_DIR, step, history, run_id, {"arm": arm, "algo": cfg.train.algo},
+                                 rng_state())
 
 
 def train_result(cfg: Config, arm: str, history: list[dict], run_id: str | None) -> TrainResult:

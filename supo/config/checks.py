@@ -13,20 +13,26 @@ from supo.config.schema import ARM_ROLE_KEY, ARM_ROLES, Config, EngineConfig, Mo
 from supo.envs import ENVS
 from supo.envs.tool_parsers import TOOL_PARSERS
 from supo.errors import require
+from supo.plugins import import_plugins
 
 VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 ALGOS = ("supo", "grpo")
+WEIGHT_SYNC_NAMES = ("object-store", "nccl")
+"""``trainer.weight_sync`` choices: the keys of ``supo.distributed.weight_sync.WEIGHT_SYNCS`` (a test checks they
+agree; named here so that loading a config imports neither Ray nor torch)."""
 
 
 def validate(cfg: Config, *, check_files: bool = False) -> None:
     """Static checks: ranges, choices and conflicts that need no tokenizer; every environment's options, what the
-    selected one requires, and with ``check_files`` the files it reads."""
+    selected one requires, and with ``check_files`` the files it reads. ``train.plugins`` are imported first (their
+    registrations are among the choices)."""
     from supo.algo.advantage import ADVANTAGE_ESTIMATORS
     from supo.algo.loss import POLICY_LOSSES
     from supo.algo.objective import AGGREGATIONS
     from supo.algo.overlong import OVERLONG_TREATMENTS
 
     b, t, r, e, m, ev = cfg.budget, cfg.train, cfg.rollout, cfg.engine, cfg.model, cfg.eval
+    import_plugins(t.plugins)  # first: a plugin registers the names checked below
     require(t.algo in ALGOS, "train.algo", f"unknown algo {t.algo!r}; choose one of {', '.join(ALGOS)}")
     require(t.advantage in ADVANTAGE_ESTIMATORS, "train.advantage",
             f"unknown estimator {t.advantage!r}; choose one of {', '.join(ADVANTAGE_ESTIMATORS)}")
@@ -55,6 +61,8 @@ def validate(cfg: Config, *, check_files: bool = False) -> None:
             f"must be > 0, got {cfg.trainer.num_cpus_per_rank}")
     require(cfg.trainer.threads_per_rank >= 0, "trainer.threads_per_rank",
             f"must be ≥ 0, got {cfg.trainer.threads_per_rank}")
+    require(cfg.trainer.weight_sync in WEIGHT_SYNC_NAMES, "trainer.weight_sync",
+            f"unknown strategy {cfg.trainer.weight_sync!r}; choose one of {', '.join(WEIGHT_SYNC_NAMES)}")
     require(r.tasks_per_step >= 1, "rollout.tasks_per_step", f"must be ≥ 1, got {r.tasks_per_step}")
     require(r.temperature > 0.0, "rollout.temperature",
             f"must be > 0 (training samples from the policy at this temperature), got {r.temperature}")

@@ -204,6 +204,10 @@ class TrainConfig:
     max_seq_len: int = F(0, "the trainer's sequence limit; 0 = derived (the longest possible segment)")
     checkpoint_every: int = F(0, "write a checkpoint every N steps (0 = only at the end)")
     log_rollouts_every: int = F(10, "attach sample rollouts as an MLflow artifact every N steps")
+    plugins: list[str] = F([], "modules to import in every process before a registry is read — the driver when the "
+                               "config loads, every trainer rank and rollout worker when it starts — e.g. "
+                               "[mypkg.losses] registering a policy loss or environment (supo.plugins); installed, on "
+                               "PYTHONPATH, or in the working directory")
 
 
 @dataclass
@@ -213,6 +217,10 @@ class TrainerConfig:
     world_size: int = F(1, "trainer ranks; the policy is sharded across them with FSDP2 fully_shard")
     num_cpus_per_rank: float = F(1.0, "Ray CPUs reserved per trainer rank")
     threads_per_rank: int = F(0, "torch threads per trainer rank (0 = the node's cores divided by world_size)")
+    weight_sync: str = F("object-store", "how trainer rank 0 sends new weights to the rollout workers "
+                                         "(supo.distributed.weight_sync; the driver never holds them): object-store "
+                                         "(Ray's object store; CPU, any cluster) or nccl (a NCCL broadcast from rank "
+                                         "0 to every worker's engine; CUDA only)")
 
 
 @dataclass

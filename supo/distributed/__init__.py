@@ -32,4 +32,13 @@ def init_ray(num_cpus: int | float | None = None) -> None:
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
 
 
-__all__ = ["init_ray"]
+def free_port() -> int:
+    """A TCP port free on this host now (for a rendezvous)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+__all__ = ["free_port", "init_ray"]

@@ -1,12 +1,14 @@
 """Rollout workers: Ray actors that each hold a vLLM engine and step their own environments.
 
 The driver hands a step's rollouts to the pool; the pool cuts them into one contiguous shard per worker, runs the
-shards in parallel and returns the rollouts in the driver's order. After each policy update the full state dict is put
-into Ray's object store once and every worker loads it in place (``reload_weights``, then a prefix-cache reset) — on
-one node the workers read it from shared memory, with no round trip through disk.
+shards in parallel and returns the rollouts in the driver's order. After each policy update trainer rank 0 sends the
+new weights to every worker itself (``supo.distributed.weight_sync``: through Ray's object store, or a NCCL broadcast
+on CUDA) and each worker loads them in place (``reload_weights``, then a prefix-cache reset); the driver never holds
+them. :meth:`RolloutPool.push_weights` still loads a state dict the caller holds (tools and tests).
 
-A worker that dies (its process is killed, it runs out of memory) is restarted with the current weights and its shard
-of the step is redone; the pool logs one line saying so.
+A worker that dies (its process is killed, it runs out of memory) is restarted with the current weights (the object
+store's copy, or a fresh sync from the trainer) and its shard of the step is redone; the pool logs one line saying
+so.
 
 Sampling is reproducible: before each shard the worker seeds torch's global generator, which the in-process engine's
 sampler draws from, with ``seed + shard index`` — the same step with the same weights gives the same rollouts.
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
+
+from supo.distributed.weight_sync import make_receiver
 
 from supo.rollout.agent_loop import LoopSettings
 from supo.types import Rollout, Task
@@ -30,8 +34,13 @@ log = logging.getLogger("supo.rollout")
 class RolloutWorker:
     """One engine + its environments. Created through :class:`RolloutPool` as a Ray actor."""
 
-    def __init__(self, model_path: str, cfg, *, temperature: float, top_p: float, seed: int, threads: int = 0) -> None:
+    def __init__(self, model_path: str, cfg, *, temperature: float, top_p: float, seed: int, threads: int = 0,
+                 plugins: Sequence[tuple[str, str | None]] = ()) -> None:
         import os
+
+        from supo.plugins import load_plugins
+
+        self.plugins = load_plugins(plugins)  # before the env registry is read (train.plugins, supo.plugins)
 
         if threads:  # Ray sets OMP_NUM_THREADS=1 in actors; rollouts and training alternate, so use the node's cores
             os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -44,6 +53,7 @@ class RolloutWorker:
         if threads:
             torch.set_num_threads(threads)
         self.policy = VLLMPolicy(model_path, cfg.engine, seed=seed, temperature=temperature, top_p=top_p)
+        self.receiver = make_receiver(cfg.trainer.weight_sync)
         self.tokenizer = load_tokenizer(model_path)
         self.templates = Templates.from_config(self.tokenizer, cfg)
         self.make_env = cfg.env_spec.make_env
@@ -62,6 +72,15 @@ class RolloutWorker:
     def push_weights(self, state_dict: dict) -> float:
         return self.policy.push_weights(state_dict)
 
+    def connect_weight_sync(self, info: Any) -> None:
+        """This worker's part of the weight-sync set-up (called by trainer rank 0's sender)."""
+        self.receiver.connect(info)
+
+    def receive_weights(self, payload: Any) -> float:
+        """Load the weights trainer rank 0 sends (``payload`` as its strategy carries them); the seconds it took."""
+        sd = self.receiver.receive(payload)
+        return self.policy.push_weights(sd, to_cpu=not any(t.is_cuda for t in sd.values()))
+
     def engine_stats(self) -> dict[str, float]:
         p = self.policy
         return {"tokens_generated": p.tokens_generated, "generate_seconds": p.generate_seconds,
@@ -77,8 +96,10 @@ class RolloutPool:
     """``num_workers`` :class:`RolloutWorker` actors; spreads a step's rollouts across them."""
 
     def __init__(self, num_workers: int, model_path: str, cfg, *, temperature: float, seed: int,
-                 num_cpus_per_worker: float = 1.0, threads_per_worker: int | None = None, max_restarts: int = 3) -> None:
-        """``threads_per_worker`` defaults to this node's cores divided among the workers."""
+                 num_cpus_per_worker: float = 1.0, threads_per_worker: int | None = None, max_restarts: int = 3,
+                 plugins: Sequence[tuple[str, str | None]] = ()) -> None:
+        """``threads_per_worker`` defaults to this node's cores divided among the workers; ``plugins``: the
+        ``train.plugins`` refs (``supo.plugins.import_plugins``) every worker imports when it starts."""
         import os
 
         if num_workers < 1:
@@ -89,9 +110,11 @@ class RolloutPool:
         from pathlib import Path
 
         self._args = (str(Path(model_path).resolve()) if Path(model_path).exists() else str(model_path), cfg)
-        self._kwargs = dict(temperature=temperature, top_p=cfg.rollout.top_p, seed=seed, threads=threads_per_worker)
+        self._kwargs = dict(temperature=temperature, top_p=cfg.rollout.top_p, seed=seed, threads=threads_per_worker,
+                            plugins=[tuple(p) for p in plugins])
         self._num_cpus = num_cpus_per_worker
-        self._weights: Any = None  # the ObjectRef of the latest pushed weights, for restarted workers
+        self._weights: Any = None  # the ObjectRef of the latest weights, for restarted workers
+        self.on_restart: Callable[[int], None] | None = None  # without an ObjectRef: bring worker k up to date
         self.max_restarts = max_restarts
         self.restarts = 0
         self.workers = [self._spawn() for _ in range(num_workers)]
@@ -114,6 +137,8 @@ class RolloutPool:
         self.workers[k] = self._spawn()
         if self._weights is not None:
             ray.get(self.workers[k].push_weights.remote(self._weights))
+        elif self.on_restart is not None:
+            self.on_restart(k)
 
     @staticmethod
     def shards(n: int, num_workers: int) -> list[range]:
@@ -147,11 +172,16 @@ class RolloutPool:
         return [r for part in parts for r in part]  # type: ignore[union-attr]
 
     def push_weights(self, state_dict: dict) -> float:
-        """Put the weights into the object store once; every worker loads them in place. Returns wall seconds."""
+        """Put the weights (held by the caller) into the object store once; every worker loads them in place. Returns
+        wall seconds."""
         t0 = time.perf_counter()
         self._weights = ray.put(state_dict)
         ray.get([w.push_weights.remote(self._weights) for w in self.workers])
         return time.perf_counter() - t0
+
+    def current_weights(self, ref: Any) -> None:
+        """Remember the ObjectRef of the weights the workers now serve (sent by trainer rank 0), for restarts."""
+        self._weights = ref
 
     def engine_stats(self) -> list[dict[str, float]]:
         return ray.get([w.engine_stats.remote() for w in self.workers])

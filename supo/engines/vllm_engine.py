@@ -137,10 +137,11 @@ class VLLMPolicy:
     def on_drop(self, key: int) -> None:
         pass
 
-    def push_weights(self, state_dict) -> float:
-        """Load a full state dict into the engine in place; returns the seconds it took."""
+    def push_weights(self, state_dict, to_cpu: bool = True) -> float:
+        """Load a full state dict into the engine in place; returns the seconds it took. ``to_cpu=False``: the tensors
+        are loaded where they are (device tensors received over NCCL), without a copy."""
         t0 = time.perf_counter()
-        sd = {k: v.detach().to("cpu").clone() for k, v in state_dict.items()}
+        sd = {k: v.detach().to("cpu").clone() if to_cpu else v.detach() for k, v in state_dict.items()}
         self.llm.collective_rpc(_reload, args=(sd,))
         self.llm.reset_prefix_cache()
         return time.perf_counter() - t0
