@@ -25,7 +25,7 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_config(None, {"engine.max_model_len": 256, "engine.max_num_seqs": 32, "rollout.temperature": 0.0})
+    return load_config(None, {"engine.max_model_len": 256, "engine.max_num_seqs": 32})  # greedy: _pool's temperature
 
 
 def _items(tasks, n=6):

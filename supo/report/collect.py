@@ -137,10 +137,12 @@ def _parse_eval(path: Path, root: Path) -> EvalRun:
 
 
 def collect_evals(evals_root: str | os.PathLike[str]) -> list[EvalRun]:
-    """Every ``<evals_root>/<env>/seed<k>/<arm>/s<N>/metrics.json``, sorted by (env, arm, seed, s_eval); raises
+    """Every ``<evals_root>/<env>/seed<k>/<arm>/s<N>/metrics.json`` (or ``<evals_root>/seed<k>/<arm>/s<N>/...`` when
+    the stages ran without ``--env``: the env is read from the file), sorted by (env, arm, seed, s_eval); raises
     FileNotFoundError when there is none."""
     root = Path(evals_root)
-    paths = sorted(root.glob(f"*/seed*/*/s*/{EVAL_METRICS_FILE}")) if root.is_dir() else []
+    paths = sorted({*root.glob(f"*/seed*/*/s*/{EVAL_METRICS_FILE}"), *root.glob(f"seed*/*/s*/{EVAL_METRICS_FILE}")}
+                   ) if root.is_dir() else []
     if not paths:
         raise FileNotFoundError(f"no eval metrics found: no <env>/seed<k>/<arm>/s<N>/{EVAL_METRICS_FILE} under {root}")
     runs = [_parse_eval(p, root) for p in paths]
@@ -168,5 +170,6 @@ def collect_training(checkpoints_root: str | os.PathLike[str]) -> list[TrainRun]
     root = Path(checkpoints_root)
     if not root.is_dir():
         return []
-    paths = [p for p in sorted(root.glob(f"*/seed*/*/{TRAIN_METRICS_FILE}")) if STEPS_DIR not in p.parts[-3:-1]]
+    found = {*root.glob(f"*/seed*/*/{TRAIN_METRICS_FILE}"), *root.glob(f"seed*/*/{TRAIN_METRICS_FILE}")}  # or no env
+    paths = [p for p in sorted(found) if STEPS_DIR not in p.parts[-3:-1]]
     return sorted((_parse_training(p, root) for p in paths), key=lambda r: (r.env, r.arm, r.seed))
