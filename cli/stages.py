@@ -23,8 +23,8 @@ def prepare(config: str = ConfigOpt, set_: Optional[list[str]] = SetOpt, env: Op
     from supo.prepare import prepare as run
 
     cfg = checked(load(config, set_, env=env, check_files=True))  # the env's local files exist (file-backed envs)
-    if not cfg.model.build:  # a local model folder is used as is
-        check_model_dir(cfg.paths.model, "paths.model")
+    if not cfg.model.build:  # a local model folder is used as is (model.source: prepare links it as paths.model)
+        check_model_dir(cfg.model.source or cfg.paths.model, "model.source" if cfg.model.source else "paths.model")
     run(cfg, log=typer.echo)
     record_wall(metrics_file(cfg.paths.metrics, "prepare"))
 

@@ -144,6 +144,7 @@ def _load_gguf(path: Path, info: dict[str, Any]):
     from transformers import AutoModelForCausalLM
 
     tok = load_gguf_tokenizer(path, info)
+    eos = end_of_turn(tok, path)
     try:
         quantized = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     except (ValueError, KeyError, NotImplementedError, OSError) as e:
@@ -158,7 +159,7 @@ def _load_gguf(path: Path, info: dict[str, Any]):
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict(), strict=True)
     model.generation_config = quantized.generation_config
-    return model, tok, {"format": "gguf", "pre_tokenizer": info["pre_tokenizer"], "digit_split_restored": fixed}
+    return model, tok, eos, {"format": "gguf", "pre_tokenizer": info["pre_tokenizer"], "digit_split_restored": fixed}
 
 
 def _load_hf_dir(path: Path):
@@ -175,27 +176,37 @@ def _load_hf_dir(path: Path):
             tok = PreTrainedTokenizerFast.from_pretrained(str(path))
         else:
             tok = AutoTokenizer.from_pretrained(str(path))
+    except (ValueError, KeyError, OSError) as e:
+        raise ModelImportError(f"model folder {path}: transformers cannot load its tokenizer: "
+                               f"{e.__class__.__name__}: {str(e)[:160]}") from None
+    if not getattr(tok, "chat_template", None):
+        raise ModelImportError(f"model folder {path}: the tokenizer has no chat template (chat_template.jinja or "
+                               f"tokenizer_config.json's chat_template); supo renders prompts with the model's own")
+    eos = end_of_turn(tok, path)  # before the weights load: a bad template costs nothing
+    try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype="auto")
     except (ValueError, KeyError, OSError) as e:
         raise ModelImportError(f"model folder {path}: transformers cannot load it: {e.__class__.__name__}: "
                                f"{str(e)[:160]}") from None
-    if not getattr(tok, "chat_template", None):
-        raise ModelImportError(f"model folder {path}: the tokenizer has no chat template (chat_template.jinja or "
-                               f"tokenizer_config.json's chat_template); supo renders prompts with the model's own")
-    return model, tok, {"format": "hf"}
+    return model, tok, eos, {"format": "hf"}
 
 
-def _stop_on_end_of_turn(model, tok, source: Path) -> int:
-    """Check the template writes every role the loop needs; make its end-of-turn token an eos of the generation
-    config. Returns that token's id."""
+def end_of_turn(tok, source: Path) -> int:
+    """The id of the token that ends an assistant turn in ``tok``'s chat template, once the template is checked to
+    write every role the rollout loop needs (:class:`ModelImportError` naming ``source`` otherwise)."""
     from supo.config import PAPER_CONTINUATION, PAPER_SUMMARY_INSTRUCTION
     from supo.rollout.chat_chunks import ChatTemplateError
     from supo.rollout.templates import Templates
 
     try:
-        eos = Templates.build(tok, PAPER_SUMMARY_INSTRUCTION, PAPER_CONTINUATION).eos_id
+        return Templates.build(tok, PAPER_SUMMARY_INSTRUCTION, PAPER_CONTINUATION).eos_id
     except ChatTemplateError as e:
         raise ModelImportError(str(e) if str(source) in str(e) else f"{source}: {e}") from None
+
+
+def _stop_on(model, tok, eos: int) -> None:
+    """Make ``eos`` (the end of an assistant turn) the first end-of-sequence id of the generation config, so the
+    engine stops where the template ends a turn; fill a missing eos / pad token with it."""
     gen = model.generation_config
     ids = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
     gen.eos_token_id = [eos] + [i for i in ids if i is not None and i != eos]
@@ -203,7 +214,6 @@ def _stop_on_end_of_turn(model, tok, source: Path) -> int:
         tok.eos_token = tok.convert_ids_to_tokens(eos)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return eos
 
 
 def import_model(source: str | Path, out: str | Path, *, force: bool = False, log=print) -> dict[str, Any]:
@@ -216,14 +226,14 @@ def import_model(source: str | Path, out: str | Path, *, force: bool = False, lo
         raise ModelImportError(f"--out {dst} exists and is not empty (pass --force to replace it)")
     t0 = time.perf_counter()
     if src.is_dir():
-        model, tok, facts = _load_hf_dir(src)
+        model, tok, eos, facts = _load_hf_dir(src)
     else:
         info = read_gguf(src)
         log(f"import: {src.name}: {info['architecture']} GGUF, {info['tensors']} tensors, "
             f"{info['size_bytes'] / 2**20:.0f} MiB")
-        model, tok, facts = _load_gguf(src, info)
+        model, tok, eos, facts = _load_gguf(src, info)
         facts["sha256"] = file_sha256(src)
-    eos = _stop_on_end_of_turn(model, tok, src)
+    _stop_on(model, tok, eos)
     tmp = dst.with_name(f".{dst.name}.importing-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
