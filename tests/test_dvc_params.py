@@ -149,3 +149,18 @@ def test_every_stage_lists_every_params_field_its_command_reads(tmp_path, monkey
             missing[name] = gaps
     assert not missing, "dvc.yaml stages read params they do not list: " + "; ".join(
         f"{stage}: {', '.join(gaps)}" for stage, gaps in missing.items())
+
+
+def test_every_param_a_stage_lists_is_in_params_yaml():
+    """DVC refuses to run a stage whose listed param (a section or a dotted field) is missing from params.yaml."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    absent = []
+    for name, (_args, listed) in dvc_stages("array").items():
+        for key in listed:
+            node = params
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    absent.append(f"{name}: {key}")
+                    break
+                node = node[part]
+    assert not absent, "listed in dvc.yaml, missing from params.yaml: " + ", ".join(absent)
