@@ -115,14 +115,23 @@ class Actors:
                              weight_sync=cfg.trainer.weight_sync)
         group.connect_weight_sync(pool.workers)  # rank 0 sends weights to the workers itself from now on
 
+        actors = cls(pool, group)
+
         def resync(_k: int) -> None:  # a restarted worker without an object-store copy to load: sync them all
             group.connect_weight_sync(pool.workers)
-            pool.current_weights(group.sync_weights(pool.workers).ref)
+            actors.sync_weights()
 
         pool.on_restart = resync
         log(f"actors up in {time.perf_counter() - t0:.1f}s: {cfg.rollout.num_workers} rollout worker(s), "
             f"{cfg.trainer.world_size} trainer rank(s), engine limit {engine_cfg.max_model_len}")
-        return cls(pool, group)
+        return actors
+
+    def sync_weights(self):
+        """Rank 0 sends the current weights to every rollout worker; the pool keeps the ObjectRef (for a restarted
+        worker). Returns rank 0's ``SyncResult``."""
+        sent = self.group.sync_weights(self.pool.workers)
+        self.pool.current_weights(sent.ref)
+        return sent
 
     def shutdown(self) -> None:
         self.pool.shutdown()
@@ -166,7 +175,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
     group.reset(init, cfg.train, max_seq, cfg.seed, rt.tokenizer.pad_token_id, cfg.rollout.temperature,
                 import_plugins(cfg.train.plugins))
     if not own:  # a shared engine still serves the previous run's policy: rank 0 sends it this run's
-        pool.current_weights(group.sync_weights(pool.workers).ref)
+        actors.sync_weights()
     if state is not None:
         group.restore_from(state.path)
         set_rng_state(state.rng)
@@ -188,8 +197,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
             samples = broadcast(rollouts, adv)
             stats = group.update(samples)
             t_sync = time.perf_counter()
-            sent = group.sync_weights(pool.workers)  # rank 0 sends them to the workers; the driver gets a ref
-            pool.current_weights(sent.ref)
+            sent = actors.sync_weights()  # rank 0 sends them to the workers; the driver gets a ref
             sync, sync_total = sent.seconds, time.perf_counter() - t_sync
             m = rollout_metrics(rollouts, working_context=W, max_summaries=S)
             m.update(
