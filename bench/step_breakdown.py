@@ -1,8 +1,11 @@
 """Where one training step's time goes, before and after this release's engineering, side by side in one process.
 
-Each variant runs ``--steps`` RL steps from the profile's warm start on the same step tasks and seeds, with one
-in-process vLLM engine and one in-process trainer (no Ray: the parts are timed where they run), and the step is cut
-into its parts:
+All variants do the same work: one trajectory of ``--steps`` RL steps runs from the profile's warm start with this
+release's code paths, and the previous release's paths are timed on exactly its work — an unpacked trainer runs every
+step's update on the same samples, and a second engine at vLLM's default block replays every recorded ``generate``
+call under the weights it ran under (timing separate runs instead compares different rollouts: the block size changes
+the engine's floats, so the draws, and two trajectories drift apart in length within a few steps). One in-process
+vLLM engine and in-process trainers (no Ray: the parts are timed where they run); the step is cut into its parts:
 
 * **engine** — inside the engine's ``generate`` calls (prefill + decode + sampling);
 * **env** — inside the environments' ``step``;
@@ -20,8 +23,8 @@ Variants (``--variants``, comma-separated):
 * ``update``: ``before`` with the packed update (``train.packing``);
 * ``after``: both.
 
-Neither variant measures ``kl_to_init`` (its extra forward pass is a metric, not work the old code did); it is timed
-on its own in the last column of ``after``. The first ``--skip`` steps are dropped (engine warm-up). The ratio columns
+No variant measures ``kl_to_init`` (its extra forward pass is a metric, not work the old code did); it is timed
+on its own and printed under the table. The first ``--skip`` steps are dropped (engine warm-up). The ratio columns
 are ``before`` / variant. Usage (needs the profile's prepared data and warm start: ``dvc repro sft@array``):
 
     python bench/step_breakdown.py [--env array] [--steps 5] [--skip 1] [--variants before,after] [--threads 2]
@@ -44,44 +47,55 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import load_note, load_profile, set_threads  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 VARIANTS = {"before": (False, False), "engine": (True, False), "update": (False, True), "after": (True, True)}
 PARTS = ("engine", "env", "loop", "advantages", "update", "sync")
 
 
-def variant_config(cfg, name: str):
-    """The profile's config with the variant's code paths (block size, packing); no kl_to_init measurement."""
-    small_block, packing = VARIANTS[name]
-    engine = dataclasses.replace(cfg.engine, block_size=cfg.engine.block_size if small_block else 0)
-    train = dataclasses.replace(cfg.train, packing=packing, log_kl_to_init=False)
-    return dataclasses.replace(cfg, engine=engine, train=train)
+def _engine_config(cfg, small_block: bool):
+    return dataclasses.replace(cfg.engine, block_size=cfg.engine.block_size if small_block else 0)
 
 
-def run_variant(cfg, name: str, steps: int, skip: int) -> dict:
-    """Median seconds per step of every part, plus token counts, for one variant."""
+def _trainer(cfg, rt, packing: bool, kl_to_init: bool = False):
+    from supo.models import load_policy
+    from supo.trainer.policy_trainer import PolicyTrainer
+
+    train = dataclasses.replace(cfg.train, packing=packing, log_kl_to_init=kl_to_init)
+    return PolicyTrainer(load_policy(cfg.paths.sft), train, rt.tokenizer.pad_token_id, rt.budgets.trainer_needed,
+                         cfg.seed, temperature=cfg.rollout.temperature)
+
+
+def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
+    """Median seconds per step of every part for each variant, all on the same work.
+
+    One trajectory runs with the profile's code paths (small block, packed update). Each step's update is also run
+    by an unpacked trainer on the same samples (the same gradients: it tracks the packed one to rounding, and its
+    weights are never served), and every ``generate`` call is recorded with the weights it ran under; afterwards a
+    second engine at vLLM's default block replays the recorded calls under the same weights. Every variant thus
+    generates from the same contexts and trains the same samples; env, loop, advantages and sync are shared.
+    """
     import torch
 
     from supo.algo.advantage import broadcast, compute_advantages
     from supo.data import read_tasks, split_path
     from supo.engines.vllm_engine import VLLMPolicy
     from supo.envs import get_env_spec
-    from supo.models import load_policy
     from supo.rollout.agent_loop import run_rollouts
     from supo.runtime import build_runtime
     from supo.train_loop import sample_step_tasks, step_seed
-    from supo.trainer.policy_trainer import PolicyTrainer
 
-    cfg = variant_config(cfg, name)
     tasks = read_tasks(split_path(cfg.paths.data, "train"))
     rt = build_runtime(cfg, cfg.paths.sft, tasks, max_summaries=cfg.train_max_summaries,
                        working_context=cfg.budget.working_context)
     threads = torch.get_num_threads()
-    engine = VLLMPolicy(cfg.paths.sft, cfg.engine, seed=cfg.seed, temperature=cfg.rollout.temperature)
+    engine = VLLMPolicy(cfg.paths.sft, _engine_config(cfg, True), seed=cfg.seed, temperature=cfg.rollout.temperature)
     torch.set_num_threads(threads)
-    trainer = PolicyTrainer(load_policy(cfg.paths.sft), cfg.train, rt.tokenizer.pad_token_id,
-                            rt.budgets.trainer_needed, cfg.seed, temperature=cfg.rollout.temperature)
+    trainers = {True: _trainer(cfg, rt, True), False: _trainer(cfg, rt, False)}
     make_env = get_env_spec(cfg.env.name)["make_env"]
     env_seconds = [0.0]
+    calls: list[list] = []  # per step: the requests of each generate call
+    weights: list[dict] = []  # per step: the weights its rollouts were sampled from
 
     def timed_env(task):
         env = make_env(task)
@@ -97,11 +111,20 @@ def run_variant(cfg, name: str, steps: int, skip: int) -> dict:
         env.step = timed
         return env
 
+    generate = engine.generate
+
+    def recorded(requests):
+        calls[-1].append(list(requests))
+        return generate(requests)
+
+    engine.generate = recorded
     rows = []
-    for s in range(steps):
+    for s in tqdm(range(steps), desc="trajectory (small block, packed)", unit="step"):
         torch.manual_seed(step_seed(cfg.seed, s))
         items = [(t, f"{t.id}@{s}", i) for t in sample_step_tasks(tasks, s, cfg.rollout.tasks_per_step, cfg.seed)
                  for i in range(cfg.rollout.group_size)]
+        calls.append([])
+        weights.append({k: v.detach().clone() for k, v in trainers[True].state_dict().items()})
         env_seconds[0], engine.generate_seconds = 0.0, 0.0
         t0 = time.perf_counter()
         rollouts = run_rollouts(items, engine, rt.tokenizer, rt.templates, rt.settings, timed_env,
@@ -111,30 +134,54 @@ def run_variant(cfg, name: str, steps: int, skip: int) -> dict:
                                  overlong_penalty=cfg.train.overlong_penalty, eps=cfg.train.adv_eps)
         samples = broadcast(rollouts, adv)
         t2 = time.perf_counter()
-        stats = trainer.update(samples)
+        packed = trainers[True].update(samples)
         t3 = time.perf_counter()
-        engine.push_weights(trainer.state_dict())
+        engine.push_weights(trainers[True].state_dict())
         t4 = time.perf_counter()
-        unpacked = sum(x.length for x in samples)
+        unpacked = trainers[False].update(samples)
+        t5 = time.perf_counter()
+        n_tokens = sum(x.length for x in samples)
         trigger = sum(x.length for r in rollouts for x in r.segments if x.kind == "trigger_action")
-        rows.append({"engine": engine.generate_seconds, "env": env_seconds[0],
+        rows.append({"engine_small": engine.generate_seconds, "env": env_seconds[0],
                      "loop": (t1 - t0) - engine.generate_seconds - env_seconds[0], "advantages": t2 - t1,
-                     "update": t3 - t2, "sync": t4 - t3, "step": t4 - t0, "rollouts": len(rollouts),
-                     "fwd_tokens": stats.forward_tokens, "unpacked_tokens": unpacked,
-                     "trigger_share": trigger / max(1, unpacked)})
-    kl_seconds = None
-    if name == "after":  # the kl_to_init measurement, on the last step's samples
-        ref = PolicyTrainer(load_policy(cfg.paths.sft), dataclasses.replace(cfg.train, log_kl_to_init=True),
-                            rt.tokenizer.pad_token_id, rt.budgets.trainer_needed, cfg.seed,
+                     "update_packed": t3 - t2, "update_unpacked": t5 - t4, "sync": t4 - t3,
+                     "fwd_packed": packed.forward_tokens, "fwd_unpacked": unpacked.forward_tokens,
+                     "rollouts": len(rollouts), "unpacked_tokens": n_tokens,
+                     "trigger_share": trigger / max(1, n_tokens)})
+    ref = _trainer(cfg, rt, True, kl_to_init=True)  # the kl_to_init measurement (a metric the variants leave out), last step's samples
+    t0 = time.perf_counter()
+    ref.kl_to_init(samples)
+    kl_seconds = time.perf_counter() - t0
+    engine.generate = generate
+    if any(not VARIANTS[n][0] for n in names):
+        del engine
+        engine = VLLMPolicy(cfg.paths.sft, _engine_config(cfg, False), seed=cfg.seed,
                             temperature=cfg.rollout.temperature)
-        t0 = time.perf_counter()
-        ref.kl_to_init(samples)
-        kl_seconds = time.perf_counter() - t0
+        torch.set_num_threads(threads)
+        for s in tqdm(range(steps), desc="replay (vLLM's default block)", unit="step"):
+            engine.push_weights(weights[s])
+            engine.generate_seconds = 0.0
+            for requests in calls[s]:
+                engine.generate(requests)
+            rows[s]["engine_default"] = engine.generate_seconds
     del engine
     kept = rows[skip:] or rows
-    med = {k: statistics.median(r[k] for r in kept) for k in kept[0]}
-    med["kl_seconds"] = kl_seconds
-    return med
+    results = {}
+    for name in names:
+        small_block, packing = VARIANTS[name]
+        per_step = []
+        for r in kept:
+            row = {"engine": r["engine_small" if small_block else "engine_default"],
+                   "update": r["update_packed" if packing else "update_unpacked"],
+                   "fwd_tokens": r["fwd_packed" if packing else "fwd_unpacked"],
+                   **{k: r[k] for k in ("env", "loop", "advantages", "sync", "rollouts", "unpacked_tokens",
+                                        "trigger_share")}}
+            row["step"] = sum(row[p] for p in PARTS)
+            per_step.append(row)
+        med = {k: statistics.median(r[k] for r in per_step) for k in per_step[0]}
+        med["kl_seconds"] = kl_seconds if name == "after" else None
+        results[name] = med
+    return results
 
 
 def print_table(results: dict[str, dict]) -> None:
@@ -230,7 +277,7 @@ def main() -> None:
     cfg = load_profile(args.config, args.env, args.set)
     print(f"{args.env}: {cfg.rollout.tasks_per_step} tasks x {cfg.rollout.group_size} rollouts per step, "
           f"W={cfg.budget.working_context}, S={cfg.train_max_summaries}; {load_note()}")
-    results = {name: run_variant(cfg, name, args.steps, args.skip) for name in names}
+    results = run_paired(cfg, names, args.steps, args.skip)
     print_table(results)
 
 
