@@ -148,7 +148,8 @@ def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
                      "fwd_packed": packed.forward_tokens, "fwd_unpacked": unpacked.forward_tokens,
                      "rollouts": len(rollouts), "unpacked_tokens": n_tokens,
                      "trigger_share": trigger / max(1, n_tokens)})
-    ref = _trainer(cfg, rt, True, kl_to_init=True)  # the kl_to_init measurement (a metric the variants leave out), last step's samples
+    # the kl_to_init measurement (a metric the variants leave out), on the last step's samples
+    ref = _trainer(cfg, rt, True, kl_to_init=True)
     t0 = time.perf_counter()
     ref.kl_to_init(samples)
     kl_seconds = time.perf_counter() - t0
