@@ -31,7 +31,7 @@ are ``before`` / variant. Usage (needs the profile's prepared data and warm star
         [--config params.yaml] [-S key=value ...] [--grid] [--quick]
 
 ``--grid`` instead times whole steps of the real Ray training loop over (rollout workers, trainer ranks) in
-{(1,1), (2,1), (1,2), (2,2)}. ``--quick``: 2 steps, 1 skipped.
+{(1,1), (2,1), (1,2), (2,2)}, and (1,1) with ``train.overlap`` (the next step's rollouts sampled during the update). ``--quick``: 2 steps, 1 skipped.
 """
 
 from __future__ import annotations
@@ -235,21 +235,24 @@ def run_grid(args) -> None:
 
     init_ray(num_cpus=4)
     rows = []
-    for workers, world in [(1, 1), (2, 1), (1, 2), (2, 2)]:
+    for workers, world, overlap in [(1, 1, False), (2, 1, False), (1, 2, False), (2, 2, False), (1, 1, True)]:
         cfg = load_profile(args.config, args.env, args.set, {"train.steps": args.steps, "rollout.num_workers": workers,
-                                                             "trainer.world_size": world, "train.checkpoint_every": 0})
+                                                             "trainer.world_size": world, "train.checkpoint_every": 0,
+                                                             "train.overlap": overlap})
         with tempfile.TemporaryDirectory() as tmp:
             cfg.paths.metrics = tmp
             res = train(cfg, init=cfg.paths.sft, out=f"{tmp}/ckpt", arm=f"bench-{workers}-{world}", log=lambda *_: None)
         hist = res["history"][args.skip:]
         med = lambda k: statistics.median(h[k] for h in hist)  # noqa: E731
-        rows.append((workers, world, med("rollout_seconds"), med("train_seconds"), med("weight_sync_seconds"),
-                     med("step_seconds")))
-    table = Table(title=f"Ray training loop: per-step seconds (median of steps {args.skip}..{args.steps - 1})")
-    for col in ("workers", "world_size", "rollout s", "train s", "sync s", "step s", "ratio"):
+        rows.append((workers, world, overlap, med("rollout_seconds"), med("train_seconds"),
+                     med("weight_sync_seconds"), med("step_seconds")))
+    table = Table(title=f"Ray training loop: per-step seconds (median of steps {args.skip}..{args.steps - 1}); with "
+                        "overlap, rollout and train run at once and sync waits for the next step's rollouts")
+    for col in ("workers", "world_size", "overlap", "rollout s", "train s", "sync s", "step s", "ratio"):
         table.add_column(col, justify="right")
-    for w, r, ro, tr, sy, st in rows:
-        table.add_row(str(w), str(r), f"{ro:.2f}", f"{tr:.2f}", f"{sy:.3f}", f"{st:.2f}", f"{rows[0][5] / st:.2f}x")
+    for w, r, o, ro, tr, sy, st in rows:
+        table.add_row(str(w), str(r), "yes" if o else "no", f"{ro:.2f}", f"{tr:.2f}", f"{sy:.3f}", f"{st:.2f}",
+                      f"{rows[0][-1] / st:.2f}x")
     Console().print(table)
 
 

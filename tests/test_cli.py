@@ -271,6 +271,35 @@ def test_the_same_seed_twice_gives_identical_metrics_and_weights(prepared):
 
 
 @pytest.mark.slow
+def test_overlap_samples_each_step_from_the_policy_before_the_previous_update(prepared):
+    """train.overlap: step 1's rollouts are sampled while step 0's update runs, so from the warm start — the same
+    rollouts as a run whose update cannot move the weights (lr 1e-30), and not those of the on-policy run; step 0 and
+    the lag each step logs are as stated."""
+    if not (prepared / "models/sft").exists():
+        cli("sft", cwd=prepared)
+    runs = {"overlap": ["-S", "train.overlap=true"], "frozen": ["-S", "train.lr=1e-30"], "on-policy": []}
+    # the tiny warm start earns no reward here and never finishes (every advantage 0, every rollout masked): trained
+    # unmasked with an entropy bonus, step 0's update moves it
+    moving = ["-S", "train.entropy_coef=0.05", "-S", "train.lr=0.01", "-S", "train.overlong=none"]
+    for name, extra in runs.items():
+        cli("train", "--algo", "supo", "--steps", "2", *moving, *extra, "--out", f"checkpoints/{name}", cwd=prepared)
+    hist = {n: json.loads((prepared / f"checkpoints/{n}/train_metrics.json").read_text())["history"] for n in runs}
+    assert [h["policy_lag"] for h in hist["overlap"]] == [0, 1]
+    assert [h["policy_lag"] for h in hist["on-policy"]] == [0, 0]
+    step0 = [{k: v for k, v in hist[n][0].items() if k not in TIMING_KEYS} for n in ("overlap", "on-policy")]
+    assert step0[0] == step0[1]
+
+    def last_rollouts(name):
+        rows = (prepared / f"checkpoints/{name}/last_rollouts.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(r).items() if "seconds" not in k} for r in rows]
+
+    # what the policy that sampled step 1 had moved from the warm start: nothing with overlap, step 0's update without
+    assert hist["overlap"][1]["kl_to_init"] < 1e-6 < hist["on-policy"][1]["kl_to_init"]
+    assert last_rollouts("overlap") == last_rollouts("frozen")
+    assert last_rollouts("overlap") != last_rollouts("on-policy")  # step 0's update did move the policy
+
+
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_like_an_uninterrupted_run(prepared):
     """Kill -9 a training run after its first checkpoint; --resume must finish with the same metrics and weights
     as a run that was never interrupted, and continue the same MLflow run."""

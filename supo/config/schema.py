@@ -202,6 +202,10 @@ class TrainConfig:
     pack_tokens: int = F(512, "most tokens of one packed row (dense attention over a row costs its length squared); a "
                               "longer sample gets a row of its own")
     max_seq_len: int = F(0, "the trainer's sequence limit; 0 = derived (the longest possible segment)")
+    overlap: bool = F(False, "generate the next step's rollouts while this step's update runs: one-step off-policy "
+                             "(they are sampled by the policy before this update; the importance ratio corrects for "
+                             "it, metric policy_lag); a step then costs max(rollout, update) instead of their sum where "
+                             "the two do not share cores. A resumed run samples its first step on-policy")
     checkpoint_every: int = F(0, "write a checkpoint every N steps (0 = only at the end)")
     log_rollouts_every: int = F(10, "attach sample rollouts as an MLflow artifact every N steps")
     plugins: list[str] = F([], "modules to import in every process before a registry is read — the driver when the "
@@ -216,7 +220,8 @@ class TrainerConfig:
 
     world_size: int = F(1, "trainer ranks; the policy is sharded across them with FSDP2 fully_shard")
     num_cpus_per_rank: float = F(1.0, "Ray CPUs reserved per trainer rank")
-    threads_per_rank: int = F(0, "torch threads per trainer rank (0 = the node's cores divided by world_size)")
+    threads_per_rank: int = F(0, "torch threads per trainer rank (0 = the node's cores divided by world_size, halved "
+                                 "with train.overlap, where the update shares the cores with the engine)")
     weight_sync: str = F("object-store", "how trainer rank 0 sends new weights to the rollout workers "
                                          "(supo.distributed.weight_sync; the driver never holds them): object-store "
                                          "(Ray's object store; CPU, any cluster) or nccl (a NCCL broadcast from rank "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -92,6 +93,17 @@ class RolloutWorker:
         return os.getpid()
 
 
+@dataclass
+class PendingStep:
+    """A step's rollouts in flight on the pool (``RolloutPool.submit``): each worker's share and its ObjectRef."""
+
+    parts: list[list[tuple[Task, str, int]]]
+    settings: LoopSettings
+    seed: int
+    keep_transcript: bool
+    refs: dict[int, Any]
+
+
 class RolloutPool:
     """``num_workers`` :class:`RolloutWorker` actors; spreads a step's rollouts across them."""
 
@@ -154,22 +166,33 @@ class RolloutPool:
     def run(self, items: Sequence[tuple[Task, str, int]], settings: LoopSettings, seed: int,
             keep_transcript: bool = False) -> list[Rollout]:
         """All rollouts of a step, in the order of ``items``."""
+        return self.collect(self.submit(items, settings, seed, keep_transcript))
+
+    def submit(self, items: Sequence[tuple[Task, str, int]], settings: LoopSettings, seed: int,
+               keep_transcript: bool = False) -> "PendingStep":
+        """Start a step's rollouts and return at once. Each worker runs its calls in the order they reach it, so a
+        weight push sent after this samples the next step, not this one."""
         shards = self.shards(len(items), self.num_workers)
-        parts: list[list[Rollout] | None] = [None] * self.num_workers
-        pending = {k for k, sh in enumerate(shards) if len(sh)}
-        for k in range(self.num_workers):
-            if not len(shards[k]):
-                parts[k] = []
-        while pending:
-            refs = {k: self.workers[k].run.remote([items[i] for i in shards[k]], settings, seed + k, keep_transcript)
-                    for k in sorted(pending)}
-            for k, ref in refs.items():
+        step = PendingStep([[items[i] for i in sh] for sh in shards], settings, seed, keep_transcript, {})
+        for k, part in enumerate(step.parts):
+            if part:
+                step.refs[k] = self.workers[k].run.remote(part, settings, seed + k, keep_transcript)
+        return step
+
+    def collect(self, step: "PendingStep") -> list[Rollout]:
+        """Wait for a submitted step's rollouts (a worker that died is restarted and redoes its share, from the
+        weights the pool last sent)."""
+        done: dict[int, list[Rollout]] = {k: [] for k, part in enumerate(step.parts) if not part}
+        while step.refs:
+            for k, ref in sorted(step.refs.items()):
                 try:
-                    parts[k] = ray.get(ref)
-                    pending.discard(k)
+                    done[k] = ray.get(ref)
+                    del step.refs[k]
                 except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as e:
                     self._restart(k, e)
-        return [r for part in parts for r in part]  # type: ignore[union-attr]
+                    step.refs[k] = self.workers[k].run.remote(step.parts[k], step.settings, step.seed + k,
+                                                              step.keep_transcript)
+        return [r for k in range(len(step.parts)) for r in done[k]]
 
     def push_weights(self, state_dict: dict) -> float:
         """Put the weights (held by the caller) into the object store once; every worker loads them in place. Returns
