@@ -109,8 +109,8 @@ class Actors:
         pool = RolloutPool(cfg.rollout.num_workers, str(init), run_cfg, temperature=cfg.rollout.temperature,
                            seed=cfg.seed, num_cpus_per_worker=cfg.rollout.num_cpus_per_worker, plugins=plugins)
         # rollouts and updates alternate, so each phase may use all of the node's cores; with train.overlap they run
-        # at once, and the update (off the critical path while it is shorter) gets half of its share: with 2 threads
-        # each on 2 cores both phases ran ~2x slower (rollout 5.6 -> 10.9 s, update 2.4 -> 5.6 s per step)
+        # at once, and the update (off the critical path while it is shorter) gets half of its share: on 2 cores an
+        # overlapped step took 9.8 s with 2 trainer threads and 5.9 s with 1 (the same rollouts, medians of 6 steps)
         threads = cfg.trainer.threads_per_rank or max(1, (os.cpu_count() or 1) // cfg.trainer.world_size
                                                       // (2 if any(c.train.overlap for c in cfgs) else 1))
         group = TrainerGroup(cfg.trainer.world_size, str(init), cfg.train, 0, None, cfg.seed,
