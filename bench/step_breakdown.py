@@ -31,7 +31,8 @@ are ``before`` / variant. Usage (needs the profile's prepared data and warm star
         [--config params.yaml] [-S key=value ...] [--grid] [--quick]
 
 ``--grid`` instead times whole steps of the real Ray training loop over (rollout workers, trainer ranks) in
-{(1,1), (2,1), (1,2), (2,2)}, and (1,1) with ``train.overlap`` (the next step's rollouts sampled during the update). ``--quick``: 2 steps, 1 skipped.
+{(1,1), (2,1), (1,2), (2,2)}, and (1,1) with ``train.overlap`` (the next step's rollouts sampled during the
+update). ``--quick``: 2 steps, 1 skipped.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
     from supo.envs import get_env_spec
     from supo.rollout.agent_loop import run_rollouts
     from supo.runtime import build_runtime
-    from supo.train_loop import sample_step_tasks, step_seed
+    from supo.train_loop import step_items, step_seed
 
     tasks = read_tasks(split_path(cfg.paths.data, "train"))
     rt = build_runtime(cfg, cfg.paths.sft, tasks, max_summaries=cfg.train_max_summaries,
@@ -121,8 +122,7 @@ def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
     rows = []
     for s in tqdm(range(steps), desc="trajectory (small block, packed)", unit="step"):
         torch.manual_seed(step_seed(cfg.seed, s))
-        items = [(t, f"{t.id}@{s}", i) for t in sample_step_tasks(tasks, s, cfg.rollout.tasks_per_step, cfg.seed)
-                 for i in range(cfg.rollout.group_size)]
+        items = step_items(tasks, s, cfg)
         calls.append([])
         weights.append({k: v.detach().clone() for k, v in trainers[True].state_dict().items()})
         env_seconds[0], engine.generate_seconds = 0.0, 0.0

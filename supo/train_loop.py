@@ -47,6 +47,13 @@ def sample_step_tasks(tasks, step: int, k: int, seed: int):
     return rng.sample(tasks, min(k, len(tasks)))
 
 
+def step_items(tasks, step: int, cfg: Config) -> list[tuple]:
+    """The rollouts of one step as (task, group key, index in group): ``rollout.group_size`` per sampled task; the
+    group key (R8) is the task id and the step."""
+    return [(t, f"{t.id}@{step}", i) for t in sample_step_tasks(tasks, step, cfg.rollout.tasks_per_step, cfg.seed)
+            for i in range(cfg.rollout.group_size)]
+
+
 def overlong_warning(history: list[dict], floor: float = 0.05) -> str | None:
     """A warning when the latest step's overlong (never-finish) rate is at least twice the first step's (and at least
     ``floor`` above it, so that noise around a rate near 0 is not a doubling); None otherwise."""
@@ -192,10 +199,9 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
 
     def submit(step: int) -> tuple[Any, float]:
         """Start the step's rollouts on the pool; returns the pending step and when it started."""
-        step_tasks = sample_step_tasks(tasks, step, cfg.rollout.tasks_per_step, cfg.seed)
-        items = [(t, f"{t.id}@{step}", i) for t in step_tasks for i in range(cfg.rollout.group_size)]
-        return pool.submit(items, rt.settings, seed=step_seed(cfg.seed, step), keep_transcript=True), \
-            time.perf_counter()
+        pending = pool.submit(step_items(tasks, step, cfg), rt.settings, seed=step_seed(cfg.seed, step),
+                              keep_transcript=True)
+        return pending, time.perf_counter()
 
     ahead = None  # with train.overlap: the next step's rollouts, sampled while this step's update runs
     try:
@@ -203,8 +209,9 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
             t_step = time.perf_counter()
             lag = int(ahead is not None)
             pending, t_submit = ahead or submit(step)
+            ahead = None
             rollouts = pool.collect(pending)
-            t_roll, ahead = time.perf_counter() - t_submit, None
+            t_roll = time.perf_counter() - t_submit
             adv = compute_advantages(rollouts, cfg.train.advantage, overlong=cfg.train.overlong,
                                      overlong_penalty=cfg.train.overlong_penalty, eps=cfg.train.adv_eps)
             samples = broadcast(rollouts, adv)

@@ -169,7 +169,7 @@ class RolloutPool:
         return self.collect(self.submit(items, settings, seed, keep_transcript))
 
     def submit(self, items: Sequence[tuple[Task, str, int]], settings: LoopSettings, seed: int,
-               keep_transcript: bool = False) -> "PendingStep":
+               keep_transcript: bool = False) -> PendingStep:
         """Start a step's rollouts and return at once. Each worker runs its calls in the order they reach it, so a
         weight push sent after this samples the next step, not this one."""
         shards = self.shards(len(items), self.num_workers)
@@ -179,7 +179,7 @@ class RolloutPool:
                 step.refs[k] = self.workers[k].run.remote(part, settings, seed + k, keep_transcript)
         return step
 
-    def collect(self, step: "PendingStep") -> list[Rollout]:
+    def collect(self, step: PendingStep) -> list[Rollout]:
         """Wait for a submitted step's rollouts (a worker that died is restarted and redoes its share, from the
         weights the pool last sent)."""
         done: dict[int, list[Rollout]] = {k: [] for k, part in enumerate(step.parts) if not part}
