@@ -2,10 +2,11 @@
 
 All variants do the same work: one trajectory of ``--steps`` RL steps runs from the profile's warm start with this
 release's code paths, and the previous release's paths are timed on exactly its work — an unpacked trainer runs every
-step's update on the same samples, and a second engine at vLLM's default block replays every recorded ``generate``
-call under the weights it ran under (timing separate runs instead compares different rollouts: the block size changes
-the engine's floats, so the draws, and two trajectories drift apart in length within a few steps). One in-process
-vLLM engine and in-process trainers (no Ray: the parts are timed where they run); the step is cut into its parts:
+step's update on the same samples, and a second engine at vLLM's default block replays each step's recorded
+``generate`` calls under the weights they ran under, right after them (timing separate runs instead compares different
+rollouts: the block size changes the engine's floats, so the draws, and two trajectories drift apart in length within
+a few steps). In-process vLLM engines and in-process trainers (no Ray: the parts are timed where they run); the step
+is cut into its parts:
 
 * **engine** — inside the engine's ``generate`` calls (prefill + decode + sampling);
 * **env** — inside the environments' ``step``;
@@ -22,6 +23,11 @@ Variants (``--variants``, comma-separated):
 * ``engine``: ``before`` with the profile's ``engine.block_size``;
 * ``update``: ``before`` with the packed update (``train.packing``);
 * ``after``: both.
+
+Under the table: the engine's floor — engine steps per training step (``LLMEngine.step`` calls), milliseconds per
+engine step, and the longest rollout's own chain (the sum over its turns of its generated tokens: a turn's prefill
+step emits its first token), below which no schedule that keeps each rollout's turns in order can go — and, with ``before``, the ratio a
+step would reach if every part but the engine took no time.
 
 No variant measures ``kl_to_init`` (its extra forward pass is a metric, not work the old code did); it is timed
 on its own and printed under the table. The first ``--skip`` steps are dropped (engine warm-up). The ratio columns
@@ -72,9 +78,10 @@ def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
 
     One trajectory runs with the profile's code paths (small block, packed update). Each step's update is also run
     by an unpacked trainer on the same samples (the same gradients: it tracks the packed one to rounding, and its
-    weights are never served), and every ``generate`` call is recorded with the weights it ran under; afterwards a
-    second engine at vLLM's default block replays the recorded calls under the same weights. Every variant thus
-    generates from the same contexts and trains the same samples; env, loop, advantages and sync are shared.
+    weights are never served), and every ``generate`` call is recorded; right after each step's rollouts a second
+    engine at vLLM's default block replays that step's calls under the same weights (adjacent in time, so a drift of
+    the machine's speed does not land on one variant). Every variant thus generates from the same contexts and trains
+    the same samples; env, loop, advantages and sync are shared.
     """
     import torch
 
@@ -91,12 +98,15 @@ def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
                        working_context=cfg.budget.working_context)
     threads = torch.get_num_threads()
     engine = VLLMPolicy(cfg.paths.sft, _engine_config(cfg, True), seed=cfg.seed, temperature=cfg.rollout.temperature)
+    replay = None
+    if any(not VARIANTS[n][0] for n in names):
+        replay = VLLMPolicy(cfg.paths.sft, _engine_config(cfg, False), seed=cfg.seed,
+                            temperature=cfg.rollout.temperature)
     torch.set_num_threads(threads)
     trainers = {True: _trainer(cfg, rt, True), False: _trainer(cfg, rt, False)}
     make_env = get_env_spec(cfg.env.name)["make_env"]
     env_seconds = [0.0]
     calls: list[list] = []  # per step: the requests of each generate call
-    weights: list[dict] = []  # per step: the weights its rollouts were sampled from
 
     def timed_env(task):
         env = make_env(task)
@@ -113,23 +123,44 @@ def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
         return env
 
     generate = engine.generate
+    chain: dict = {}  # this step's rollouts: the engine steps each needs, its turns' generated tokens (the prefill
+    # step of a turn emits its first token)
 
     def recorded(requests):
         calls[-1].append(list(requests))
-        return generate(requests)
+        results = generate(requests)
+        for req, res in zip(requests, results):
+            chain[req.key] = chain.get(req.key, 0) + max(1, len(res.token_ids))
+        return results
 
     engine.generate = recorded
+    llm_engine = engine.llm.llm_engine  # LLM.generate drives it one engine step at a time
+    engine_steps = [0]
+    engine_step = llm_engine.step
+
+    def counted_step(*args, **kwargs):
+        engine_steps[0] += 1
+        return engine_step(*args, **kwargs)
+
+    llm_engine.step = counted_step
     rows = []
     for s in tqdm(range(steps), desc="trajectory (small block, packed)", unit="step"):
         torch.manual_seed(step_seed(cfg.seed, s))
         items = step_items(tasks, s, cfg)
         calls.append([])
-        weights.append({k: v.detach().clone() for k, v in trainers[True].state_dict().items()})
-        env_seconds[0], engine.generate_seconds = 0.0, 0.0
+        env_seconds[0], engine.generate_seconds, engine_steps[0] = 0.0, 0.0, 0
+        chain.clear()
         t0 = time.perf_counter()
         rollouts = run_rollouts(items, engine, rt.tokenizer, rt.templates, rt.settings, timed_env,
                                 seed=step_seed(cfg.seed, s), keep_transcript=True)
         t1 = time.perf_counter()
+        engine_default = None
+        if replay is not None:  # the same calls at vLLM's default block, under the weights they ran under
+            replay.generate_seconds = 0.0
+            for requests in calls[s]:
+                replay.generate(requests)
+            engine_default = replay.generate_seconds
+        t1b = time.perf_counter()
         adv = compute_advantages(rollouts, cfg.train.advantage, overlong=cfg.train.overlong,
                                  overlong_penalty=cfg.train.overlong_penalty, eps=cfg.train.adv_eps)
         samples = broadcast(rollouts, adv)
@@ -138,34 +169,26 @@ def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
         t3 = time.perf_counter()
         engine.push_weights(trainers[True].state_dict())
         t4 = time.perf_counter()
+        if replay is not None:
+            replay.push_weights(trainers[True].state_dict())
         unpacked = trainers[False].update(samples)
         t5 = time.perf_counter()
         n_tokens = sum(x.length for x in samples)
         trigger = sum(x.length for r in rollouts for x in r.segments if x.kind == "trigger_action")
-        rows.append({"engine_small": engine.generate_seconds, "env": env_seconds[0],
-                     "loop": (t1 - t0) - engine.generate_seconds - env_seconds[0], "advantages": t2 - t1,
+        rows.append({"engine_small": engine.generate_seconds, "engine_default": engine_default, "env": env_seconds[0],
+                     "loop": (t1 - t0) - engine.generate_seconds - env_seconds[0], "advantages": t2 - t1b,
                      "update_packed": t3 - t2, "update_unpacked": t5 - t4, "sync": t4 - t3,
                      "fwd_packed": packed.forward_tokens, "fwd_unpacked": unpacked.forward_tokens,
                      "rollouts": len(rollouts), "unpacked_tokens": n_tokens,
-                     "trigger_share": trigger / max(1, n_tokens)})
+                     "trigger_share": trigger / max(1, n_tokens), "engine_steps": engine_steps[0],
+                     "longest_chain": max(chain.values(), default=0)})
     # the kl_to_init measurement (a metric the variants leave out), on the last step's samples
     ref = _trainer(cfg, rt, True, kl_to_init=True)
     t0 = time.perf_counter()
     ref.kl_to_init(samples)
     kl_seconds = time.perf_counter() - t0
     engine.generate = generate
-    if any(not VARIANTS[n][0] for n in names):
-        del engine
-        engine = VLLMPolicy(cfg.paths.sft, _engine_config(cfg, False), seed=cfg.seed,
-                            temperature=cfg.rollout.temperature)
-        torch.set_num_threads(threads)
-        for s in tqdm(range(steps), desc="replay (vLLM's default block)", unit="step"):
-            engine.push_weights(weights[s])
-            engine.generate_seconds = 0.0
-            for requests in calls[s]:
-                engine.generate(requests)
-            rows[s]["engine_default"] = engine.generate_seconds
-    del engine
+    del engine, replay
     kept = rows[skip:] or rows
     results = {}
     for name in names:
@@ -181,6 +204,9 @@ def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
             per_step.append(row)
         med = {k: statistics.median(r[k] for r in per_step) for k in per_step[0]}
         med["kl_seconds"] = kl_seconds if name == "after" else None
+        if small_block:  # the trajectory's engine: its steps and the longest rollout's own chain of them
+            med["engine_steps"] = statistics.median(r["engine_steps"] for r in kept)
+            med["longest_chain"] = statistics.median(r["longest_chain"] for r in kept)
         results[name] = med
     return results
 
@@ -223,6 +249,16 @@ def print_table(results: dict[str, dict]) -> None:
     kl = results.get("after", {}).get("kl_seconds")
     if kl is not None:
         print(f"kl_to_init (one forward of the initial policy over a step's packed samples): {kl:.2f} s")
+    fast = next((r for r in results.values() if r.get("engine_steps")), None)
+    if fast is not None:
+        steps, chain = fast["engine_steps"], fast["longest_chain"]
+        print(f"engine floor: {steps:.0f} engine steps per training step, {1000 * fast['engine'] / steps:.1f} ms each; "
+              f"the longest rollout's own chain of turns (its generated tokens, one engine step each) needs "
+              f"{chain:.0f}, so no schedule that keeps each rollout's turns in order saves more than "
+              f"{max(0.0, 1 - chain / steps):.0%} of the engine steps")
+        if base is not None:
+            print(f"with every part but the engine free, a step would be {base['step'] / fast['engine']:.2f}x "
+                  f"cheaper than before")
 
 
 def run_grid(args) -> None:
