@@ -19,7 +19,8 @@ NUMBER = re.compile(r"^(\d+(?:\.\d+)?)x?$")
 
 
 def run_bench(script: str, *args: str) -> str:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # a wide console: rich wraps a cell that does not fit 80 columns onto a second line, which the parser reads as ''
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "240"}
     proc = subprocess.run([sys.executable, f"bench/{script}", "--quick", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
