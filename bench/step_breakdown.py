@@ -26,8 +26,8 @@ Variants (``--variants``, comma-separated):
 
 Under the table: the engine's floor — engine steps per training step (``LLMEngine.step`` calls), milliseconds per
 engine step, and the longest rollout's own chain (the sum over its turns of its generated tokens: a turn's prefill
-step emits its first token), below which no schedule that keeps each rollout's turns in order can go — and, with ``before``, the ratio a
-step would reach if every part but the engine took no time.
+step emits its first token), below which no schedule that keeps each rollout's turns in order can go — and, with
+``before``, the ratio a step would reach if every part but the engine took no time.
 
 No variant measures ``kl_to_init`` (its extra forward pass is a metric, not work the old code did); it is timed
 on its own and printed under the table. The first ``--skip`` steps are dropped (engine warm-up). The ratio columns
@@ -85,13 +85,13 @@ def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
     """
     import torch
 
-    from supo.algo.advantage import broadcast, compute_advantages
+    from supo.algo.advantage import broadcast
     from supo.data import read_tasks, split_path
     from supo.engines.vllm_engine import VLLMPolicy
     from supo.envs import get_env_spec
     from supo.rollout.agent_loop import run_rollouts
     from supo.runtime import build_runtime
-    from supo.train_loop import step_items, step_seed
+    from supo.train_loop import step_advantages, step_items, step_seed
 
     tasks = read_tasks(split_path(cfg.paths.data, "train"))
     rt = build_runtime(cfg, cfg.paths.sft, tasks, max_summaries=cfg.train_max_summaries,
@@ -123,8 +123,9 @@ def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
         return env
 
     generate = engine.generate
-    chain: dict = {}  # this step's rollouts: the engine steps each needs, its turns' generated tokens (the prefill
-    # step of a turn emits its first token)
+    # per rollout of this step, the engine steps it needs in a row: its turns' generated tokens (a turn's prefill
+    # step emits its first token)
+    chain: dict = {}
 
     def recorded(requests):
         calls[-1].append(list(requests))
@@ -161,9 +162,7 @@ def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
                 replay.generate(requests)
             engine_default = replay.generate_seconds
         t1b = time.perf_counter()
-        adv = compute_advantages(rollouts, cfg.train.advantage, overlong=cfg.train.overlong,
-                                 overlong_penalty=cfg.train.overlong_penalty, eps=cfg.train.adv_eps)
-        samples = broadcast(rollouts, adv)
+        samples = broadcast(rollouts, step_advantages(rollouts, cfg))
         t2 = time.perf_counter()
         packed = trainers[True].update(samples)
         t3 = time.perf_counter()

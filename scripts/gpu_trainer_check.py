@@ -48,13 +48,13 @@ def dump(folder: Path, steps: int = 3) -> None:
     import step_breakdown as sb
     import torch
 
-    from supo.algo.advantage import broadcast, compute_advantages
+    from supo.algo.advantage import broadcast
     from supo.data import read_tasks, split_path
     from supo.engines.vllm_engine import VLLMPolicy
     from supo.envs import get_env_spec
     from supo.rollout.agent_loop import run_rollouts
     from supo.runtime import build_runtime
-    from supo.train_loop import step_items, step_seed
+    from supo.train_loop import step_advantages, step_items, step_seed
 
     cfg = load_profile(str(ROOT / "params.yaml"), "array", [])
     tasks = read_tasks(split_path(cfg.paths.data, "train"))
@@ -68,9 +68,7 @@ def dump(folder: Path, steps: int = 3) -> None:
         torch.manual_seed(step_seed(cfg.seed, s))
         rollouts = run_rollouts(step_items(tasks, s, cfg), engine, rt.tokenizer, rt.templates, rt.settings, make_env,
                                 seed=step_seed(cfg.seed, s))
-        adv = compute_advantages(rollouts, cfg.train.advantage, overlong=cfg.train.overlong,
-                                 overlong_penalty=cfg.train.overlong_penalty, eps=cfg.train.adv_eps)
-        samples = broadcast(rollouts, adv)
+        samples = broadcast(rollouts, step_advantages(rollouts, cfg))
         per_step.append(samples)
         stats = trainer.update(samples)
         engine.push_weights(trainer.state_dict())
@@ -109,7 +107,8 @@ def check(folder: Path, out: Path, device: str, repeats: int, step: int) -> int:
     from supo.models import load_policy
     from supo.trainer.policy_trainer import PolicyTrainer
 
-    data = pickle.load(open(folder / "samples.pkl", "rb"))
+    with open(folder / "samples.pkl", "rb") as f:
+        data = pickle.load(f)
     samples = data["steps"][step]
     model_dir = str(folder / "model")
     base = dataclasses.replace(data["train"], log_kl_to_init=False)
@@ -151,7 +150,6 @@ def check(folder: Path, out: Path, device: str, repeats: int, step: int) -> int:
         sync()
         return value, time.perf_counter() - t0
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     res: dict = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__,
                  "samples": len(samples), "step": step, "repeats": repeats}
     ref, ref_stats, res["cpu_packed_s"] = plain(torch.device("cpu"), True)
@@ -197,7 +195,8 @@ def check(folder: Path, out: Path, device: str, repeats: int, step: int) -> int:
     lines = [f"# Trainer on {res['device']} (torch {res['torch']}) vs the CPU: step {step}'s {len(samples)} samples",
              "", "| comparison | relative difference of the updates | agrees (< 1e-2) |", "|---|---|---|",
              f"| {device} plain vs CPU plain (packed) | {res['rel_dev_vs_cpu']:.2e} | {verdicts['dev_vs_cpu']} |",
-             f"| {device} unpacked vs packed | {res['rel_unpacked_vs_packed']:.2e} | {verdicts['unpacked_vs_packed']} |",
+             f"| {device} unpacked vs packed | {res['rel_unpacked_vs_packed']:.2e} | "
+             f"{verdicts['unpacked_vs_packed']} |",
              f"| {device} TrainerRank ({res['backend']}, FSDP2, world 1) vs plain | {res['rel_fsdp_vs_plain']:.2e} | "
              f"{verdicts['fsdp_vs_plain']} |",
              f"| kl_to_init {device} vs CPU | {res['kl_dev']:.6g} vs {res['kl_cpu']:.6g} | {verdicts['kl']} |",

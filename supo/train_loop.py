@@ -54,6 +54,13 @@ def step_items(tasks, step: int, cfg: Config) -> list[tuple]:
             for i in range(cfg.rollout.group_size)]
 
 
+def step_advantages(rollouts, cfg: Config):
+    """The step's advantages (R8) under the run's estimator, overlong treatment (R9) and epsilon."""
+    t = cfg.train
+    return compute_advantages(rollouts, t.advantage, overlong=t.overlong, overlong_penalty=t.overlong_penalty,
+                              eps=t.adv_eps)
+
+
 def overlong_warning(history: list[dict], floor: float = 0.05) -> str | None:
     """A warning when the latest step's overlong (never-finish) rate is at least twice the first step's (and at least
     ``floor`` above it, so that noise around a rate near 0 is not a doubling); None otherwise."""
@@ -212,8 +219,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
             ahead = None
             rollouts = pool.collect(pending)
             t_roll = time.perf_counter() - t_submit
-            adv = compute_advantages(rollouts, cfg.train.advantage, overlong=cfg.train.overlong,
-                                     overlong_penalty=cfg.train.overlong_penalty, eps=cfg.train.adv_eps)
+            adv = step_advantages(rollouts, cfg)
             samples = broadcast(rollouts, adv)
             if cfg.train.overlap and step + 1 < cfg.train.steps:
                 # the engines still serve the weights these rollouts came from: the next step samples from them too

@@ -25,7 +25,7 @@ import runpy, sys
 from supo.distributed.trainer_rank import TrainerRank
 update = TrainerRank.update
 TrainerRank.update = lambda self, samples: update(self, list(samples)[: len(samples) // 2])
-sys.argv = [sys.argv[1], *sys.argv[2:]]
+sys.argv = sys.argv[1:]  # python -c CODE SCRIPT ARGS: argv is ["-c", SCRIPT, ARGS]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
