@@ -23,12 +23,12 @@ from supo.rollout.agent_loop import run_rollouts
 from supo.runtime import build_runtime
 
 
-def write_eval(folder: str | Path, result: EvalResult, rollouts: Sequence) -> Path:
+def write_eval(folder: str | Path, result: EvalResult, rollouts: Sequence, judged: bool = True) -> Path:
     """One evaluation's files: ``metrics.json`` (``result``), ``outcomes.json`` (:class:`~supo.results.Outcomes` of
-    ``rollouts``) and ``rollouts.jsonl``."""
+    ``rollouts``; ``judged`` False when the env has no summary oracle) and ``rollouts.jsonl``."""
     folder = Path(folder)
     result.write(folder)
-    Outcomes.from_rollouts(rollouts, result.split).write(folder)
+    Outcomes.from_rollouts(rollouts, result.split, judged=judged).write(folder)
     write_rollouts_jsonl(rollouts, folder / ROLLOUTS_FILE)
     return folder
 
@@ -75,10 +75,12 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
         engine.push_weights(load_policy(ckpt).state_dict())
     items = [(t, f"{t.id}@eval", i) for t in tasks for i in range(ev.samples_per_task)]
     views: dict[int, list] = {s: [] for s in values[:-1]}
+    H = {s: ev.max_steps_at(s, cfg.budget.max_steps, cfg.budget.max_summaries) for s in values}
+    settings = dataclasses.replace(rt.settings, max_steps=H[S_max], view_max_steps={s: H[s] for s in values[:-1]})
     t0 = time.perf_counter()
-    rollouts = run_rollouts(items, engine, rt.tokenizer, rt.templates, rt.settings, spec.make_env,
+    rollouts = run_rollouts(items, engine, rt.tokenizer, rt.templates, settings, spec.make_env,
                             seed=cfg.seed + 7, keep_transcript=True, progress=progress, views=views,
-                            env_threads=cfg.rollout.env_threads)
+                            env_threads=cfg.rollout.env_threads, judge_summary=spec.summary_oracle)
     seconds = time.perf_counter() - t0
     views[S_max] = rollouts
     out = Path(out)
@@ -87,12 +89,13 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
         part = views[S]
         m = rollout_metrics(part, working_context=W, max_summaries=S)
         m["rollout_seconds"] = seconds  # the one run the whole sweep is read from
+        m["max_steps"] = float(H[S])  # H at this S_eval (eval.scale_max_steps)
         m["engine_tokens_per_second"] = sum(r.tokens_generated for r in rollouts) / max(seconds, 1e-9)
         result = EvalResult(env=cfg.env.name, arm=arm or ckpt.name, seed=cfg.seed, s_eval=S, working_context=W,
                             split=ev.split, metrics=m, checkpoint=str(checkpoint), num_rollouts=len(part),
                             temperature=ev.temperature, sweep_max_summaries=S_max)
         folder = out if sweep is None else out / s_dir(S)
-        write_eval(folder, result, part)
+        write_eval(folder, result, part, judged=spec.summary_oracle is not None)
         tr = tracker if sweep is None else (trackers(S) if trackers is not None else None)
         if tr is not None:
             with (tr if sweep is not None else contextlib.nullcontext(tr)) as run:

@@ -6,21 +6,30 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from supo.results import FAILURES, failure_kind
 from supo.types import Rollout
 
 
 def rollout_metrics(rollouts: Sequence[Rollout], *, working_context: int, max_summaries: int) -> dict[str, float]:
-    """Success, context, summary and token metrics of a batch of rollouts."""
+    """Success, context, summary and token metrics of a batch of rollouts.
+
+    ``summary_state_accuracy`` (the share of judged summaries that carried the state needed to continue) is present
+    only when the env's oracle judged at least one summary; ``failure_<class>_rate`` splits the failed rollouts by
+    ``supo.results.FAILURES`` (with ``success_rate`` they sum to 1); ``over_w_segment_frac`` is the share of context
+    segments in which the policy generated in a context longer than W (the summary turn included)."""
     if not rollouts:
         raise ValueError("no rollouts to measure")
     n = len(rollouts)
     summaries = sum(r.num_summaries for r in rollouts)
     tool_calls = sum(r.tool_calls for r in rollouts)
     contexts = [c for r in rollouts for c in r.context_lengths] or [0]
+    peaks = [p for r in rollouts for p in r.generation_peaks]
+    judged = sum(r.summaries_judged for r in rollouts)
+    kinds = [failure_kind(r) for r in rollouts]
     groups: dict[str, list[float]] = {}
     for r in rollouts:
         groups.setdefault(r.group_id, []).append(r.reward)
-    return {
+    out = {
         "success_rate": float(np.mean([1.0 if (r.finished and r.reward > 0) else 0.0 for r in rollouts])),
         "mean_reward": float(np.mean([r.reward for r in rollouts])),
         "mean_tool_calls": float(np.mean([r.tool_calls for r in rollouts])),
@@ -32,10 +41,17 @@ def rollout_metrics(rollouts: Sequence[Rollout], *, working_context: int, max_su
         "overlong_rate": float(np.mean([r.overlong for r in rollouts])),  # the never-finish rate: no answer given
         "error_loop_rate": float(np.mean([r.overlong and r.error_observations > 0 for r in rollouts])),
         "budget_cut_rate": float(np.mean([r.overlong and r.error_observations == 0 for r in rollouts])),
+        "max_steps_rate": float(np.mean([r.overlong_reason == "max_steps" for r in rollouts])),  # ended by H
         "error_observation_rate": (sum(r.error_observations for r in rollouts) / tool_calls) if tool_calls else 0.0,
         "tool_call_format_miss_rate": (sum(r.tool_format_misses for r in rollouts) / tool_calls) if tool_calls else 0.0,
         "degenerate_group_frac": float(np.mean([len(set(v)) == 1 for v in groups.values()])),
         "segments_per_rollout": float(np.mean([len(r.context_segments) for r in rollouts])),
         "tokens_generated": float(sum(r.tokens_generated for r in rollouts)),
         "tokens_processed": float(sum(r.tokens_processed for r in rollouts)),
+        **{f"failure_{k}_rate": kinds.count(k) / n for k in FAILURES},
+        "over_w_segment_frac": float(np.mean([p > working_context for p in peaks])) if peaks else 0.0,
+        "max_generation_peak_tokens": float(max(peaks, default=0)),
     }
+    if judged:
+        out["summary_state_accuracy"] = sum(r.summaries_correct for r in rollouts) / judged
+    return out

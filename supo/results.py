@@ -284,28 +284,52 @@ class EvalResult:
         return cls.from_json(read_json(path), str(path), defaults)
 
 
+FAILURES = ("wrong_summary", "action_error", "wrong_answer", "budget_cut")
+"""Why a rollout failed, the first that applies (:func:`failure_kind`): a summary the env's oracle judged wrong; an
+``Error:`` observation (a malformed or impossible call); an answer given with every summary right (or none made);
+otherwise the budget ran out (H, S, or the engine's limit) on valid calls."""
+
+
+def failure_kind(r) -> str:
+    """A rollout's failure class (``FAILURES``), or ``""`` for a success."""
+    if r.finished and r.reward > 0:
+        return ""
+    if r.summaries_judged > r.summaries_correct:
+        return "wrong_summary"
+    if r.error_observations > 0:
+        return "action_error"
+    return "wrong_answer" if r.finished else "budget_cut"
+
+
 @dataclass(frozen=True)
 class Outcomes:
-    """Per-rollout results of one evaluation, in item order: ``(task_id, index, success, overlong, error_loop)``."""
+    """Per-rollout results of one evaluation, in item order (``COLUMNS``): task, sample index, success, overlong and
+    error-loop flags, summaries made, summaries the env's oracle judged and found right (−1 each where the env has
+    no oracle), and the failure class (:func:`failure_kind`; ``""`` for a success)."""
 
     split: str
-    rows: tuple[tuple[str, int, int, int, int], ...] = field(default_factory=tuple)
+    rows: tuple[tuple, ...] = field(default_factory=tuple)
 
-    COLUMNS = ("task_id", "index", "success", "overlong", "error_loop")
+    COLUMNS = ("task_id", "index", "success", "overlong", "error_loop", "summaries", "summaries_judged",
+               "summaries_correct", "failure")
+    _DEFAULTS = (0, 0, 0, -1, -1, "")  # what rows written before a column existed read as, from "overlong" on
 
     @classmethod
-    def from_rollouts(cls, rollouts: Sequence, split: str) -> Outcomes:
+    def from_rollouts(cls, rollouts: Sequence, split: str, judged: bool = True) -> Outcomes:
         """Success is an answered rollout with a positive reward; an error loop is an overlong rollout that saw an
-        ``Error:`` observation."""
+        ``Error:`` observation. ``judged`` False: the env has no summary oracle (−1 in both summary columns)."""
         return cls(split, tuple((r.task_id, r.index, int(r.finished and r.reward > 0), int(r.overlong),
-                                 int(r.overlong and r.error_observations > 0)) for r in rollouts))
+                                 int(r.overlong and r.error_observations > 0), r.num_summaries,
+                                 r.summaries_judged if judged else -1, r.summaries_correct if judged else -1,
+                                 failure_kind(r)) for r in rollouts))
 
     @classmethod
     def from_rollout_records(cls, records: Iterable[Mapping[str, Any]], split: str = "test") -> Outcomes:
         """From ``rollouts.jsonl`` records (folders written before ``outcomes.json`` existed)."""
         return cls(split, tuple((str(r["task_id"]), int(r.get("index", 0)),
                                  int(bool(r.get("finished")) and float(r.get("reward", 0.0)) > 0),
-                                 int(bool(r.get("overlong"))), 0) for r in records))
+                                 int(bool(r.get("overlong"))), 0, int(r.get("num_summaries", 0)), -1, -1, "")
+                                for r in records))
 
     def to_json(self) -> dict[str, Any]:
         return {SCHEMA_KEY: SCHEMA_VERSION, "split": self.split, "columns": list(self.COLUMNS),
@@ -321,9 +345,12 @@ class Outcomes:
         for i, row in enumerate(rows):
             if not (isinstance(row, list) and len(row) >= 3 and isinstance(row[0], str) and row[2] in (0, 1)):
                 raise ValueError(f"{where}: rollouts[{i}] must be [task_id, index, success (0/1), ...], got {row!r}")
-            flags = [int(x) for x in row[3:5]]
-            flags += [0] * (2 - len(flags))
-            out.append((row[0], int(row[1]), int(row[2]), *flags))
+            rest = list(row[3:]) + list(cls._DEFAULTS[len(row) - 3:])
+            if len(rest) != len(cls._DEFAULTS) or not all(isinstance(x, int) for x in rest[:5]) or \
+                    rest[5] not in ("", *FAILURES):
+                raise ValueError(f"{where}: rollouts[{i}] must be [{', '.join(cls.COLUMNS)}] (integers, the failure "
+                                 f"one of {FAILURES} or \"\"), got {row!r}")
+            out.append((row[0], int(row[1]), int(row[2]), *rest))
         return cls(str(d.get("split", "test")), tuple(out))
 
     def write(self, folder: str | Path) -> Path:
@@ -339,6 +366,27 @@ class Outcomes:
         per_task: dict[str, list[float]] = {}
         for task_id, _index, success, *_ in self.rows:
             per_task.setdefault(task_id, []).append(float(success))
+        return {t: sum(v) / len(v) for t, v in per_task.items()}
+
+    def column(self, name: str) -> list:
+        """One column's values, in row order."""
+        k = self.COLUMNS.index(name)
+        return [row[k] for row in self.rows]
+
+    def sums_by_task(self, name: str) -> dict[str, float]:
+        """task id → the sum of a numeric column over the task's rollouts (e.g. ``summaries_judged``)."""
+        k, per_task = self.COLUMNS.index(name), {}
+        for row in self.rows:
+            per_task[row[0]] = per_task.get(row[0], 0.0) + float(row[k])
+        return per_task
+
+    def failure_by_task(self, kind: str) -> dict[str, float]:
+        """task id → the share of the task's rollouts that failed as ``kind`` (one of ``FAILURES``)."""
+        if kind not in FAILURES:
+            raise ValueError(f"unknown failure class {kind!r}; one of {FAILURES}")
+        per_task: dict[str, list[float]] = {}
+        for row in self.rows:
+            per_task.setdefault(row[0], []).append(float(row[-1] == kind))
         return {t: sum(v) / len(v) for t, v in per_task.items()}
 
 

@@ -135,10 +135,14 @@ class Rollout:
         tool_calls: actions taken (valid or not), including dropped trigger actions.
         error_observations: actions whose observation was an ``Error: ...`` (malformed or impossible calls); an
             overlong rollout with any is an *error loop*, one without a *budget cut* (``supo.algo.overlong``).
+        summaries_judged: summaries the environment's oracle could judge (``EnvSpec.summary_oracle``; 0 without one).
+        summaries_correct: of those, summaries that carried the state needed to continue.
         tool_format_misses: actions holding no call in the model's tool-call format at all (``model.tool_parser``)
             that the environment refused (``Error:``), so a syntax the environment reads besides is no miss.
         context_lengths: the working-context length (R1) each segment reached, one entry per context segment, measured
             at its peak (before the trigger pair was dropped).
+        generation_peaks: per context segment, the longest context the policy generated in: the largest (context +
+            generated tokens) over the segment's generations, the summary turn included (C2's working context).
         tokens_generated: tokens the engine sampled for this rollout.
         tokens_processed: prefill + decode tokens the engine had to process for this rollout (uncached view: each
             generation call processes its full context once plus its new tokens).
@@ -159,7 +163,10 @@ class Rollout:
     tool_calls: int = 0
     error_observations: int = 0
     tool_format_misses: int = 0
+    summaries_judged: int = 0
+    summaries_correct: int = 0
     context_lengths: list[int] = field(default_factory=list)
+    generation_peaks: list[int] = field(default_factory=list)
     tokens_generated: int = 0
     tokens_processed: int = 0
     segments: list[Segment] = field(default_factory=list)

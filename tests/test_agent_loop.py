@@ -389,3 +389,75 @@ def _action_starts(seg):
             out.append((start, i - start))
             start = None
     return out
+
+
+@pytest.mark.parametrize("error_rate", [0.0, 0.5])
+def test_views_with_their_own_h_equal_runs_at_each_smaller_s_and_h(setup, error_rate):
+    """H grows with S_eval (``eval.scale_max_steps``): one run at S = 8, H = 60 read at S = b with a smaller H_b is
+    exactly the run at (S = b, H = H_b) — including views that end by H before their S does."""
+    tasks, tok, t = setup
+    hs = {0: 6, 1: 9, 2: 12}
+    views = {b: [] for b in hs}
+    full_settings = settings(S=8, H=60)
+    full_settings.view_max_steps = hs
+    full, _ = run(setup, full_settings, error_rate=error_rate, views=views)
+    ended_by_h = 0
+    for b, view in views.items():
+        direct, _ = run(setup, settings(S=b, H=hs[b]), error_rate=error_rate)
+        assert [v.to_record() for v in view] == [r.to_record() for r in direct], f"S = {b}, H = {hs[b]}"
+        ended_by_h += sum(r.overlong_reason == "max_steps" for r in direct)
+    assert ended_by_h > 0, "some views must end by their H for the test to check that path"
+    bad = settings(S=8, H=10)
+    bad.view_max_steps = {0: 11}
+    with pytest.raises(ValueError, match="view's H above"):
+        run(setup, bad, views={0: []})
+
+
+def test_request_seeds_depend_on_the_rollout_not_on_its_place_in_the_batch(setup):
+    """Common random numbers: a generation's seed is a function of (run seed, group, index, turn) only."""
+    from supo.rollout.agent_loop import request_seed
+
+    tasks, tok, t = setup
+
+    def seeds(order):
+        pol = Recording(tok, order, t.eos_id)
+        seen: dict[tuple[str, int], list[int]] = {}
+        original = pol.generate
+
+        def generate(requests):
+            for r in requests:
+                seen.setdefault((order[r.key].id, r.kind == "summary"), []).append(r.seed)
+            return original(requests)
+
+        pol.generate = generate
+        items = [(task, f"{task.id}@0", 0) for task in order]
+        run_rollouts(items, pol, tok, t, settings(), make_env, seed=5)
+        return seen
+
+    forward, backward, alone = seeds(tasks[:6]), seeds(tasks[:6][::-1]), seeds(tasks[2:3])
+    assert forward == backward
+    assert {k: v for k, v in forward.items() if k[0] == tasks[2].id} == alone
+    assert forward[(tasks[0].id, False)][0] == request_seed(5, f"{tasks[0].id}@0", 0, 0)
+    assert len({request_seed(5, "a@0", i, turn) for i in range(8) for turn in range(40)}) == 320
+    assert request_seed(5, "a@0", 0, 0) != request_seed(6, "a@0", 0, 0)
+
+
+def test_summaries_are_judged_by_the_oracle_and_generation_peaks_recorded(setup):
+    """The env's oracle counts each summary (the expert's deliberate errors are the wrong ones); each context segment
+    records the longest context it generated in, the summary turn included."""
+    from supo.envs.array import summary_oracle
+
+    all_tasks, tok, t = setup
+    pol = Recording(tok, all_tasks, t.eos_id, error_rate=0.5)
+    items = [(task, f"{task.id}@0", 0) for task in all_tasks]
+    rollouts = run_rollouts(items, pol, tok, t, settings(), make_env, judge_summary=summary_oracle)
+    assert sum(r.summaries_judged for r in rollouts) == sum(r.num_summaries for r in rollouts) > 0
+    assert sum(e.summary_errors for e in pol.experts.values()) > 0
+    for k, r in enumerate(rollouts):  # a deliberate error is judged wrong (and so is every summary that carries it)
+        deliberate = pol.experts[k].summary_errors
+        assert (r.summaries_correct < r.num_summaries) == (deliberate > 0), r.task_id
+        assert len(r.generation_peaks) == len(r.context_segments)
+        for seg, peak in zip(r.context_segments, r.generation_peaks):
+            assert peak <= len(seg.prompt_ids) + len(seg.response_ids) + 24  # at most one dropped action more
+    unjudged = run_rollouts(items[:4], Recording(tok, all_tasks[:4], t.eos_id), tok, t, settings(), make_env)
+    assert all(r.summaries_judged == 0 for r in unjudged)

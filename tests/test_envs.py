@@ -467,3 +467,23 @@ def test_fuzz_step_json_shaped_calls(name, params, observed, prefix):
     if obs.startswith("Error:"):
         assert done is False
     _check_step_result(env.step(format_tool_call("Observe")))
+
+
+def test_array_summary_oracle_judges_the_state_a_summary_carries():
+    """A summary must name the next index k and the fold of values[0:k] (``none`` only at k = 0)."""
+    from supo.envs.array import fold, make_tasks, summary_oracle, summary_text
+    from supo.envs.spec import get_env_spec
+
+    task = make_tasks("val", 1, 12, 12, ["diff"], 99, seed=1)[0]
+    values = task.env_config["values"]
+    for k in range(len(values) + 1):
+        right = fold("diff", values[:k])
+        assert summary_oracle(task, summary_text("diff", k, right))
+        assert not summary_oracle(task, summary_text("diff", k, (right + 1) % 100))
+    assert summary_oracle(task, summary_text("diff", 0, None))
+    assert not summary_oracle(task, summary_text("diff", 3, None))
+    assert not summary_oracle(task, summary_text("diff", len(values) + 1, 0))
+    assert not summary_oracle(task, "I have done some work")
+    assert summary_oracle(task, "<summary>next index 2, running difference "
+                                f"{fold('diff', values[:2])}</summary>")
+    assert get_env_spec("array").summary_oracle is summary_oracle

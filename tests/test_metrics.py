@@ -52,3 +52,25 @@ def test_overlong_rollouts_split_into_error_loops_and_budget_cuts():
     assert m["overlong_rate"] == 0.5
     assert m["error_loop_rate"] == 0.25 and m["budget_cut_rate"] == 0.25
     assert m["error_observation_rate"] == pytest.approx(7 / 40)
+
+
+def test_summary_accuracy_failures_and_segments_over_w():
+    rs = [
+        _r("a", 1.0, summaries=2),
+        _r("a", 0.0, summaries=2),
+        _r("b", 0.0, finished=False, overlong=True),
+        _r("b", 0.0, finished=False, overlong=True),
+    ]
+    rs[0].summaries_judged, rs[0].summaries_correct, rs[0].generation_peaks = 2, 2, [120, 130, 90]
+    rs[1].summaries_judged, rs[1].summaries_correct, rs[1].generation_peaks = 2, 1, [120, 129, 100]
+    rs[2].error_observations, rs[2].overlong_reason, rs[2].generation_peaks = 2, "max_steps", [110]
+    rs[3].overlong_reason, rs[3].generation_peaks = "max_summaries", [127]
+    m = rollout_metrics(rs, working_context=128, max_summaries=3)
+    assert m["summary_state_accuracy"] == 0.75
+    assert (m["failure_wrong_summary_rate"], m["failure_action_error_rate"], m["failure_wrong_answer_rate"],
+            m["failure_budget_cut_rate"]) == (0.25, 0.25, 0.0, 0.25)
+    assert m["success_rate"] + sum(m[f"failure_{k}_rate"] for k in
+                                   ("wrong_summary", "action_error", "wrong_answer", "budget_cut")) == 1.0
+    assert m["over_w_segment_frac"] == 0.25 and m["max_generation_peak_tokens"] == 130  # 2 of 8 segments above 128
+    assert m["max_steps_rate"] == 0.25
+    assert "summary_state_accuracy" not in rollout_metrics(rs[2:], working_context=128, max_summaries=3)

@@ -21,6 +21,7 @@ from supo.results import (
     SCHEMA_VERSION,
     EvalResult,
     Outcomes,
+    failure_kind,
     RunInfo,
     SftResult,
     TrainResult,
@@ -61,9 +62,36 @@ def test_an_eval_written_by_write_eval_is_read_back_by_the_report(tmp_path):
     assert run.metrics["success_rate"] == pytest.approx(0.5)
     assert run.outcomes == {"test-00000": 1.0, "test-00001": 0.0, "test-00002": 0.5}
     outcomes = Outcomes.read(folder)
-    assert outcomes.rows[2] == ("test-00001", 0, 0, 1, 0)  # overlong, no Error: observation: a budget cut
-    assert outcomes.rows[3] == ("test-00001", 1, 0, 1, 1)  # overlong with an Error: observation: an error loop
+    # overlong without an Error: observation: a budget cut; with one: an error loop (no oracle judged: 0 of 0)
+    assert outcomes.rows[2] == ("test-00001", 0, 0, 1, 0, 1, 0, 0, "budget_cut")
+    assert outcomes.rows[3] == ("test-00001", 1, 0, 1, 1, 1, 0, 0, "action_error")
+    assert outcomes.rows[0][-1] == ""
     assert Outcomes.from_json(outcomes.to_json()) == outcomes
+    assert outcomes.failure_by_task("budget_cut") == {"test-00000": 0.0, "test-00001": 0.5, "test-00002": 0.5}
+    assert outcomes.sums_by_task("summaries") == {"test-00000": 2.0, "test-00001": 2.0, "test-00002": 2.0}
+    unjudged = Outcomes.from_rollouts(rs, "test", judged=False)
+    assert unjudged.column("summaries_judged") == [-1] * 6 == unjudged.column("summaries_correct")
+
+
+def test_failure_classes_take_the_first_that_applies():
+    """A wrong summary first, then an Error: observation, then a wrong answer, else the budget ran out."""
+    base = dict(task_id="t", group_id="t@0", index=0)
+    assert failure_kind(Rollout(**base, reward=1.0, finished=True)) == ""
+    assert failure_kind(Rollout(**base, finished=True, summaries_judged=2, summaries_correct=1,
+                                error_observations=3)) == "wrong_summary"
+    assert failure_kind(Rollout(**base, overlong=True, summaries_judged=2, summaries_correct=2,
+                                error_observations=1)) == "action_error"
+    assert failure_kind(Rollout(**base, finished=True, summaries_judged=1, summaries_correct=1)) == "wrong_answer"
+    assert failure_kind(Rollout(**base, overlong=True)) == "budget_cut"
+
+
+def test_outcomes_written_before_the_new_columns_still_read():
+    old = {"split": "test", "columns": ["task_id", "index", "success", "overlong", "error_loop"],
+           "rollouts": [["a", 0, 1, 0, 0], ["b", 0, 0, 1, 1], ["c", 0, 0]]}
+    rows = Outcomes.from_json(old).rows
+    assert rows[0] == ("a", 0, 1, 0, 0, 0, -1, -1, "") and rows[2] == ("c", 0, 0, 0, 0, 0, -1, -1, "")
+    with pytest.raises(ValueError, match="failure"):
+        Outcomes.from_json({"rollouts": [["a", 0, 0, 1, 0, 1, 1, 0, "bad luck"]]})
 
 
 def test_eval_numbers_are_the_numeric_fields_without_the_version():

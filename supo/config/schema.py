@@ -238,8 +238,17 @@ class EvalConfig:
     max_summaries: int = F(3, "S at evaluation time (`--max-summaries`)")
     working_context: int = F(0, "W at evaluation time (`--working-context`); 0 = the training W")
     temperature: float = F(1.0, "sampling temperature at evaluation")
+    scale_max_steps: bool = F(True, "H grows with S_eval beyond the training S: max(H, ⌈H × (S_eval + 1) / (S + 1)⌉) "
+                                    "(S = budget.max_summaries), the training H per segment, so that H does not "
+                                    "end rollouts a larger S_eval would let go on (C3); false: H at every S_eval")
     sweep: list[int] = F([], "S_eval values `eval --sweep` runs (in one engine); [] = {0, 1, S, 2S, 4S} with "
                              "S = budget.max_summaries")
+
+    def max_steps_at(self, s_eval: int, max_steps: int, train_summaries: int) -> int:
+        """H at S_eval (``scale_max_steps``)."""
+        if not self.scale_max_steps:
+            return max_steps
+        return max(max_steps, -(-max_steps * (s_eval + 1) // (train_summaries + 1)))
 
     def sweep_values(self, train_summaries: int) -> list[int]:
         """The S_eval grid: ``sweep`` if set, else {0, 1, S, 2S, 4S} (sorted, without repeats)."""

@@ -58,6 +58,7 @@ class RolloutWorker:
         self.tokenizer = load_tokenizer(model_path)
         self.templates = Templates.from_config(self.tokenizer, cfg)
         self.make_env = cfg.env_spec.make_env
+        self.judge_summary = cfg.env_spec.summary_oracle
         self.env_threads = cfg.rollout.env_threads
 
     def run(self, items: Sequence[tuple[Task, str, int]], settings: LoopSettings, seed: int,
@@ -68,7 +69,8 @@ class RolloutWorker:
 
         torch.manual_seed(seed)
         return run_rollouts(items, self.policy, self.tokenizer, self.templates, settings, self.make_env, seed=seed,
-                            keep_transcript=keep_transcript, env_threads=self.env_threads)
+                            keep_transcript=keep_transcript, env_threads=self.env_threads,
+                            judge_summary=self.judge_summary)
 
     def push_weights(self, state_dict: dict) -> float:
         return self.policy.push_weights(state_dict)

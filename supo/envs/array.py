@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 from dataclasses import dataclass
 
 from supo.envs.base import Tool, ToolCallError, ToolEnv, format_tool_call, parse_tool_call
@@ -245,6 +246,27 @@ def summary_text(family: str, next_index: int, value: int | None) -> str:
     return f"{SUMMARY_OPEN}next index {next_index}, {FAMILIES[family]['value']} {shown}{SUMMARY_CLOSE}"
 
 
+_SUMMARY_STATE = re.compile(r"next index\s+(\d+)\s*,\s*running \w+\s+(\d+|none)\b")
+
+
+def summary_oracle(task: Task, text: str) -> bool:
+    """Does a summary carry the state needed to continue (``EnvSpec.summary_oracle``)? The state is two numbers,
+    the next index ``k`` and the running value over the values before it: the summary must name an index in
+    ``0..n`` and the fold of ``values[0:k]`` (``none`` only at ``k = 0``), in the expert's wording
+    (:func:`summary_text`). Continuing from a summary that passes gives the right answer; from one that fails, a wrong
+    one (or none). A summary that restates an earlier, still correct state passes: it costs steps, not correctness."""
+    m = _SUMMARY_STATE.search(text)
+    if m is None:
+        return False
+    values = [int(v) for v in task.env_config["values"]]
+    k = int(m.group(1))
+    if not 0 <= k <= len(values):
+        return False
+    if m.group(2) == "none":
+        return k == 0
+    return int(m.group(2)) == fold(task.env_config["family"], values[:k])
+
+
 def corpus(tasks: list[Task]) -> list[str]:
     """The text pieces the tokenizer is trained on: prompts, expert actions, observations and summaries."""
     texts: list[str] = []
@@ -341,4 +363,4 @@ def validate_env_config(cfg: dict) -> None:
 
 SPEC = EnvSpec(name="array", section="env", options=ArrayEnvConfig, make_split=make_split, make_env=make_env,
                make_expert=expert_factory, corpus=corpus, validate_env_config=validate_env_config, splits=SPLITS,
-               make_tasks=make_tasks)
+               make_tasks=make_tasks, summary_oracle=summary_oracle)

@@ -13,7 +13,9 @@ the built-in ones; a plugin module listed in ``train.plugins`` can register its 
   (``reset() -> obs``, ``step(action) -> (obs, done, reward, info)``); ``make_expert(task, error_rate, seed)`` — the
   scripted expert (``act``, ``observe``, ``drop``, ``summarize``; file-backed envs raise NotImplementedError);
   ``corpus(tasks)`` — the texts the tiny tokenizer is trained on; ``validate_env_config(row)`` — the check of one task
-  row's ``env_config`` (run on every row a split file yields).
+  row's ``env_config`` (run on every row a split file yields); ``summary_oracle(task, summary_text)`` — where the env
+  defines the state a summary must carry, whether it does (True/False; None or no oracle: not judged), for the
+  ``summary_state_accuracy`` metric and the failure decomposition.
 
 An env never imports the run configuration: it is handed its own options. For code written against the dict specs
 of before, a spec still reads as a mapping (``spec["make_env"]``, ``spec["build_split"](cfg, split)``).
@@ -48,6 +50,7 @@ class EnvSpec:
     splits: tuple[str, ...] = ("train", "test")
     eval_only: bool = False
     make_tasks: Callable[..., list[Task]] | None = None
+    summary_oracle: Callable[[Task, str], bool | None] | None = None
 
     def options_of(self, cfg: Any) -> Any:
         """This env's options in the run config ``cfg``."""

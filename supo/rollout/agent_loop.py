@@ -21,6 +21,7 @@ Per rollout (SUPO; GRPO is the same with S = 0):
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ class LoopSettings:
     max_obs_tokens: int
     engine_max_len: int
     train_trigger_action: bool = True
+    view_max_steps: dict[int, int] | None = None
+    """H under each summary budget b of a sweep's views (``run_rollouts(views=...)``), where H grows with S_eval
+    (``eval.scale_max_steps``); a budget not named here has this run's ``max_steps``. Each must be ≤ ``max_steps``."""
 
 
 @dataclass
@@ -62,6 +66,15 @@ class _Live:
     phase: str = "action"
     steps: int = 0
     turns: int = 0
+    peak: int = 0  # the longest context + generation of the open segment
+
+
+def request_seed(seed: int, group_id: str, index: int, turn: int) -> int:
+    """The sampling seed of one generation: a stable hash of (run seed, group, sample index, turn) — never of the
+    rollout's position in the batch. Every arm, the warm start and every S_eval evaluated under the same seed thus
+    meet the same noise at the same point of a rollout (common random numbers), and a task's draws do not depend on
+    which other tasks share its batch or in what order they come."""
+    return zlib.crc32(f"{seed}|{group_id}|{index}|{turn}".encode()) & 0x7FFFFFFF
 
 
 def run_rollouts(
@@ -77,11 +90,17 @@ def run_rollouts(
     progress: Callable[[int], None] | None = None,
     views: dict[int, list[Rollout | None]] | None = None,
     env_threads: int = 0,
+    judge_summary: Callable[[Task, str], bool | None] | None = None,
 ) -> list[Rollout]:
     """Run one rollout per ``(task, group_id, index)`` item, all batched together; return them in item order.
 
     ``settings`` is one :class:`LoopSettings` for every item, or one per item (each rollout runs under its own
     budgets).
+
+    ``judge_summary``: the env's summary oracle (``EnvSpec.summary_oracle``): does a summary's text carry the state
+    needed to continue? Counted per rollout in ``summaries_judged`` / ``summaries_correct`` (None: not judged).
+
+    Each generation is sampled with :func:`request_seed` of (``seed``, group, index, turn).
 
     ``env_threads``: step the environments of generations that end together in a pool of this many threads (0: in
     this thread).
@@ -95,6 +114,9 @@ def run_rollouts(
     per_item = [settings] * len(items) if isinstance(settings, LoopSettings) else list(settings)
     if len(per_item) != len(items):
         raise ValueError(f"{len(per_item)} LoopSettings for {len(items)} items: give one, or one per item")
+    for st in per_item:
+        if any(h > st.max_steps for h in (st.view_max_steps or {}).values()):
+            raise ValueError(f"view_max_steps {st.view_max_steps}: a view's H above this run's ({st.max_steps})")
     live: list[_Live] = []
     for key, (task, group_id, index) in enumerate(items):
         env = make_env(task)
@@ -104,8 +126,7 @@ def run_rollouts(
         if p[len(base):] != templates.assistant_header:
             raise ValueError(f"task {task.id}: the chat template's generation prompt is not the assistant header")
         r = Rollout(task_id=task.id, group_id=group_id, index=index)
-        live.append(_Live(task, env, r, seed=(seed * 1_000_003 + key * 7919) % (2**31), base_prompt=base,
-                          seg=OpenSegment(p)))
+        live.append(_Live(task, env, r, seed=seed, base_prompt=base, seg=OpenSegment(p)))
     rollouts = [lv.rollout for lv in live]
     for b, view in (views or {}).items():
         if any(b >= st.max_summaries for st in per_item):
@@ -122,7 +143,7 @@ def run_rollouts(
             _finish(lv, reward=0.0, overlong="engine_limit")
             return None
         return GenRequest(k, lv.seg.prompt + lv.seg.resp, lv.phase, min(budget, room),
-                          (lv.seed + 104_729 * lv.turns) % (2**31))
+                          request_seed(lv.seed, lv.rollout.group_id, lv.rollout.index, lv.turns))
 
     queue = [r for r in map(request, range(len(live))) if r is not None]
     pool = ThreadPoolExecutor(env_threads) if env_threads > 0 else None
@@ -133,7 +154,7 @@ def run_rollouts(
             steps = _env_steps(done, live, decode, pool, templates.parser)
             for (req, res), stepped in zip(done, steps):
                 if _advance(live[req.key], per_item[req.key], req, res, stepped, policy, tokenizer, templates,
-                            keep_transcript, decode, views):
+                            keep_transcript, decode, views, judge_summary):
                     nxt = request(req.key)
                     if nxt is not None:
                         queue.append(nxt)
@@ -174,14 +195,15 @@ def _env_steps(done, live: list[_Live], decode, pool, parser) -> list[tuple | No
 
 
 def _advance(lv: _Live, st: LoopSettings, req: GenRequest, res: GenResult, stepped, policy, tokenizer, t: Templates,
-             keep_transcript: bool, decode, views) -> bool:
+             keep_transcript: bool, decode, views, judge_summary=None) -> bool:
     """Apply one generation (and its environment step) to its rollout; True while the rollout goes on."""
     ids, lps = list(res.token_ids), list(res.logprobs)
     lv.turns += 1
+    lv.peak = max(lv.peak, len(req.context) + len(ids))
     lv.rollout.tokens_generated += len(ids)
     lv.rollout.tokens_processed += len(req.context) + len(ids)
     if lv.phase == "summary":
-        _summarize(lv, ids, lps, t, keep_transcript, decode)
+        _summarize(lv, ids, lps, t, keep_transcript, decode, judge_summary)
         return True
     text, observation, done, reward, env_text, format_miss = stepped
     lv.steps += 1
@@ -202,14 +224,21 @@ def _advance(lv: _Live, st: LoopSettings, req: GenRequest, res: GenResult, stepp
     seg.extend(t.obs_prefix + obs_ids + t.obs_suffix, 0)
     policy.on_step(req.key, env_text if env_text is not None else text, observation)
     seg.mark_peak()
-    if seg.context_len >= st.trigger:
+    triggered = seg.context_len >= st.trigger
+    if triggered:
         drop_last_pair(seg, lv.rollout, pair_start, len(ids), st.train_trigger_action)
         policy.on_drop(req.key)
+    if views and st.view_max_steps:  # a view whose smaller H ends the rollout here (before its S does)
+        for b, h in st.view_max_steps.items():
+            if b in views and h == lv.steps < st.max_steps and views[b][req.key] is None:
+                _end_view(views[b], req.key, seg, lv, "max_steps")
+    if triggered:
         if lv.steps >= st.max_steps:  # the H-th action: no summary after it, whatever S (R4)
             _finish(lv, reward=0.0, overlong="max_steps")
             return False
-        if views and lv.rollout.num_summaries in views:  # here S = num_summaries would end the rollout
-            views[lv.rollout.num_summaries][req.key] = ended_copy(seg, lv.rollout)
+        b = lv.rollout.num_summaries
+        if views and b in views and views[b][req.key] is None:  # here S = b would end the rollout
+            _end_view(views[b], req.key, seg, lv, "max_summaries")
         if lv.rollout.num_summaries < st.max_summaries:
             seg.extend(t.summary_request, 0)
             lv.phase = "summary"
@@ -222,18 +251,33 @@ def _advance(lv: _Live, st: LoopSettings, req: GenRequest, res: GenResult, stepp
     return True
 
 
-def _summarize(lv: _Live, ids: list[int], lps: list[float], t: Templates, keep_transcript: bool, decode) -> None:
+def _end_view(view: list, key: int, seg: OpenSegment, lv: _Live, reason: str) -> None:
+    """Rollout ``key`` of a sweep's view ends here, overlong for ``reason``; the live rollout goes on."""
+    view[key] = ended_copy(seg, lv.rollout, reason)
+    view[key].generation_peaks.append(lv.peak)
+
+
+def _summarize(lv: _Live, ids: list[int], lps: list[float], t: Templates, keep_transcript: bool, decode,
+               judge_summary=None) -> None:
     """R3: the summary closes the segment; the next segment starts from initial prompt + continuation + summary."""
     content, well_formed = summary_content(ids, t)
+    verdict = judge_summary(lv.task, decode(content)) if judge_summary is not None else None
+    if verdict is not None:
+        lv.rollout.summaries_judged += 1
+        lv.rollout.summaries_correct += bool(verdict)
     lv.rollout.num_summaries += 1
     lv.rollout.summary_format_misses += 0 if well_formed else 1
     if keep_transcript:
         lv.rollout.transcript.append(f"[summary] {decode(ids)}")
     close_with_summary(lv.seg, lv.rollout, ids, lps,
                        lv.base_prompt + t.continuation_prefix + content + t.continuation_suffix)
+    lv.rollout.generation_peaks.append(lv.peak)
+    lv.peak = 0
     lv.phase = "action"
 
 
 def _finish(lv: _Live, reward: float, overlong: str | None) -> None:
     finish(lv.seg, lv.rollout, reward, overlong)
+    if lv.peak:  # a segment that ended before its first generation is not written (``finish``)
+        lv.rollout.generation_peaks.append(lv.peak)
     lv.phase = "done"
