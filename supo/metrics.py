@@ -49,9 +49,10 @@ def rollout_metrics(rollouts: Sequence[Rollout], *, working_context: int, max_su
         "tokens_generated": float(sum(r.tokens_generated for r in rollouts)),
         "tokens_processed": float(sum(r.tokens_processed for r in rollouts)),
         **{f"failure_{k}_rate": kinds.count(k) / n for k in FAILURES},
-        "over_w_segment_frac": float(np.mean([p > working_context for p in peaks])) if peaks else 0.0,
-        "max_generation_peak_tokens": float(max(peaks, default=0)),
     }
+    if peaks:  # absent, not 0, where no generation was recorded
+        out["over_w_segment_frac"] = float(np.mean([p > working_context for p in peaks]))
+        out["max_generation_peak_tokens"] = float(max(peaks))
     if judged:
         out["summary_state_accuracy"] = sum(r.summaries_correct for r in rollouts) / judged
     return out

@@ -285,19 +285,17 @@ class EvalResult:
 
 
 FAILURES = ("wrong_summary", "action_error", "wrong_answer", "budget_cut")
-"""Why a rollout failed, the first that applies (:func:`failure_kind`): a summary the env's oracle judged wrong; an
-``Error:`` observation (a malformed or impossible call); an answer given with every summary right (or none made);
-otherwise the budget ran out (H, S, or the engine's limit) on valid calls."""
+"""Why a rollout failed (:func:`failure_kind`): what went wrong first — a summary the env's oracle judged wrong, or an
+``Error:`` observation (a malformed or impossible call); else an answer given with every summary right (or none
+made); else the budget ran out (H, S, or the engine's limit) on valid calls with right summaries."""
 
 
 def failure_kind(r) -> str:
     """A rollout's failure class (``FAILURES``), or ``""`` for a success."""
     if r.finished and r.reward > 0:
         return ""
-    if r.summaries_judged > r.summaries_correct:
-        return "wrong_summary"
-    if r.error_observations > 0:
-        return "action_error"
+    if r.first_failure is not None:
+        return r.first_failure
     return "wrong_answer" if r.finished else "budget_cut"
 
 

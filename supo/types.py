@@ -137,6 +137,8 @@ class Rollout:
             overlong rollout with any is an *error loop*, one without a *budget cut* (``supo.algo.overlong``).
         summaries_judged: summaries the environment's oracle could judge (``EnvSpec.summary_oracle``; 0 without one).
         summaries_correct: of those, summaries that carried the state needed to continue.
+        first_failure: the first thing that went wrong, in the rollout's own order: ``"wrong_summary"`` (a summary the
+            oracle judged wrong) or ``"action_error"`` (an ``Error:`` observation); None while neither happened.
         tool_format_misses: actions holding no call in the model's tool-call format at all (``model.tool_parser``)
             that the environment refused (``Error:``), so a syntax the environment reads besides is no miss.
         context_lengths: the working-context length (R1) each segment reached, one entry per context segment, measured
@@ -165,6 +167,7 @@ class Rollout:
     tool_format_misses: int = 0
     summaries_judged: int = 0
     summaries_correct: int = 0
+    first_failure: str | None = None
     context_lengths: list[int] = field(default_factory=list)
     generation_peaks: list[int] = field(default_factory=list)
     tokens_generated: int = 0

@@ -215,6 +215,7 @@ def test_malformed_actions_become_errors_and_the_rollout_goes_on(setup):
     for r in rollouts:
         assert r.tool_calls == 12 or r.overlong
         assert not r.finished
+        assert r.first_failure == "action_error" and r.error_observations > 0
 
 
 def test_summary_without_tags_is_used_whole_and_counted(setup):
@@ -456,6 +457,7 @@ def test_summaries_are_judged_by_the_oracle_and_generation_peaks_recorded(setup)
     for k, r in enumerate(rollouts):  # a deliberate error is judged wrong (and so is every summary that carries it)
         deliberate = pol.experts[k].summary_errors
         assert (r.summaries_correct < r.num_summaries) == (deliberate > 0), r.task_id
+        assert r.first_failure == ("wrong_summary" if deliberate else None)
         assert len(r.generation_peaks) == len(r.context_segments)
         for seg, peak in zip(r.context_segments, r.generation_peaks):
             assert peak <= len(seg.prompt_ids) + len(seg.response_ids) + 24  # at most one dropped action more

@@ -62,6 +62,8 @@ def test_summary_accuracy_failures_and_segments_over_w():
         _r("b", 0.0, finished=False, overlong=True),
     ]
     rs[0].summaries_judged, rs[0].summaries_correct, rs[0].generation_peaks = 2, 2, [120, 130, 90]
+    rs[1].first_failure = "wrong_summary"
+    rs[2].first_failure = "action_error"
     rs[1].summaries_judged, rs[1].summaries_correct, rs[1].generation_peaks = 2, 1, [120, 129, 100]
     rs[2].error_observations, rs[2].overlong_reason, rs[2].generation_peaks = 2, "max_steps", [110]
     rs[3].overlong_reason, rs[3].generation_peaks = "max_summaries", [127]

@@ -36,6 +36,7 @@ def _rollouts() -> list[Rollout]:
         ok = t // 2 == 0 or t == 4  # task 0 both rollouts, task 1 none, task 2 one of two
         out.append(Rollout(task_id=f"test-{t // 2:05d}", group_id=f"test-{t // 2:05d}@eval", index=t % 2,
                            reward=float(ok), finished=ok, overlong=not ok, error_observations=int(t == 3),
+                           first_failure="action_error" if t == 3 else None,
                            num_summaries=1, tool_calls=5, context_lengths=[100, 90]))
     return out
 
@@ -74,13 +75,13 @@ def test_an_eval_written_by_write_eval_is_read_back_by_the_report(tmp_path):
 
 
 def test_failure_classes_take_the_first_that_applies():
-    """A wrong summary first, then an Error: observation, then a wrong answer, else the budget ran out."""
+    """What went wrong first (a wrong summary or an Error: observation), else a wrong answer, else the budget."""
     base = dict(task_id="t", group_id="t@0", index=0)
     assert failure_kind(Rollout(**base, reward=1.0, finished=True)) == ""
     assert failure_kind(Rollout(**base, finished=True, summaries_judged=2, summaries_correct=1,
-                                error_observations=3)) == "wrong_summary"
-    assert failure_kind(Rollout(**base, overlong=True, summaries_judged=2, summaries_correct=2,
-                                error_observations=1)) == "action_error"
+                                error_observations=3, first_failure="wrong_summary")) == "wrong_summary"
+    assert failure_kind(Rollout(**base, overlong=True, summaries_judged=2, summaries_correct=1,
+                                error_observations=1, first_failure="action_error")) == "action_error"
     assert failure_kind(Rollout(**base, finished=True, summaries_judged=1, summaries_correct=1)) == "wrong_answer"
     assert failure_kind(Rollout(**base, overlong=True)) == "budget_cut"
 

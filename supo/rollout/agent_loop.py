@@ -208,7 +208,9 @@ def _advance(lv: _Live, st: LoopSettings, req: GenRequest, res: GenResult, stepp
     text, observation, done, reward, env_text, format_miss = stepped
     lv.steps += 1
     lv.rollout.tool_calls += 1
-    lv.rollout.error_observations += observation.startswith("Error")
+    if observation.startswith("Error"):
+        lv.rollout.error_observations += 1
+        lv.rollout.first_failure = lv.rollout.first_failure or "action_error"
     lv.rollout.tool_format_misses += format_miss and observation.startswith("Error")
     if keep_transcript:
         lv.rollout.transcript.append(f"[action] {text}\n[obs] {observation}")
@@ -265,6 +267,8 @@ def _summarize(lv: _Live, ids: list[int], lps: list[float], t: Templates, keep_t
     if verdict is not None:
         lv.rollout.summaries_judged += 1
         lv.rollout.summaries_correct += bool(verdict)
+        if not verdict:
+            lv.rollout.first_failure = lv.rollout.first_failure or "wrong_summary"
     lv.rollout.num_summaries += 1
     lv.rollout.summary_format_misses += 0 if well_formed else 1
     if keep_transcript:
