@@ -90,6 +90,8 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
         m = rollout_metrics(part, working_context=W, max_summaries=S)
         m["rollout_seconds"] = seconds  # the one run the whole sweep is read from
         m["max_steps"] = float(H[S])  # H at this S_eval (eval.scale_max_steps)
+        m["sampling_temperature"] = float(ev.temperature)
+        m["seeded_sampling"] = 1.0  # every generation drew from its own seed of (seed, task, sample, turn): CRN
         m["engine_tokens_per_second"] = sum(r.tokens_generated for r in rollouts) / max(seconds, 1e-9)
         result = EvalResult(env=cfg.env.name, arm=arm or ckpt.name, seed=cfg.seed, s_eval=S, working_context=W,
                             split=ev.split, metrics=m, checkpoint=str(checkpoint), num_rollouts=len(part),

@@ -181,3 +181,80 @@ def test_bootstrap_interval():
     assert same.degenerate and verdict_greater(same) == NOT_HELD
     assert verdict_not_worse(bootstrap_effect(b, a), margin=0.05) == NOT_HELD
     assert verdict_not_worse(bootstrap_effect(a, a + 0.01), margin=0.05) == HELD
+
+
+NEW_METRICS = ("summary_state_accuracy", "failure_wrong_summary_rate", "failure_action_error_rate",
+               "failure_wrong_answer_rate", "failure_budget_cut_rate", "over_w_segment_frac",
+               "max_generation_peak_tokens", "max_steps_rate")
+
+
+def test_old_format_outcomes_still_load_and_render(outputs, tmp_path):
+    """Evaluations written before the summary and failure columns (5-column outcomes, metrics without the new keys)
+    still read; the report renders "–" for what they lack and C2 falls back to the mean per-segment peak."""
+    evals, ckpts = outputs
+    for path in evals.rglob("outcomes.json"):
+        data = json.loads(path.read_text())
+        data["columns"], data["rollouts"] = data["columns"][:5], [row[:5] for row in data["rollouts"]]
+        path.write_text(json.dumps(data))
+    for path in evals.rglob("metrics.json"):
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({k: v for k, v in data.items() if k not in NEW_METRICS}))
+    runs = collect_evals(evals)
+    assert all(r.outcomes and not r.summaries_judged and not r.failures for r in runs)
+    assert not any(k in r.metrics for r in runs for k in NEW_METRICS)
+    roles = roles_from_config(list(ROLES), ROLES)
+    files = write_report(evals, ckpts, tmp_path / "reports", roles=roles, envs=["array"], arms=list(ROLES),
+                         seeds=list(SEEDS))
+    md = files.markdown.read_text()
+    assert "Summary state accuracy: –" in md and "| supo | 4 | 128 | 0.600 | – | – | – | – |" in md
+    claims = {c.key: c for c in files.claims["array"]}
+    assert claims["C2"].verdict == HELD and "fallback" in " ".join(claims["C2"].evidence)
+    assert not any("summary_accuracy" in k or ".own.failure_" in k for k in files.summary)
+    assert files.summary["array.C0_supo_mde"] > 0 and "array.C0_supo_holm_rank" in files.summary
+
+
+def _write_judged_eval(root: Path, arm: str, seed: int, rate: float, accuracy: float) -> None:
+    """SUPO's setting with a summary oracle: two judged summaries per rollout, each right with ``accuracy``; a
+    failure is a wrong summary when one was judged wrong, else an action error on every other task."""
+    rng = random.Random(f"{arm}-judged-{seed}")
+    wins = set(rng.sample(range(TASKS), round(rate * TASKS)))
+    rs = []
+    for t in range(TASKS):
+        ok, right = t in wins, sum(rng.random() < accuracy for _ in range(2))
+        errors = 0 if ok or t % 4 else 1
+        first = None if ok else "wrong_summary" if right < 2 else "action_error" if errors else None
+        rs.append(Rollout(task_id=f"test-{t:05d}", group_id=f"test-{t:05d}@eval", index=0, reward=float(ok),
+                          finished=ok or t % 2 == 0, overlong=not ok and t % 2 == 1, num_summaries=2, tool_calls=20,
+                          error_observations=errors, first_failure=first, summaries_judged=2,
+                          summaries_correct=2 if ok else right, context_lengths=[110, 115, 100],
+                          generation_peaks=[120, 126, 140 if t % 5 == 0 else 110]))
+    m = rollout_metrics(rs, working_context=W, max_summaries=S)
+    result = EvalResult(env="array", arm=arm, seed=seed, s_eval=S, working_context=W, split="test", metrics=m)
+    write_eval(eval_dir(root / "array", seed, arm, S), result, rs)
+
+
+def test_report_with_summary_oracle(outputs, tmp_path):
+    """Summary accuracy per arm with its interval and SUPO − warm start, the failure decomposition, the C0 family
+    under Holm, the variance components, Table 3's W column and C2's share of segments over W."""
+    evals, ckpts = outputs
+    for seed in SEEDS:
+        _write_judged_eval(evals, "sft", seed, 0.30, 0.5)
+        _write_judged_eval(evals, "supo", seed, 0.60, 0.9)
+    roles = roles_from_config(list(ROLES), ROLES)
+    files = write_report(evals, ckpts, tmp_path / "reports", roles=roles, envs=["array"], arms=list(ROLES),
+                         seeds=list(SEEDS))
+    md = files.markdown.read_text()
+    for heading in ("### Summary state accuracy", "### Failure decomposition", "### C0 family: Holm–Bonferroni",
+                    "### Power: variance components"):
+        assert heading in md
+    assert "| arm | W | S_eval=0 |" in md and "| grpo-weff | 640 |" in md
+    assert "| env | claim | statement | verdict | effect [95% CI] | SE | MDE (80% power) |" in md
+    s = files.summary
+    assert s["array.supo.summary_accuracy_ci_low"] < s["array.supo.summary_accuracy"] < 1.0
+    assert s["array.supo.summary_accuracy_vs_warm_start_ci_low"] > 0  # 0.9-ish against 0.5-ish, paired
+    assert "array.sft.summary_accuracy_vs_warm_start" not in s
+    own = {k: v for k, v in s.items() if k.startswith("array.supo.own.")}
+    assert sum(own.values()) == pytest.approx(1.0) and own["array.supo.own.failure_wrong_summary"] > 0
+    assert s["array.C0_supo_seed_sd"] >= 0 and "array.C0_supo_seeds_for_target_mde" in s
+    c2 = {c.key: c for c in files.claims["array"]}["C2"]
+    assert c2.verdict == NOT_HELD and "6.7% of context segments" in " ".join(c2.evidence)  # 1 of 3, 1 task in 5

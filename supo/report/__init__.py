@@ -2,11 +2,15 @@
 intervals, read from the pipeline's outputs.
 
 * :mod:`supo.report.collect` — reading evaluations and training runs (``supo.layout``'s parsers);
-* :mod:`supo.report.stats` — seed statistics and the paired two-way bootstrap;
+* :mod:`supo.report.stats` — seed statistics, the paired two-way bootstrap (and its ratio form) with each bound's
+  Monte-Carlo error, verdicts (borderline included), Holm's step-down, MDE and variance components;
 * :mod:`supo.report.analysis` — arm roles, cells (arm, S_eval), each arm's own setting, training curves;
-* :mod:`supo.report.claims` — C0–C4;
+* :mod:`supo.report.claims` — C0–C4 (the C0 family under Holm);
+* :mod:`supo.report.mechanism` — summary state accuracy and the failure decomposition per arm;
 * :mod:`supo.report.figures` — figures, one colour per arm role;
-* :mod:`supo.report.document` — the report as blocks, rendered to markdown and HTML;
+* :mod:`supo.report.blocks` — the report's blocks, rendered to markdown and HTML;
+* :mod:`supo.report.tables` — the power, Holm and mechanism tables;
+* :mod:`supo.report.document` — the report's content as blocks;
 * :mod:`supo.report.publish` — writing the files and storing them in MLflow.
 """
 

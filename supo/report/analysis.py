@@ -68,6 +68,22 @@ def roles_from_config(arms: Sequence[str], specs: Mapping[str, Mapping[str, Any]
                     ablations=tuple(by_role["ablation"]) + tuple(by_role["method"][1:]))
 
 
+SUCCESS = "success"
+
+
+def per_task(run: EvalRun, what: str = SUCCESS) -> Mapping[str, float]:
+    """One per-task quantity of an evaluation: ``"success"`` (mean over the task's samples), ``"summaries_judged"``
+    / ``"summaries_correct"`` (sums over its samples) or ``"failure:<class>"`` (the share of its samples that failed
+    so); {} where the evaluation does not carry it."""
+    if what == SUCCESS:
+        return run.outcomes
+    if what in ("summaries_judged", "summaries_correct"):
+        return getattr(run, what)
+    if what.startswith("failure:"):
+        return run.failures.get(what.split(":", 1)[1], {})
+    raise ValueError(f"unknown per-task quantity {what!r}")
+
+
 @dataclass
 class Cell:
     """One arm at one S_eval, over its seeds."""
@@ -97,9 +113,10 @@ class Cell:
         values = [r.metrics[metric] for r in self.runs if metric in r.metrics]
         return max(values) if values else None
 
-    def matrix(self, seeds: Sequence[int], tasks: Sequence[str]) -> np.ndarray:
-        """Success ``[seed, task]`` on the given seeds and tasks (every one must be present)."""
-        by_seed = {r.seed: r.outcomes for r in self.runs}
+    def matrix(self, seeds: Sequence[int], tasks: Sequence[str], what: str = SUCCESS) -> np.ndarray:
+        """``what`` (:func:`per_task`: success by default) as a ``[seed, task]`` matrix on the given seeds and tasks
+        (every one must be present)."""
+        by_seed = {r.seed: per_task(r, what) for r in self.runs}
         return np.array([[by_seed[s][t] for t in tasks] for s in seeds], dtype=np.float64)
 
 
@@ -118,6 +135,10 @@ class EnvResults:
     """arm → its own setting (S_eval, W)."""
     claims: list = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    accuracy: list = field(default_factory=list)
+    """Summary state accuracy per arm at its own setting (:func:`supo.report.mechanism.summary_accuracy`)."""
+    failures: list = field(default_factory=list)
+    """The failure decomposition per arm at its own setting (:func:`supo.report.mechanism.failure_decomposition`)."""
 
     def cell(self, arm: str, s_eval: int | None) -> Cell | None:
         return None if s_eval is None else self.cells.get((arm, s_eval))
@@ -195,10 +216,11 @@ def _analyze_env(env: str, evals: list[EvalRun], training: list[TrainRun], roles
     return EnvResults(env, roles, s_train, arms, grid, cells, training, own, missing=missing)
 
 
-def common(a: Cell, b: Cell | None = None) -> tuple[list[int], list[str]]:
-    """The seeds and tasks two cells share (a cell alone: its own)."""
+def common(a: Cell, b: Cell | None = None, what: str = SUCCESS) -> tuple[list[int], list[str]]:
+    """The seeds and tasks two cells share (a cell alone: its own), for the per-task quantity ``what``."""
     seeds = set(a.seeds) if b is None else set(a.seeds) & set(b.seeds)
-    tasks = set.intersection(*(set(r.outcomes) for r in a.runs + (b.runs if b else []))) if a.runs else set()
+    runs = [r for r in a.runs + (b.runs if b else []) if r.seed in seeds]
+    tasks = set.intersection(*(set(per_task(r, what)) for r in runs)) if runs else set()
     return sorted(seeds), sorted(tasks)
 
 
@@ -225,5 +247,5 @@ def training_curves(training: Sequence[TrainRun], keys: Sequence[str]) -> dict[s
     return curves
 
 
-__all__ = ["ArmRoles", "Cell", "DEFAULT_ROLES", "EnvResults", "METRIC_KEYS", "analyze", "common", "roles_from_config",
-           "training_curves"]
+__all__ = ["ArmRoles", "Cell", "DEFAULT_ROLES", "EnvResults", "METRIC_KEYS", "SUCCESS", "analyze", "common",
+           "per_task", "roles_from_config", "training_curves"]

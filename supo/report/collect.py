@@ -4,7 +4,8 @@ own readers (``supo.results``: :class:`~supo.results.EvalResult`, :class:`~supo.
 
 * ``<evals root>/<env>/seed<k>/<arm>/s<N>/metrics.json`` (the docs/design.md §6 metrics of one evaluation, plus
   ``env``, ``arm``, ``seed``, ``s_eval``, ``working_context``, ``split``) and ``outcomes.json`` beside it (each
-  rollout's task, success, overlong and error-loop flags: the per-task results the paired statistics need);
+  rollout's task, success, overlong and error-loop flags, judged and correct summaries, failure class: the per-task
+  results the paired statistics need; older files with fewer columns still read, without what they lack);
 * ``<checkpoints root>/<env>/seed<k>/<arm>/train_metrics.json`` (the run's per-step history) and ``supo_run.json``.
 
 Identifying values come from the files and must agree with the folders; a malformed file raises ValueError naming it.
@@ -29,18 +30,21 @@ from supo.layout import (
     parse_checkpoint_dir,
     parse_eval_dir,
 )
-from supo.results import EvalResult, Outcomes, RunInfo, TrainResult, read_json
+from supo.results import FAILURES, EvalResult, Outcomes, RunInfo, TrainResult, read_json
 
 METRIC_KEYS: tuple[str, ...] = (
     "success_rate", "mean_reward", "mean_tool_calls", "mean_summaries", "summary_format_miss_rate",
     "mean_working_context_tokens", "max_working_context_tokens", "effective_context_tokens", "overlong_rate",
     "error_loop_rate", "budget_cut_rate", "masked_rollout_frac", "degenerate_group_frac", "segments_per_rollout",
     "tokens_generated", "tokens_processed", "rollout_seconds", "engine_tokens_per_second",
+    "summary_state_accuracy", *(f"failure_{k}_rate" for k in FAILURES), "over_w_segment_frac",
+    "max_generation_peak_tokens", "max_steps_rate", "max_steps", "sampling_temperature", "seeded_sampling",
 )
 """The docs/design.md §6 metrics an eval metrics.json may carry (each a number, or null)."""
 
 TRAIN_CURVE_KEYS: tuple[str, ...] = ("mean_reward", "success_rate", "overlong_rate", "error_loop_rate",
-                                     "budget_cut_rate", "mean_summaries", "clip_frac", "kl_to_init")
+                                     "budget_cut_rate", "mean_summaries", "clip_frac", "kl_to_init",
+                                     "summary_state_accuracy")
 """Per-step training metrics the report reads (each a number, or absent)."""
 
 
@@ -58,6 +62,14 @@ class EvalRun:
     path: Path
     outcomes: Mapping[str, float] = field(default_factory=dict)
     """task id → success (mean over the task's samples)."""
+    summaries_judged: Mapping[str, float] = field(default_factory=dict)
+    """task id → summaries the env's oracle judged, summed over the task's samples ({} when the env has no oracle or
+    the outcomes predate the column)."""
+    summaries_correct: Mapping[str, float] = field(default_factory=dict)
+    """task id → of those, summaries that carried the state needed to continue (summed like ``summaries_judged``)."""
+    failures: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """failure class (``supo.results.FAILURES``) → task id → share of the task's samples that failed so ({} when the
+    outcomes carry no failure classes: written before the column existed)."""
 
 
 @dataclass(frozen=True)
@@ -103,14 +115,29 @@ def _agree(path: Path, data: Mapping[str, Any], from_dirs: Mapping[str, Any]) ->
             raise ValueError(f"{path}: {key!r} is {data[key]!r} but the folder says {value!r}")
 
 
-def _outcomes(folder: Path) -> dict[str, float]:
-    """task id → mean success, from ``outcomes.json`` (else from ``rollouts.jsonl``; {} when neither exists)."""
+def _read_outcomes(folder: Path) -> Outcomes | None:
+    """``outcomes.json`` (else the records of ``rollouts.jsonl``; None when neither exists)."""
     if (folder / OUTCOMES_FILE).exists():
-        return Outcomes.read(folder).success_by_task()
+        return Outcomes.read(folder)
     if (folder / ROLLOUTS_FILE).exists():
         with open(folder / ROLLOUTS_FILE, encoding="utf-8") as f:
-            return Outcomes.from_rollout_records(json.loads(line) for line in f if line.strip()).success_by_task()
-    return {}
+            return Outcomes.from_rollout_records(json.loads(line) for line in f if line.strip())
+    return None
+
+
+def _per_task(outcomes: Outcomes | None) -> dict[str, Any]:
+    """The per-task fields of an :class:`EvalRun` from its outcomes: success; the judged and correct summary sums
+    (only when every rollout was judgeable: −1 marks an env without an oracle, or rows written before the columns
+    existed); the failure shares per class (only when every failed rollout carries its class: old rows read as "")."""
+    if outcomes is None:
+        return {}
+    out: dict[str, Any] = {"outcomes": outcomes.success_by_task()}
+    if outcomes.rows and min(outcomes.column("summaries_judged") + outcomes.column("summaries_correct")) >= 0:
+        out["summaries_judged"] = outcomes.sums_by_task("summaries_judged")
+        out["summaries_correct"] = outcomes.sums_by_task("summaries_correct")
+    if all(f or s for s, f in zip(outcomes.column("success"), outcomes.column("failure"), strict=True)):
+        out["failures"] = {k: outcomes.failure_by_task(k) for k in FAILURES}
+    return out
 
 
 def _parse_eval(path: Path, root: Path) -> EvalRun:
@@ -133,7 +160,7 @@ def _parse_eval(path: Path, root: Path) -> EvalRun:
         raise ValueError(f"{path}: 'success_rate' must be a number in [0, 1]")
     return EvalRun(env=result.env, arm=where["arm"], seed=where["seed"], s_eval=where["s_eval"],
                    working_context=result.working_context, split=result.split, metrics=metrics, path=path,
-                   outcomes=_outcomes(path.parent))
+                   **_per_task(_read_outcomes(path.parent)))
 
 
 def collect_evals(evals_root: str | os.PathLike[str]) -> list[EvalRun]:

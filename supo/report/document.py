@@ -1,134 +1,18 @@
-"""The report as a list of blocks (headings, paragraphs, bullets, tables, images), rendered to markdown and to one
-self-contained HTML page from the same list."""
+"""The report's content: the blocks (:mod:`supo.report.blocks`) that say, per environment, what the evaluations and
+training runs show — Table 1 / Table 3 analogues, the claims with their power, the C0 family under Holm, the
+mechanism tables (:mod:`supo.report.tables`) — rendered to markdown and HTML by :mod:`supo.report.blocks`."""
 
 from __future__ import annotations
 
-import base64
-import html
-import os
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Union
 
 import numpy as np
 
 from supo.report.analysis import EnvResults, common
-from supo.report.claims import C2_MARGIN, Claim
-from supo.report.stats import BOOTSTRAP_SAMPLES, bootstrap_effect
-
-DASH = "–"
-
-
-@dataclass(frozen=True)
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass(frozen=True)
-class Para:
-    """A paragraph; ``**bold**`` and ``code`` in backticks are the only markup."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Bullets:
-    items: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Table:
-    headers: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
-
-@dataclass(frozen=True)
-class Image:
-    """A PNG under the report folder (``path`` relative to it)."""
-
-    path: str
-    alt: str
-
-
-Block = Union[Heading, Para, Bullets, Table, Image]
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(blocks: Sequence[Block]) -> str:
-    """The blocks as GitHub-flavoured markdown (figures as relative image links)."""
-    out: list[str] = []
-    for b in blocks:
-        if isinstance(b, Heading):
-            out += ["#" * b.level + " " + b.text, ""]
-        elif isinstance(b, Para):
-            out += [b.text, ""]
-        elif isinstance(b, Bullets):
-            out += [f"- {item}" for item in b.items] + [""]
-        elif isinstance(b, Table):
-            out.append("| " + " | ".join(_md_cell(h) for h in b.headers) + " |")
-            out.append("|" + "|".join("---" for _ in b.headers) + "|")
-            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
-            out.append("")
-        elif isinstance(b, Image):
-            out += [f"![{b.alt}]({b.path})", ""]
-        else:  # pragma: no cover - the Block union is closed
-            raise TypeError(f"unknown block {b!r}")
-    return "\n".join(out).rstrip("\n") + "\n"
-
-
-_CODE = re.compile(r"`([^`]+)`")
-_BOLD = re.compile(r"\*\*(.+?)\*\*")
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#1a1a1a;line-height:1.45}
-h1,h2,h3{line-height:1.2}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}
-th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
-code{background:#f3f3f3;padding:0 .2em;border-radius:3px}
-figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
-""".strip()
-
-
-def _inline_html(text: str) -> str:
-    escaped = html.escape(text, quote=False)
-    escaped = _CODE.sub(lambda m: f"<code>{m.group(1)}</code>", escaped)
-    return _BOLD.sub(lambda m: f"<strong>{m.group(1)}</strong>", escaped)
-
-
-def render_html(blocks: Sequence[Block], base_dir: str | os.PathLike[str], title: str = "SUPO results") -> str:
-    """The blocks as one self-contained HTML page: inline CSS, figures embedded as base64 PNG data URIs (read from
-    ``base_dir``)."""
-    base = Path(base_dir)
-    body: list[str] = []
-    for b in blocks:
-        if isinstance(b, Heading):
-            body.append(f"<h{b.level}>{_inline_html(b.text)}</h{b.level}>")
-        elif isinstance(b, Para):
-            body.append(f"<p>{_inline_html(b.text)}</p>")
-        elif isinstance(b, Bullets):
-            body.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in b.items) + "</ul>")
-        elif isinstance(b, Table):
-            head = "".join(f"<th>{_inline_html(h)}</th>" for h in b.headers)
-            rows = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in b.rows)
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif isinstance(b, Image):
-            data = base64.b64encode((base / b.path).read_bytes()).decode("ascii")
-            alt = html.escape(b.alt)
-            body.append(f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{alt}</figcaption></figure>")
-        else:  # pragma: no cover
-            raise TypeError(f"unknown block {b!r}")
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
-
+from supo.report.blocks import DASH, Block, Bullets, Heading, Image, Para, Table, render_html, render_markdown
+from supo.report.claims import C2_MARGIN, TARGET_MDE, Claim
+from supo.report.stats import BOOTSTRAP_SAMPLES, BORDERLINE_MC_SES, bootstrap_effect
+from supo.report.tables import accuracy_table, failure_table, holm_table, power_table
 
 # ---------------------------------------------------------------------------------------------------------------------
 # content
@@ -175,13 +59,17 @@ def table1(res: EnvResults, claims: Sequence[Claim]) -> Table:
 
 
 def table3(res: EnvResults) -> Table:
+    """Success [95% CI] of each arm at each S_eval of the grid, each row labelled with the working context W its
+    evaluations ran at (GRPO-Weff's is W × (S+1)); bold: the arm's own setting."""
     rows = []
     for arm in res.arms:
         cells = [_ci(res, arm, s) for s in res.grid]
         cells = [f"**{t}**" if res.own.get(arm, (None,))[0] == s and t != DASH else t for t, s in zip(cells, res.grid)]
+        ws = sorted({c.working_context for s in res.grid if (c := res.cell(arm, s)) is not None
+                     and c.working_context is not None})
         if any(t != DASH for t in cells):
-            rows.append((arm, *cells))
-    return Table(("arm", *[f"S_eval={s}" for s in res.grid]), tuple(rows))
+            rows.append((arm, ", ".join(map(str, ws)) or DASH, *cells))
+    return Table(("arm", "W", *[f"S_eval={s}" for s in res.grid]), tuple(rows))
 
 
 def training_table(res: EnvResults, edge: int = 3) -> Table:
@@ -206,9 +94,67 @@ def training_table(res: EnvResults, edge: int = 3) -> Table:
                   "KL to warm start (end)", "overlong (start)", "overlong (end)", "error loops (end)"), tuple(rows))
 
 
+def _per_comparison(claim: Claim, name: str) -> str:
+    """A claim's number ``name`` (e.g. "mde"), or — for a claim of several comparisons (C4) — each one's, labelled."""
+    if name in claim.numbers:
+        return f"{claim.numbers[name]:.3f}"
+    prefixes = [k[:-len("_effect")] for k in claim.numbers if k.endswith("_effect")]
+    return "; ".join(f"{p} {claim.numbers[f'{p}_{name}']:.3f}" for p in prefixes if f"{p}_{name}" in claim.numbers
+                     ) or DASH
+
+
+def summary_table(results: Sequence[EnvResults]) -> Table:
+    """Every claim of every environment: verdict, effect [95% CI], its bootstrap SE and minimum detectable effect."""
+    return Table(("env", "claim", "statement", "verdict", "effect [95% CI]", "SE", "MDE (80% power)"),
+                 tuple((r.env, c.key, c.statement, f"**{c.verdict}**",
+                        (f"{c.numbers['effect']:+.3f} [{c.numbers['ci_low']:+.3f}, {c.numbers['ci_high']:+.3f}]"
+                         if "effect" in c.numbers else DASH), _per_comparison(c, "se"), _per_comparison(c, "mde"))
+                       for r in results for c in r.claims))
+
+
 def claim_blocks(claim: Claim) -> list[Block]:
     return [Para(f"**{claim.key}: {claim.statement}: {claim.verdict}.**"),
             Bullets((f"Rule: {claim.rule}.", *claim.evidence))]
+
+
+def _power_blocks(res: EnvResults) -> list[Block]:
+    """The C0 family under Holm and the variance components of every claim's comparison."""
+    out: list[Block] = []
+    if any(c.key.startswith("C0 ") for c in res.claims):
+        out += [Heading("C0 family: Holm–Bonferroni", 3),
+                Para("Each arm − warm start with its unadjusted 95% interval; the one-sided bootstrap p-value (share "
+                     "of resampled differences ≤ 0) of rank k among m is read at one-sided 0.025/(m−k+1) — its "
+                     "interval widened to that level — and is held only if every smaller p-value was held, so the "
+                     "chance of any false 'held' in the family is ≤ 2.5%. The Holm verdict is the claim's verdict."),
+                holm_table(res.claims)]
+    if any(c.components for c in res.claims):
+        out += [Heading("Power: variance components", 3),
+                Para("Each comparison's paired difference d[seed, task] split by a two-way ANOVA into seed-to-seed, "
+                     "task and residual variance; SE(S seeds, T tasks) = √(σ²_seed/S + σ²_task/T + σ²_res/(S·T)), "
+                     f"MDE = 2.80 × SE, and the seeds that would bring the MDE to {TARGET_MDE:g} at this task count "
+                     "(the seed term does not shrink with more tasks)."),
+                power_table(res.claims)]
+    return out
+
+
+def _mechanism_blocks(res: EnvResults) -> list[Block]:
+    """Summary state accuracy and the failure decomposition, per arm at its own setting (when computed)."""
+    out: list[Block] = []
+    if res.accuracy:
+        out += [Heading("Summary state accuracy", 3),
+                Para("Share of the summaries the env's oracle judged that carried the state needed to continue, "
+                     "pooled over seeds × tasks (correct / judged), with a 95% interval from the two-way ratio "
+                     "bootstrap; arm − warm start pairs the same seeds and tasks."), accuracy_table(res.accuracy)]
+    elif res.cells:
+        out.append(Para("Summary state accuracy: – (no summary was judged: the env has no oracle, or the "
+                        "evaluations predate it)."))
+    if res.failures:
+        out += [Heading("Failure decomposition", 3),
+                Para("Per rollout, the first that applies: a wrong summary (judged by the env's oracle), an action "
+                     "error (an `Error:` observation), a wrong answer, or a budget cut; shares of all rollouts (with "
+                     "success they sum to 1), mean over seeds × tasks; Δ: arm − warm start at the arm's setting "
+                     "[95% CI]. –: not recorded by these evaluations."), failure_table(res.failures)]
+    return out
 
 
 def build_blocks(results: Sequence[EnvResults], figures: Mapping[str, Mapping[str, str]], *, evals_dir: str,
@@ -218,6 +164,14 @@ def build_blocks(results: Sequence[EnvResults], figures: Mapping[str, Mapping[st
     n_eval = sum(len(c.runs) for r in results for c in r.cells.values())
     n_train = sum(len(r.training) for r in results)
     splits = sorted({s for r in results for s in r.splits})
+    runs = [run for r in results for c in r.cells.values() for run in c.runs]
+    temps = sorted({run.metrics["sampling_temperature"] for run in runs if "sampling_temperature" in run.metrics})
+    crn = bool(runs) and all(run.metrics.get("seeded_sampling") == 1.0 for run in runs)
+    pairing = ("paired by seed and task, under common random numbers: every generation is sampled with its own seed "
+               "derived from (seed, task, sample, turn), so at the same seed every arm, the warm start and every "
+               "S_eval meet the same noise at the same point of a rollout, whatever the batch or the order"
+               if crn else "paired by seed and task; these evaluations were not all sampled with per-request seeds, "
+               "so the sampling noise itself is not shared")
     blocks: list[Block] = [
         Heading(title, 1),
         Para(f"Generated by `supo-cli report` from {n_eval} evaluations (`{evals_dir}/<env>/seed<k>/<arm>/s<N>/`) and "
@@ -226,15 +180,17 @@ def build_blocks(results: Sequence[EnvResults], figures: Mapping[str, Mapping[st
              "every setting was chosen on the validation split); training curves are on the train split."),
         Para("Success rates: mean over seeds × test tasks with a 95% confidence interval from a two-way bootstrap "
              f"({BOOTSTRAP_SAMPLES} resamples of seeds and tasks, with replacement). A claim compares two cells on the "
-             "seeds and tasks they share (paired) and is decided by the interval of the difference: **held** when it "
-             "lies above 0, **not held** when it lies at or below 0, **inconclusive** when it straddles 0 (C2: above "
-             f"−{C2_MARGIN}, non-inferiority). Warm start = the SFT model, evaluated at each arm's own setting with "
-             "the same sampling seeds."),
+             f"seeds and tasks they share ({pairing}) and is decided by the "
+             "interval of the difference: **held** when it lies above 0, **not held** when it lies at or below 0, "
+             f"**inconclusive** when it straddles 0 (C2: above −{C2_MARGIN}, non-inferiority), **borderline** when a "
+             f"bound lies within {BORDERLINE_MC_SES:g} of its Monte-Carlo standard errors of the threshold (another "
+             "bootstrap RNG seed could move it across). Each claim states its SE (the bootstrap SD) and its minimum "
+             "detectable effect at 80% power, MDE = (z₀.₉₇₅ + z₀.₈) × SE ≈ 2.80 × SE: a smaller true effect is likely "
+             "missed. The C0 comparisons (one per trained arm) form one family adjusted by Holm–Bonferroni. Warm "
+             "start = the SFT model, evaluated at each arm's own setting. Sampling temperature (rollouts and "
+             f"evaluation): {', '.join(f'{t:g}' for t in temps) or 'not recorded'}."),
         Heading("Summary", 2),
-        Table(("env", "claim", "statement", "verdict", "effect [95% CI]"),
-              tuple((r.env, c.key, c.statement, f"**{c.verdict}**",
-                     (f"{c.numbers['effect']:+.3f} [{c.numbers['ci_low']:+.3f}, {c.numbers['ci_high']:+.3f}]"
-                      if "effect" in c.numbers else DASH)) for r in results for c in r.claims)),
+        summary_table(results),
     ]
     missing = [m for r in results for m in r.missing]
     blocks.append(Para("Missing: " + ("nothing." if not missing else f"{len(missing)} item(s):")))
@@ -256,11 +212,12 @@ def build_blocks(results: Sequence[EnvResults], figures: Mapping[str, Mapping[st
                        Para("Mean [95% CI]; bold: the arm's own setting."), table3(r)]
             if "success" in figs:
                 blocks.append(Image(figs["success"], f"{r.env}: success rate against S_eval"))
+        blocks += _power_blocks(r) + _mechanism_blocks(r)
         if r.training:
             blocks += [Heading("Training", 3), training_table(r)]
             if "training" in figs:
-                blocks.append(Image(figs["training"], f"{r.env}: reward, success, clip fraction and KL to the warm "
-                                                      "start per step"))
+                blocks.append(Image(figs["training"], f"{r.env}: reward, success, clip fraction, KL to the warm "
+                                                      "start and summary state accuracy per step"))
             if "overlong" in figs:
                 blocks.append(Image(figs["overlong"], f"{r.env}: overlong dynamics — never-finish, error-loop and "
                                                       "budget-cut rates and summaries per rollout per step"))
@@ -268,3 +225,7 @@ def build_blocks(results: Sequence[EnvResults], figures: Mapping[str, Mapping[st
         for claim in r.claims:
             blocks += claim_blocks(claim)
     return blocks
+
+
+__all__ = ["Block", "Bullets", "DASH", "Heading", "Image", "Para", "Table", "build_blocks", "claim_blocks",
+           "render_html", "render_markdown", "summary_table", "table1", "table3", "training_table"]

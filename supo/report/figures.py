@@ -16,7 +16,7 @@ from supo.report.analysis import ArmRoles, EnvResults, training_curves
 
 ABLATION_COLOURS = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 TRAINING_PANELS = (("mean_reward", "mean reward"), ("success_rate", "success rate"), ("clip_frac", "clip fraction"),
-                   ("kl_to_init", "KL(policy ‖ warm start)"))
+                   ("kl_to_init", "KL(policy ‖ warm start)"), ("summary_state_accuracy", "summary state accuracy"))
 OVERLONG_PANELS = (("overlong_rate", "overlong (never finished)"), ("error_loop_rate", "error loops"),
                    ("budget_cut_rate", "budget cuts (no error)"), ("mean_summaries", "summaries per rollout"))
 

@@ -18,6 +18,7 @@ from supo.report.claims import all_claims
 from supo.report.collect import TrainRun, collect_evals, collect_training
 from supo.report.document import build_blocks, render_html, render_markdown
 from supo.report.figures import OVERLONG_PANELS, TRAINING_PANELS, per_step, success_vs_s_eval, write_figures
+from supo.report.mechanism import failure_decomposition, summary_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,10 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]])
 
 def summary_metrics(results: Sequence[EnvResults]) -> dict[str, float | int]:
     """The flat numbers of the report: per (env, arm, S_eval) the seed mean and std of the success rate; per claim
-    ``held`` / ``inconclusive`` (0/1) and its effect and interval."""
+    ``held`` / ``inconclusive`` / ``borderline`` (0/1) and its numbers (effect, interval, SE, MDE, the bounds'
+    Monte-Carlo SEs, variance components, seeds for the target MDE, Holm's p-value, rank, level and interval); per arm
+    at its own setting the summary state accuracy [interval] and its difference from the warm start, and the success
+    and failure-class shares (each only where measured)."""
     out: dict[str, float | int] = {"eval_runs": sum(len(c.runs) for r in results for c in r.cells.values()),
                                    "train_runs": sum(len(r.training) for r in results)}
     for r in results:
@@ -68,9 +72,20 @@ def summary_metrics(results: Sequence[EnvResults]) -> dict[str, float | int]:
             key = claim.key.replace(" ", "_")
             out[f"{r.env}.{key}_held"] = int(claim.verdict == "held")
             out[f"{r.env}.{key}_inconclusive"] = int(claim.verdict == "inconclusive")
+            out[f"{r.env}.{key}_borderline"] = int(claim.verdict == "borderline")
+            if claim.unadjusted:
+                out[f"{r.env}.{key}_unadjusted_held"] = int(claim.unadjusted == "held")
             for name, value in claim.numbers.items():
                 if math.isfinite(value):
                     out[f"{r.env}.{key}_{name}"] = value
+        for acc in r.accuracy:
+            for name, e in (("summary_accuracy", acc.accuracy), ("summary_accuracy_vs_warm_start", acc.vs_warm_start)):
+                if e is not None:
+                    out.update({f"{r.env}.{acc.arm}.{name}": e.effect, f"{r.env}.{acc.arm}.{name}_ci_low": e.low,
+                                f"{r.env}.{acc.arm}.{name}_ci_high": e.high})
+        for row in r.failures:
+            shares = {"success": row.success, **{f"failure_{k}": v for k, v in row.shares.items()}}
+            out.update({f"{r.env}.{row.arm}.own.{k}": v for k, v in shares.items() if v is not None})
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}
 
 
@@ -83,6 +98,7 @@ def write_report(evals_dir: str | os.PathLike[str], checkpoints_dir: str | os.Pa
                       seeds=seeds)
     for r in results:
         r.claims = all_claims(r)
+        r.accuracy, r.failures = summary_accuracy(r), failure_decomposition(r)
     out = Path(out_dir)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
