@@ -15,8 +15,35 @@ from cli.support import tracking_uri as checked_tracking_uri
 from cli.train import plan_seeds
 
 
+EXPLORATORY_METRICS = "eval.json"
+"""The metrics file of an exploratory evaluation, in its output folder (``{"seed<k>": {label: {"s<N>": ...}}}``, the
+layout of the pipeline's ``<metrics>/eval.json``)."""
+
+
+def _is_pipeline_checkpoint(cfg, name: str, checkpoint: Path, out, defined: dict, config, set_, env) -> bool:
+    """True when ``--checkpoint`` names exactly what ``--all-arms`` / ``--warm-start`` would evaluate for (``name``,
+    the seed): an arm of ``pipeline.arms`` and its checkpoint ``paths.checkpoints/seed<k>/<arm>`` (or the warm start
+    ``sft`` and ``paths.sft``), the default output folder and the eval settings of that config (split, number of tasks,
+    W; S_eval may differ: each has its own folder)."""
+    from supo.layout import checkpoint_dir, warm_start_label
+
+    if out or not defined:  # without the params file's arms there is no pipeline
+        return False
+    if name in cfg.pipeline.arms and name in defined:
+        expected, arm = checkpoint_dir(cfg.paths.checkpoints, cfg.seed, name), name
+    elif name == warm_start_label():
+        expected, arm = Path(cfg.paths.sft), None
+    else:
+        return False
+    if checkpoint.resolve() != expected.resolve():
+        return False
+    planned = load(config, set_, {"seed": cfg.seed}, env=env, arm=arm)
+    return all(getattr(cfg.eval, f) == getattr(planned.eval, f) for f in ("split", "num_tasks", "working_context"))
+
+
 def _checkpoint_specs(checkpoint: list[str], arm, seed, out, sweep, extra, config, set_, env):
-    """One spec per ``--checkpoint``: labelled by ``--arm``, else the checkpoint's training arm, else its folder."""
+    """One spec per ``--checkpoint``: labelled by ``--arm``, else the checkpoint's training arm, else its folder; with
+    whether it is one of the pipeline's own evaluations (:func:`_is_pipeline_checkpoint`)."""
     from supo.layout import eval_dir
     from supo.pipeline import EvalSpec
     from supo.preflight import read_run_info
@@ -35,8 +62,67 @@ def _checkpoint_specs(checkpoint: list[str], arm, seed, out, sweep, extra, confi
         values = tuple(cfg.eval.sweep_values(cfg.budget.max_summaries)) if sweep else None
         where = Path(out) if out else eval_dir(cfg.paths.evals, cfg.seed, name,
                                                 None if sweep else cfg.eval.max_summaries)
-        specs.append(EvalSpec(cfg, name, cfg.seed, Path(c), where, values))
+        specs.append((EvalSpec(cfg, name, cfg.seed, Path(c), where, values),
+                      _is_pipeline_checkpoint(cfg, name, Path(c), out, defined, config, set_, env)))
     return specs
+
+
+def _pipeline_folder(spec, defined: dict) -> Path | None:
+    """The pipeline's evaluation folder (``paths.evals/seed<k>/<label>`` of an arm of ``pipeline.arms`` or a
+    warm-start label) that ``spec.out`` lies in, if any (none without the params file's arms: no pipeline)."""
+    import re
+
+    from supo.layout import is_warm_start
+
+    root = Path(spec.cfg.paths.evals).resolve()
+    try:
+        parts = spec.out.resolve().relative_to(root).parts
+    except ValueError:
+        return None
+    if not defined or len(parts) < 2 or not re.fullmatch(r"seed\d+", parts[0]):
+        return None
+    label = parts[1]
+    if (label in spec.cfg.pipeline.arms and label in defined) or is_warm_start(label):
+        return Path(spec.cfg.paths.evals) / parts[0] / label
+    return None
+
+
+def _check_settings(spec, tasks: dict, tokenizers: dict) -> None:
+    """What :func:`supo.evaluate.evaluate` checks once the engine is up, checked before it starts: the S_eval
+    values, W against the prompts, the derived budgets against ``engine.max_model_len`` (the checkpoint's tokenizer,
+    the split's prompts)."""
+    from supo.config import ConfigError
+    from supo.data import read_tasks, split_path
+    from supo.models import load_tokenizer
+    from supo.runtime import build_runtime
+
+    cfg, ev = spec.cfg, spec.cfg.eval
+    values = [ev.max_summaries] if spec.sweep is None else sorted(spec.sweep)
+    if not values or any(s < 0 for s in values) or len(set(values)) != len(values):
+        raise ConfigError(f"eval.sweep: {list(spec.sweep or [])}: need distinct values ≥ 0")
+    path = split_path(cfg.paths.data, ev.split)
+    key = str(path.resolve())
+    if key not in tasks:
+        tasks[key] = read_tasks(path)
+    ckpt = str(spec.checkpoint.resolve())
+    if ckpt not in tokenizers:
+        tokenizers[ckpt] = load_tokenizer(spec.checkpoint)
+    W = ev.working_context or cfg.budget.working_context
+    wc_field = "eval.working_context" if ev.working_context else "budget.working_context"
+    build_runtime(cfg, spec.checkpoint, tasks[key][: ev.num_tasks], max_summaries=values[-1], working_context=W,
+                  wc_field=wc_field, tokenizer=tokenizers[ckpt])
+
+
+def _check_outputs(spec, metrics_path: Path) -> None:
+    """The folders the evaluation writes (each S_eval's, the metrics file's) can be created and written, and the
+    metrics file it merges into is a JSON object (a corrupt one is moved aside and named) — before any rollout."""
+    from supo.layout import s_dir
+    from supo.preflight import check_metrics_file, check_writable_dir
+
+    folders = [spec.out] if spec.sweep is None else [spec.out / s_dir(s) for s in spec.sweep]
+    for folder in folders:
+        check_writable_dir(folder, "eval output folder")
+    check_metrics_file(metrics_path, "eval metrics file")
 
 
 @app.command("eval")
@@ -62,7 +148,9 @@ def eval_(
     num_tasks: Optional[int] = typer.Option(None, "--num-tasks", help="evaluate the first N tasks of the split (at "
                                                                       "most its size)"),
     out: Optional[str] = typer.Option(None, "--out", help="output folder, one checkpoint only (default: "
-                                                          "paths.evals/seed<seed>/<arm>, plus /s<N> without --sweep)"),
+                                                          "paths.evals/seed<seed>/<arm>, plus /s<N> without --sweep); "
+                                                          "its numbers go to <out>/eval.json, not into the "
+                                                          "pipeline's paths.metrics/eval.json"),
     arm: Optional[str] = typer.Option(None, "--arm", help="arm name, one checkpoint only (default: the checkpoint's "
                                                           "training arm, else its folder's name); an arm of the params "
                                                           "file's `arms` also applies its overrides (its W)"
@@ -75,8 +163,10 @@ def eval_(
     tracking_uri: Optional[str] = UriOpt,
 ) -> None:
     """Evaluate checkpoints with the training rollout code and any number of summaries; prints a table and writes
-    metrics.json (docs/design.md §6 metrics), outcomes.json and rollouts.jsonl per S_eval, and merges every result
-    into paths.metrics/eval.json."""
+    metrics.json (docs/design.md §6 metrics), outcomes.json and rollouts.jsonl per S_eval. The pipeline's own
+    evaluations (--all-arms, --warm-start, or --checkpoint of an arm's checkpoint with the default folder) merge into
+    paths.metrics/eval.json; any other (exploratory) evaluation writes <out>/eval.json instead (or, with
+    -S paths.metrics=DIR, DIR/eval.json)."""
     from supo.data import update_json
     from supo.evaluate import evaluate, open_engine
     from supo.layout import metrics_file, s_dir, seed_dir
@@ -95,30 +185,51 @@ def eval_(
     seeds = plan_seeds(seed, all_seeds, base)
     planned = lambda a, s: checked(load(config, set_, {**extra, **({} if s is None else {"seed": s})}, env=env,  # noqa: E731
                                         arm=a), seed)
-    specs = []
+    specs = []  # (spec, whether it is one of the pipeline's evaluations)
     if warm_start:
-        specs += plan_warm_start(planned, base.pipeline.arms, seeds)
+        specs += [(s, True) for s in plan_warm_start(planned, base.pipeline.arms, seeds)]
     if all_arms:
-        specs += plan_eval(planned, base.pipeline.arms, seeds, sweep=sweep)
+        specs += [(s, True) for s in plan_eval(planned, base.pipeline.arms, seeds, sweep=sweep)]
     if checkpoint:
         specs += _checkpoint_specs(list(checkpoint), arm, seed, out, sweep, extra, config, set_, env)
     if not specs:
         fail("give --checkpoint PATH (repeatable), --all-arms or --warm-start")
+    defined = defined_arms(config)
+    pipeline_metrics = metrics_file(load(config, None, {}, env=env).paths.metrics, "eval")  # the params file's
     sizes: dict[str, int] = {}
-    for spec in specs:  # every file and the tracking store, before the engine starts
+    for spec, _ in specs:  # every file and the tracking store, before the engine starts
         if not spec.checkpoint.exists():
             fail(f"checkpoint {spec.checkpoint} does not exist (train it first)")
         check_model_dir(spec.checkpoint, "--checkpoint")
         check_eval_tasks(spec.cfg, num_tasks, sizes, typer.echo)
         checked_tracking_uri(spec.cfg, tracking_uri)
-    with involving(f"the engine's start-up on {specs[0].checkpoint}"):
-        engine = open_engine([s.cfg for s in specs], specs[0].checkpoint)
-    for spec in specs:
+    targets: list[Path] = []  # where each spec's numbers are merged
+    tasks: dict = {}
+    tokenizers: dict = {}
+    for spec, pipeline in specs:  # every setting and every output, before the engine starts
+        _check_settings(spec, tasks, tokenizers)
+        if not pipeline:
+            inside = _pipeline_folder(spec, defined)
+            if inside is not None:
+                fail(f"{spec.out} is inside {inside}, the pipeline's evaluation of {inside.name} seed "
+                     f"{spec.seed}; {spec.checkpoint} (label {spec.label}) is not that evaluation (another checkpoint, "
+                     "label or eval setting): give --out <folder> (and --arm <name>) to keep it apart")
+        target = metrics_file(spec.cfg.paths.metrics, "eval")
+        if not pipeline and target.resolve() == pipeline_metrics.resolve():  # unless -S paths.metrics names another
+            target = spec.out / EXPLORATORY_METRICS
+        _check_outputs(spec, target)
+        targets.append(target)
+    del tasks, tokenizers
+    with involving(f"the engine's start-up on {specs[0][0].checkpoint}"):
+        engine = open_engine([s.cfg for s, _ in specs], specs[0][0].checkpoint)
+    for (spec, pipeline), target in zip(specs, targets, strict=True):
         cfg, name, c = spec.cfg, spec.label, spec.checkpoint
         info = read_run_info(c)
         parent = info.mlflow_run_id if info else None
         n = cfg.eval.num_tasks * cfg.eval.samples_per_task
         base_tags = {"stage": "eval", "arm": name, "checkpoint": str(c)}
+        if not pipeline:
+            base_tags["exploratory"] = "true"
 
         def trackers(S: int, cfg=cfg, name=name, base_tags=base_tags, parent=parent, c=c):
             return tracker(cfg, f"eval-{name}-seed{cfg.seed}-s{S}", tracking_uri, {**base_tags, "s_eval": str(S)},
@@ -139,10 +250,16 @@ def eval_(
                                          log=typer.echo, engine=engine,
                                          progress=lambda done: pb.update(task, completed=done, info=""))]
         numbers = {s_dir(r.s_eval): r.numbers() for r in rows}
-        update_json(metrics_file(cfg.paths.metrics, "eval"), {seed_dir(cfg.seed): {name: numbers}})
+        update_json(target, {seed_dir(cfg.seed): {name: numbers}})
         _print_eval_table(f"{name} seed {cfg.seed}", rows)
         typer.echo(f"metrics -> {spec.out}")
-    record_wall(metrics_file(base.paths.metrics, "eval"))
+        if pipeline:
+            typer.echo(f"merged into {target} ({seed_dir(cfg.seed)}.{name})")
+        else:
+            typer.echo(f"exploratory evaluation: its numbers are in {target}, not merged into the pipeline's "
+                       f"{pipeline_metrics}")
+    for target in dict.fromkeys(targets):
+        record_wall(target)
 
 
 def _print_eval_table(arm: str, results: list) -> None:

@@ -10,7 +10,7 @@ import typer
 
 from cli.app import ConfigOpt, EnvOpt, SetOpt, UriOpt, app, checked, clean_errors, fail, seed_flag, tracker
 from cli.errors import involving
-from cli.support import arm_choices, load, progress, record_wall
+from cli.support import arm_choices, defined_arms, load, progress, record_wall
 from cli.support import tracking_uri as checked_tracking_uri
 
 
@@ -32,6 +32,13 @@ def plan_seeds(seed: int | None, all_seeds: bool, base) -> list[int | None]:
         return plan(seed, all_seeds, base.pipeline.seeds)
     except ValueError as e:
         fail(str(e))
+
+
+def is_pipeline_run(spec, out: str | None, init: str | None, defined: dict) -> bool:
+    """True when a run is one of the pipeline's (what ``train --all-arms`` plans): an arm of ``pipeline.arms`` defined
+    in the params file, trained from ``paths.sft`` into its default folder ``paths.checkpoints/seed<k>/<arm>``. Only
+    those merge into ``paths.metrics/train.json``; any other run keeps its numbers in ``<its folder>/train.json``."""
+    return out is None and init is None and spec.arm in defined and spec.arm in spec.cfg.pipeline.arms
 
 
 @app.command()
@@ -65,7 +72,7 @@ def train(
     loss, weights pushed into the engine every step; writes an HF-format checkpoint per (seed, arm)."""
     from supo.layout import STEPS_DIR, metrics_file
     from supo.pipeline import plan_train
-    from supo.preflight import check_model_dir, check_resume, check_run_exists
+    from supo.preflight import check_metrics_file, check_model_dir, check_resume, check_run_exists, check_writable_dir
     from supo.train_loop import Actors, preflight, resume_info
     from supo.train_loop import train as run
 
@@ -81,6 +88,13 @@ def train(
                                                      env=env, arm=a), seed), arms, seeds, out)
     except ValueError as e:
         fail(str(e))
+    defined = defined_arms(config)
+    pipeline = {spec.out: is_pipeline_run(spec, out, init, defined) for spec in specs}
+    pipeline_metrics = metrics_file(load(config, None, {}, env=env).paths.metrics, "train")  # the params file's
+    for spec in specs:  # any other run's numbers stay beside its checkpoint (<out>/train.json), unless -S names a file
+        if not pipeline[spec.out] and metrics_file(spec.cfg.paths.metrics, "train").resolve() == \
+                pipeline_metrics.resolve():
+            spec.cfg.paths.metrics = str(spec.out)
     previous = {}
     for spec in specs:  # every file the resume reads, before anything (the MLflow run included) is touched
         if resume:
@@ -97,6 +111,8 @@ def train(
         if prev.get("mlflow_run_id"):
             check_run_exists(uri, prev["mlflow_run_id"], f"--resume: {prev['path']}/state.json")
         preflight(spec.cfg, prev.get("path", init))
+        check_writable_dir(spec.out, "--out" if out else "checkpoint folder")  # before the first step, not after it
+        check_metrics_file(metrics_file(spec.cfg.paths.metrics, "train"), "train metrics file")
     with involving(f"the actors' start-up from {init}"):
         actors = Actors.start([s.cfg for s in specs], init, log=typer.echo) if len(specs) > 1 else None
     try:
@@ -113,7 +129,14 @@ def train(
                         actors=actors,
                         progress=lambda n, m: pb.update(task, completed=n, info=f"reward {m['mean_reward']:.3f} "
                                                                                 f"summaries {m['mean_summaries']:.2f}"))
+            target = metrics_file(cfg.paths.metrics, "train")
+            if pipeline[spec.out]:
+                typer.echo(f"merged into {target} (seed{cfg.seed}.{spec.arm})")
+            else:
+                typer.echo(f"not a pipeline run (--out, --init or an arm outside pipeline.arms): its numbers are in "
+                           f"{target}, not in the pipeline's {pipeline_metrics}")
     finally:
         if actors is not None:
             actors.shutdown()
-    record_wall(metrics_file(specs[0].cfg.paths.metrics, "train"))
+    for target in dict.fromkeys(metrics_file(s.cfg.paths.metrics, "train") for s in specs):
+        record_wall(target)

@@ -116,9 +116,17 @@ def latest_checkpoint(out: str | Path) -> Path | None:
 def load_checkpoint(path: str | Path, *, trainer_state: bool = True) -> TrainingState:
     """Everything needed to resume from a checkpoint folder written by :func:`save_checkpoint` (the weights are
     loaded from the folder itself, as an HF model). ``trainer_state=False``: leave the trainer's state (weights,
-    optimizer) out — the trainer ranks read it themselves; the file is memory-mapped, so its tensors are not read."""
+    optimizer) out — the trainer ranks read it themselves; the file is memory-mapped, so its tensors are not read.
+    A ``history`` that cannot continue the run (not one entry per completed step:
+    :func:`supo.preflight.history_problem`) is a ValueError naming the file — a resumed run would write it as the
+    run's metrics."""
+    from supo.preflight import history_problem
+
     path = Path(path)
     state = json.loads((path / STATE).read_text())
+    problem = history_problem(int(state["step"]), state["history"])
+    if problem:
+        raise ValueError(f"checkpoint state {path / STATE}: {problem}")
     blob = torch.load(path / TRAINER_STATE, weights_only=False, mmap=not trainer_state)
     return TrainingState(step=int(state["step"]), history=state["history"], mlflow_run_id=state.get("mlflow_run_id"),
                          trainer_state=blob["trainer"] if trainer_state else None, rng=blob["rng"], path=path)

@@ -7,7 +7,12 @@ column, a malformed row — instead of failing deep inside training or silently 
 from __future__ import annotations
 
 import json
+import math
+import os
+import tempfile
+import time
 from collections.abc import Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pandas as pd
@@ -16,8 +21,9 @@ from supo.errors import DataError
 from supo.jsonl import iter_jsonl
 from supo.types import Rollout, Segment, Task
 
-__all__ = ["DEMO_COLUMNS", "TASK_COLUMNS", "DataError", "check_parquet", "iter_jsonl", "read_demos", "read_tasks",
-           "split_path", "update_json", "write_demos", "write_rollouts_jsonl", "write_tasks"]
+__all__ = ["DEMO_COLUMNS", "TASK_COLUMNS", "DataError", "check_parquet", "iter_jsonl", "json_file_lock", "read_demos",
+           "read_json_metrics", "read_tasks", "split_path", "update_json", "write_demos", "write_rollouts_jsonl",
+           "write_tasks"]
 
 TASK_COLUMNS = ("id", "env", "env_config", "split", "prompt", "reference", "difficulty")
 DEMO_COLUMNS = ("task_id", "segment_index", "kind", "prompt_ids", "response_ids", "response_mask")
@@ -74,6 +80,21 @@ def _env_config_check(env: str):
     return get_env_spec(env).validate_env_config
 
 
+def _is_null(value) -> bool:
+    """None, or the NaN pandas reads a null cell of an object column as."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _check_row_cells(row: dict) -> None:
+    """Every cell a task is built from is present (a null cell names its column) and the JSON columns hold text."""
+    for column in TASK_COLUMNS:
+        if _is_null(row.get(column)):
+            raise ValueError(f"{column}: missing (null)")
+    for column in ("env_config", "prompt"):
+        if not isinstance(row[column], (str, bytes)):
+            raise ValueError(f"{column}: expected JSON text, got {type(row[column]).__name__} {row[column]!r}"[:200])
+
+
 def read_tasks(path: str | Path) -> list[Task]:
     """The tasks of a split file. Every row is checked as it is read — its columns, its prompt, and its env_config by
     its environment's ``validate_env_config`` — and the first bad one raises :class:`DataError` naming the file, row,
@@ -84,13 +105,15 @@ def read_tasks(path: str | Path) -> list[Task]:
     ids: set[str] = set()
     for i, row in enumerate(df.to_dict("records")):
         try:
+            _check_row_cells(row)
             task = Task.from_row(row)
             if not isinstance(task.prompt, list) or not all(
                 isinstance(m, dict) and {"role", "content"} <= set(m) for m in task.prompt
             ):
                 raise ValueError("prompt must be a list of {role, content} messages")
             if not isinstance(task.env_config, dict):
-                raise ValueError("env_config must be a JSON object")
+                got = "null" if task.env_config is None else type(task.env_config).__name__
+                raise ValueError(f"env_config: expected a JSON object, got {got}")
             _env_config_check(task.env)(task.env_config)
         except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
             raise DataError(f"{path}, row {i} (id {row.get('id')!r}): {e}") from None
@@ -140,22 +163,99 @@ def write_rollouts_jsonl(rollouts: Sequence[Rollout], path: str | Path, with_tok
             f.write(json.dumps(r.to_record(with_tokens=with_tokens)) + "\n")
 
 
+LOCK_TIMEOUT = 120.0
+"""Seconds a merge waits for another process's merge into the same file before giving up (a merge takes
+milliseconds; a longer wait means a stuck process holds the lock)."""
+
+
+def _lock_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.lock"
+
+
+@contextmanager
+def json_file_lock(path: str | Path):
+    """Hold the lock of the JSON file ``path`` (a ``filelock`` lock file ``.<name>.lock`` beside it): every
+    read–merge–write of the file happens under it, so merges from several processes never interleave."""
+    from filelock import FileLock, Timeout
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(_lock_path(p)), timeout=LOCK_TIMEOUT):
+            yield p
+    except Timeout:
+        raise DataError(f"{p}: another process has held its lock {_lock_path(p)} for {LOCK_TIMEOUT:g} s; "
+                        "is a stuck supo-cli still running?") from None
+
+
+def _move_aside(p: Path) -> Path:
+    """Rename ``p`` to ``<name>.corrupt-<timestamp>`` beside it (a counter added if that name is taken)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = p.with_name(f"{p.name}.corrupt-{stamp}")
+    k = 1
+    while aside.exists():
+        aside = p.with_name(f"{p.name}.corrupt-{stamp}-{k}")
+        k += 1
+    os.replace(p, aside)
+    return aside
+
+
+def read_json_metrics(path: str | Path, what: str = "metrics file") -> dict:
+    """The JSON object of the metrics file ``path`` ({} when it does not exist). Call it holding
+    :func:`json_file_lock`. A file that is not a JSON object (truncated, garbled, another type) is never rewritten: it
+    is moved aside to ``<name>.corrupt-<timestamp>`` and :class:`DataError` names both paths; a rerun then starts a
+    new file, and the old one's entries can be merged back by hand."""
+    p = Path(path)
+    if not p.exists():
+        return {}
+    if p.is_dir():
+        raise DataError(f"{what} {p} is a folder, not a JSON file")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        problem = None if isinstance(data, dict) else f"expected a JSON object, got {type(data).__name__}"
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        problem = f"not valid JSON ({e.msg} at line {e.lineno})" if isinstance(e, json.JSONDecodeError) else str(e)
+    if problem is None:
+        return data
+    aside = _move_aside(p)
+    raise DataError(f"{what} {p}: {problem}; moved aside to {aside} (nothing merged into it): rerun to start a new "
+                    f"{p.name}, and merge the old entries back from {aside.name} by hand if needed")
+
+
+def _write_atomic(p: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``p``, flush it to disk and rename it over ``p``: a reader sees the
+    old file or the new one, never half of one, and a kill mid-write leaves the old one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, p.stat().st_mode & 0o777 if p.exists() else 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, p)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def update_json(path: str | Path, entries: dict) -> dict:
     """Merge ``entries`` into the JSON object at ``path`` (created if missing) and write it back; the merged object.
-    Objects merge recursively, so stages add one seed's arm (``{"seed0": {"supo": {...}}}``) at a time."""
-    p = Path(path)
-    data = json.loads(p.read_text()) if p.exists() else {}
-    if not isinstance(data, dict):
-        raise DataError(f"{p}: expected a JSON object to merge into, got {type(data).__name__}")
+    Objects merge recursively, so stages add one seed's arm (``{"seed0": {"supo": {...}}}``) at a time.
 
-    def merge(into: dict, new: dict) -> None:
-        for key, value in new.items():
-            if isinstance(value, dict) and isinstance(into.get(key), dict):
-                merge(into[key], value)
-            else:
-                into[key] = value
+    Safe across processes: the read–merge–write holds the file's lock (:func:`json_file_lock`) and the new content
+    replaces the old atomically (a temporary file renamed over it). A corrupt file is moved aside and named
+    (:func:`read_json_metrics`), never overwritten."""
+    with json_file_lock(path) as p:
+        data = read_json_metrics(p)
 
-    merge(data, entries)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(data, indent=2) + "\n")
+        def merge(into: dict, new: dict) -> None:
+            for key, value in new.items():
+                if isinstance(value, dict) and isinstance(into.get(key), dict):
+                    merge(into[key], value)
+                else:
+                    into[key] = value
+
+        merge(data, entries)
+        _write_atomic(p, json.dumps(data, indent=2) + "\n")
     return data

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import struct
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -212,10 +213,27 @@ def check_state_json(path: str | Path) -> dict[str, Any]:
         raise PreflightError(f"checkpoint state {path}: step must be ≥ 0, got {state['step']}")
     if not all(isinstance(h, dict) for h in state["history"]):
         raise PreflightError(f"checkpoint state {path}: history must be a list of objects")
+    problem = history_problem(state["step"], state["history"])
+    if problem:
+        raise PreflightError(f"checkpoint state {path}: {problem}")
     run_id = state.get("mlflow_run_id")
     if run_id is not None and not isinstance(run_id, str):
         raise PreflightError(f"checkpoint state {path}: mlflow_run_id must be a string or null, got {run_id!r}")
     return state
+
+
+def history_problem(step: int, history: list) -> str | None:
+    """Why a checkpoint's ``history`` cannot continue a run at ``step`` (None when it can): a resumed run appends to it
+    and writes it as the run's ``train_metrics.json``, so it must hold one object per completed step, in order —
+    ``len(history) == step`` and entry ``i`` has ``"step": i``."""
+    if len(history) != step:
+        return (f"history holds {len(history)} step(s) but the checkpoint is at step {step} (it must hold one entry "
+                "per completed step)")
+    for i, h in enumerate(history):
+        if not isinstance(h, dict) or h.get("step") != i:
+            got = h.get("step") if isinstance(h, dict) else h
+            return f"history[{i}] must be step {i}'s metrics, got step {got!r}"[:300]
+    return None
 
 
 def check_resume(steps_dir: str | Path) -> Path:
@@ -280,6 +298,9 @@ def _check_sqlite(uri: str, where: str) -> None:
     if not db.parent.is_dir():
         raise PreflightError(f"{where}: the database's folder {db.parent} does not exist (create it, or pick "
                              "another path)")
+    if db.is_dir():
+        raise PreflightError(f"{where}: {db} is a folder, not a database file (name a file in it, e.g. "
+                             f"sqlite:///{db / 'mlflow.db'})")
     if db.exists():
         with open(db, "rb") as f:
             magic = f.read(16)
@@ -291,16 +312,43 @@ def _check_sqlite(uri: str, where: str) -> None:
         raise PreflightError(f"{where}: the folder {db.parent} is not writable")
 
 
+MLFLOW_PROBE = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=supo-preflight-probe"
+"""The API route the tracking-server check asks: an MLflow server answers it with JSON — 200 (the experiment) or 404
+with ``error_code`` RESOURCE_DOES_NOT_EXIST — whatever its version; any other web server does not."""
+
+
 def _check_server(uri: str, where: str, timeout: float) -> None:
-    url = uri.rstrip("/") + "/health"
+    url = uri.rstrip("/") + MLFLOW_PROBE
     try:
-        with urllib.request.urlopen(url, timeout=timeout):
-            pass
-    except urllib.error.HTTPError:
-        return  # something answers HTTP there; MLflow's own errors will name any further problem
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                status, body = resp.status, resp.read(65536)
+        except urllib.error.HTTPError as e:
+            status = e.code
+            try:
+                body = e.read(65536)
+            except OSError:
+                body = b""
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise PreflightError(f"{where}: no tracking server answers within {timeout:g} s ({reason})") from None
+    if status in (401, 403):
+        return  # a server that wants credentials (MLFLOW_TRACKING_USERNAME / _TOKEN): MLflow names the problem
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        payload = None
+    if isinstance(payload, dict):
+        if status == 200 and "experiment" in payload:
+            return
+        if status == 404 and payload.get("error_code") == "RESOURCE_DOES_NOT_EXIST":
+            return
+        if "error_code" in payload:  # MLflow answering with an error of its own (a broken store, …)
+            raise PreflightError(f"{where}: the tracking server answers GET {MLFLOW_PROBE.split('?')[0]} with "
+                                 f"{status} {payload.get('error_code')}: {str(payload.get('message', ''))[:160]}")
+    shown = " ".join(body.decode("utf-8", "replace").split())[:60]
+    raise PreflightError(f"{where}: not an MLflow tracking server (GET {MLFLOW_PROBE.split('?')[0]} answered {status}"
+                         + (f" {shown!r}" if shown else "") + ", not MLflow's JSON); check the host, port and path")
 
 
 def check_run_exists(uri: str, run_id: str, what: str) -> None:
@@ -323,3 +371,44 @@ def check_num_tasks(requested: int, available: int, path: str | Path, flag: str 
     """``requested`` tasks fit in a split of ``available`` rows (``path``)."""
     if requested > available:
         raise PreflightError(f"{flag} {requested}: the split {path} holds only {available} tasks")
+
+
+def check_writable_dir(path: str | Path, what: str) -> None:
+    """A folder a command will write into can be created and written: the nearest part of ``path`` that exists is a
+    folder (not a regular file), and a probe file created in it and removed again succeeds — actually tried, not read
+    off the permission bits (root ignores them; a read-only mount or an immutable folder refuses even root). ``what``
+    names the flag or setting the path came from. Nothing is created."""
+    p = Path(path)
+    base = p
+    while not base.exists():
+        if base.is_symlink():
+            raise PreflightError(f"{what} {p}: {base} is a dangling symbolic link")
+        if base.parent == base:
+            break
+        base = base.parent
+    if not base.is_dir():
+        raise PreflightError(f"{what} {p} is not a folder" + ("" if base == p else f": {base} is a file"))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".supo-write-probe-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        where = "" if base == p else " (where it would be created)"
+        raise PreflightError(f"{what} {p}: cannot write in {base}{where}: {e.strerror or e}") from None
+
+
+def check_metrics_file(path: str | Path, what: str = "metrics file") -> None:
+    """A JSON metrics file a command will merge its results into (``supo.data.update_json``): its folder can be
+    created and written, and an existing file is a JSON object — a corrupt one is moved aside to
+    ``<name>.corrupt-<timestamp>`` and named (:func:`supo.data.read_json_metrics`), before any work starts."""
+    from supo.data import DataError, json_file_lock, read_json_metrics
+
+    p = Path(path)
+    check_writable_dir(p.parent, f"{what} {p}: its folder")
+    if not p.exists() and not p.is_symlink():
+        return
+    try:
+        with json_file_lock(p):
+            read_json_metrics(p, what)
+    except DataError as e:
+        raise PreflightError(str(e)) from None

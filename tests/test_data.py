@@ -229,6 +229,68 @@ def test_update_json_merges_entries_and_names_a_bad_file(tmp_path):
         update_json(path, {"x": 1})
 
 
+def test_a_corrupt_metrics_file_is_moved_aside_never_rewritten(tmp_path):
+    """Issue 18: a merge into a corrupt file raised a bare JSONDecodeError naming no file. It is moved aside to
+    <name>.corrupt-<timestamp> (its bytes kept), named with both paths, and nothing is merged over it."""
+    from supo.data import DataError, update_json
+
+    path = tmp_path / "eval.json"
+    garbled = '{"seed0": {"supo": {"s5": 0.04}}}\n{"extra": 1}\n'  # what two unlocked writers left
+    path.write_text(garbled)
+    with pytest.raises(DataError) as e:
+        update_json(path, {"seed1": {"supo": {"s5": 0.5}}})
+    (aside,) = tmp_path.glob("eval.json.corrupt-*")
+    assert aside.read_text() == garbled and not path.exists()
+    assert str(e.value).startswith(f"metrics file {path}: not valid JSON (Extra data at line 2); moved aside to {aside}")
+    path.write_text("{")
+    with pytest.raises(DataError):
+        update_json(path, {"x": 1})
+    assert len(list(tmp_path.glob("eval.json.corrupt-*"))) == 2  # a second one gets its own name
+    assert update_json(path, {"x": 1}) == {"x": 1}  # the next run starts a new file
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("eval.json.corrupt-")) == [
+        ".eval.json.lock", "eval.json"]  # no temporary file left behind
+
+
+MERGER = """
+import sys, time
+from pathlib import Path
+from supo.data import update_json
+path, k, n, folder = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+(folder / f"ready-{k}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.005)
+for i in range(n):
+    update_json(path, {"seed0": {f"proc{k}": {f"s{i}": {"i": i}}}, f"last{k}": i})
+"""
+
+
+def test_two_processes_merging_300_times_each_lose_nothing(tmp_path):
+    """Issue 18's stress case with real processes: 2 × 300 merges into one file under the lock, each written to a
+    temporary file and renamed — valid JSON holding all 600 entries at the end (unlocked, one trial left invalid JSON
+    and another kept 35 and 147 of 300)."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    path, n = tmp_path / "metrics" / "eval.json", 300
+    repo = Path(__file__).resolve().parents[1]
+    procs = [subprocess.Popen([sys.executable, "-c", MERGER, str(path), str(k), str(n), str(tmp_path)], cwd=repo)
+             for k in range(2)]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{k}").exists() for k in range(2)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.01)
+    (tmp_path / "go").touch()  # both start merging at once
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    data = json.loads(path.read_text())
+    for k in range(2):
+        assert data["seed0"][f"proc{k}"] == {f"s{i}": {"i": i} for i in range(n)}
+        assert data[f"last{k}"] == n - 1
+    assert sum(len(v) for v in data["seed0"].values()) == 2 * n
+    assert not list(path.parent.glob("*.tmp")) and not list(path.parent.glob("eval.json.corrupt-*"))
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # env_config checked by the row's environment when a split is read
 
@@ -303,3 +365,57 @@ def test_check_parquet_reads_the_footer_only_and_names_what_is_wrong(tmp_path):
         check_parquet(path, DEMO_COLUMNS, "demonstrations")
     with pytest.raises(DataError, match="run `supo-cli prepare` first"):
         check_parquet(tmp_path / "none.parquet", DEMO_COLUMNS, "demonstrations")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# issue 18: null cells and out-of-range array rows
+
+
+@pytest.mark.parametrize("null", [None, float("nan")])
+def test_a_null_env_config_names_the_field(tmp_path, tasks, null):
+    """Issue 18: `env_config: null` failed with "the JSON object must be str…, not float", naming no field."""
+    rows = _rows(tasks)
+    rows[5]["env_config"] = null
+    path = _write_rows(tmp_path / "train.parquet", rows)
+    with pytest.raises(DataError) as e:
+        read_tasks(path)
+    assert str(e.value) == f"{path}, row 5 (id 'train-00005'): env_config: missing (null)"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("null", "env_config: expected a JSON object, got null"),
+    ("5", "env_config: expected a JSON object, got int"),
+    ("{}", "env_config.family: missing"),
+])
+def test_an_env_config_that_is_not_an_object_names_the_field(tmp_path, tasks, text, needle):
+    rows = _rows(tasks)
+    rows[2]["env_config"] = text
+    with pytest.raises(DataError, match=f"row 2 \\(id 'train-00002'\\): {needle}"):
+        read_tasks(_write_rows(tmp_path / "train.parquet", rows))
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"values": [3, 10**6, 4]}, "env_config.values\\[1\\]: 1000000 is outside 0..99 \\(its value_max\\)"),
+    ({"values": [-5]}, "env_config.values\\[0\\]: -5 is outside 0..99"),
+    ({"values": [2**70]}, "env_config.values\\[0\\]: 1180591620717411303424 is outside 0..99"),
+    ({"values": [0] * 100_000}, "env_config.values: 100000 values; the array env takes at most 1000"),
+    ({"value_max": 2**70}, "env_config.value_max: expected an integer in 1..10000"),
+    ({"value_max": None, "values": [150]}, "env_config.values\\[0\\]: 150 is outside 0..99 \\(the default: the "
+                                           "row gives no value_max\\)"),
+])
+def test_array_rows_outside_the_envs_declared_ranges_are_row_errors(tmp_path, tasks, change, needle):
+    """Issue 18: values 10⁶, −5, 2⁷⁰ and 100,000 values were accepted and evaluated."""
+    rows = _rows(tasks)
+    cfg = {**json.loads(rows[6]["env_config"]), **change}
+    cfg = {k: v for k, v in cfg.items() if v is not None}
+    rows[6]["env_config"] = json.dumps(cfg)
+    path = _write_rows(tmp_path / "train.parquet", rows)
+    with pytest.raises(DataError, match=f"^{path}, row 6 \\(id 'train-00006'\\): {needle}"):
+        read_tasks(path)
+
+
+def test_array_rows_inside_the_declared_ranges_pass():
+    from supo.envs.array import ROW_MAX_VALUES, ROW_VALUE_MAX, validate_env_config
+
+    validate_env_config({"family": "sum", "values": [0, 99]})
+    validate_env_config({"family": "sum", "values": [ROW_VALUE_MAX] * ROW_MAX_VALUES, "value_max": ROW_VALUE_MAX})

@@ -487,3 +487,19 @@ def test_array_summary_oracle_judges_the_state_a_summary_carries():
     assert summary_oracle(task, "<summary>next index 2, running difference "
                                 f"{fold('diff', values[:2])}</summary>")
     assert get_env_spec("array").summary_oracle is summary_oracle
+
+
+@pytest.mark.parametrize("body, key", [
+    ('{"name": "Add", "name": "Done", "parameters": {"answer": 1}}', "name"),
+    ('{"name": "Done", "parameters": {"answer": 1, "answer": 2}}', "answer"),
+    ('{"name": "Done", "parameters": {"answer": 1}, "parameters": {"answer": 9}}', "parameters"),
+])
+def test_a_tool_call_with_a_duplicate_key_is_an_error_not_the_last_key(body, key):
+    """Issue 18: `{"name":"Add","name":"Done",…}` was accepted with the last key winning, and the episode ended. A key
+    given twice is an Error observation and the episode goes on."""
+    with pytest.raises(ToolCallError, match=f"gives the key '{key}' twice"):
+        parse_tool_call(_call(body))
+    env = _observed_env()
+    obs, done, reward, _ = env.step(_call(body))
+    assert obs.startswith("Error: tool call gives the key") and not done and reward == 0.0 and not env.done
+    _assert_error_then_env_works(env, _call(body), "twice")

@@ -16,6 +16,7 @@ import pytest
 
 from supo.preflight import (
     PreflightError,
+    check_metrics_file,
     check_model_dir,
     check_num_tasks,
     check_resume,
@@ -25,6 +26,7 @@ from supo.preflight import (
     check_state_json,
     check_tracking_uri,
     check_weights,
+    check_writable_dir,
 )
 
 
@@ -198,15 +200,16 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def http_server():
-    """A real HTTP server on 127.0.0.1 answering every GET with 200 OK."""
+def _serve(status: int, body: bytes, content_type: str = "application/json"):
+    """A real HTTP server on 127.0.0.1 answering every GET with ``status`` and ``body``; yields its URL."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
-            self.send_response(200)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(b"OK")
+            self.wfile.write(body)
 
         def log_message(self, *args):
             pass
@@ -214,9 +217,22 @@ def http_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+MLFLOW_404 = json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST",
+                         "message": "Could not find experiment with name 'supo-preflight-probe'"}).encode()
+
+
+@pytest.fixture
+def http_server():
+    """A real HTTP server on 127.0.0.1 answering the MLflow API route the check asks the way MLflow does (404 with
+    error_code RESOURCE_DOES_NOT_EXIST: no such experiment)."""
+    yield from _serve(404, MLFLOW_404)
 
 
 def test_tracking_uri_schemes(tmp_path, http_server, monkeypatch):
@@ -235,6 +251,49 @@ def test_a_server_that_does_not_answer_fails_within_seconds():
     with pytest.raises(PreflightError, match=f"^MLFLOW_TRACKING_URI={uri}: no tracking server answers"):
         check_tracking_uri(uri, "MLFLOW_TRACKING_URI", timeout=3.0)
     assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize("status, body, content_type", [
+    (404, b"<html><body>Not Found</body></html>", "text/html"),  # a web server that is not MLflow
+    (404, b'{"detail": "Not Found"}', "application/json"),  # another JSON API
+    (200, b"OK", "text/plain"),  # a server answering everything
+])
+def test_an_http_server_that_is_not_mlflow_is_named(status, body, content_type):
+    """Issue 18: a server that answers but is not an MLflow tracking server was accepted; the engine started and the
+    run failed 53 s later with MlflowException 404. Its answer to an MLflow API route gives it away."""
+    server = _serve(status, body, content_type)
+    uri = next(server)
+    try:
+        with pytest.raises(PreflightError, match=f"^--tracking-uri={uri}: not an MLflow tracking server \\(GET "
+                                                 f"/api/2.0/mlflow/experiments/get-by-name answered {status}"):
+            check_tracking_uri(uri, "--tracking-uri")
+    finally:
+        server.close()
+
+
+def test_an_mlflow_error_or_an_existing_experiment_is_told_apart():
+    ok = _serve(200, json.dumps({"experiment": {"experiment_id": "1", "name": "supo-preflight-probe"}}).encode())
+    uri = next(ok)
+    try:
+        check_tracking_uri(uri)  # the experiment exists: an MLflow server
+    finally:
+        ok.close()
+    broken = _serve(500, json.dumps({"error_code": "INTERNAL_ERROR", "message": "database is locked"}).encode())
+    uri = next(broken)
+    try:
+        with pytest.raises(PreflightError, match="answers GET .* with 500 INTERNAL_ERROR: database is locked"):
+            check_tracking_uri(uri)
+    finally:
+        broken.close()
+
+
+def test_a_sqlite_uri_naming_a_folder_is_named(tmp_path):
+    """Issue 18: ``sqlite:///evals`` (a folder) ended in IsADirectoryError from the preflight itself (exit 1)."""
+    (tmp_path / "evals").mkdir()
+    uri = f"sqlite:///{tmp_path / 'evals'}"
+    with pytest.raises(PreflightError, match=f"^tracking.uri={uri}: {tmp_path / 'evals'} is a folder, not a database "
+                                             "file"):
+        check_tracking_uri(uri)
 
 
 def test_a_sqlite_folder_is_never_created_and_a_non_database_is_named(tmp_path):
@@ -323,3 +382,84 @@ def test_a_ray_actor_error_names_the_actor_and_the_remote_cause():
                 "task train-00003: bad env_config for the array env")
     assert summary_line("train", err) == expected
     assert summary_line("train", err.as_instanceof_cause()) == expected  # what ray.get raises
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# issue 18: resume history, output folders, metrics files
+
+
+@pytest.mark.parametrize("history, needle", [
+    ([], "history holds 0 step\\(s\\) but the checkpoint is at step 1"),
+    ([{"step": 0}, {"step": 1}], "history holds 2 step\\(s\\) but the checkpoint is at step 1"),
+    ([{"step": 3}], "history\\[0\\] must be step 0's metrics, got step 3"),
+    ([{"mean_reward": 0.5}], "history\\[0\\] must be step 0's metrics, got step None"),
+])
+def test_a_resume_whose_history_does_not_match_its_step_is_refused(steps_dir, history, needle):
+    """Issue 18: `history: []` passed the preflight; the actors started, train_metrics.json was overwritten with [] and
+    the run died with an IndexError 63 s later."""
+    state_file = steps_dir / "step_000001" / "state.json"
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "history": history}))
+    with pytest.raises(PreflightError, match=f"^--resume: checkpoint state .*state.json: {needle}"):
+        check_resume(steps_dir)
+
+
+def test_load_checkpoint_refuses_a_history_that_cannot_continue(steps_dir):
+    from supo.checkpoint import load_checkpoint
+
+    folder = steps_dir / "step_000001"
+    assert load_checkpoint(folder, trainer_state=False).history == [{"step": 0}]
+    (folder / "state.json").write_text(json.dumps({**json.loads((folder / "state.json").read_text()), "history": []}))
+    with pytest.raises(ValueError, match="history holds 0 step"):
+        load_checkpoint(folder, trainer_state=False)
+
+
+def test_output_folders_are_probed_not_read_off_permission_bits(tmp_path):
+    check_writable_dir(tmp_path / "new" / "deeper", "--out")  # creatable: its nearest existing parent is writable
+    assert not (tmp_path / "new").exists() and not list(tmp_path.iterdir())  # nothing created, no probe left
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(PreflightError, match=f"^--out {tmp_path / 'plain'} is not a folder$"):
+        check_writable_dir(tmp_path / "plain", "--out")
+    with pytest.raises(PreflightError, match=f"^--out {tmp_path / 'plain' / 's3'} is not a folder: "
+                                             f"{tmp_path / 'plain'} is a file"):
+        check_writable_dir(tmp_path / "plain" / "s3", "--out")
+    if Path("/sys/kernel").is_dir():  # Linux's sysfs refuses new files even to root, whatever its permission bits say
+        with pytest.raises(PreflightError, match="^--out /sys/supo-out: cannot write in /sys"):
+            check_writable_dir("/sys/supo-out", "--out")
+
+
+def test_a_read_only_folder_is_refused(tmp_path):
+    import os
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK) and os.geteuid() == 0:
+            check_writable_dir(ro, "--out")  # root may write there: the probe says so instead of guessing
+        else:
+            with pytest.raises(PreflightError, match=f"^--out {ro}: cannot write in {ro}"):
+                check_writable_dir(ro, "--out")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_a_corrupt_metrics_file_is_moved_aside_and_named_before_any_work(tmp_path):
+    """Issue 18: with a corrupt metrics/<env>/eval.json, eval ran every rollout and then died with a JSONDecodeError
+    naming no file."""
+    path = tmp_path / "metrics" / "eval.json"
+    check_metrics_file(path)  # absent: fine, nothing created
+    assert not path.exists()
+    path.parent.mkdir()
+    path.write_text('{"seed0": {"supo": {"s5": {"success_rate": 0.5}}}}')
+    check_metrics_file(path)  # a JSON object: fine, left as it is
+    corrupt = '{"seed0": {"supo" {"s5": 1}}}'
+    path.write_text(corrupt)
+    with pytest.raises(PreflightError) as e:
+        check_metrics_file(path, "eval metrics file")
+    aside = list(path.parent.glob("eval.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_text() == corrupt and not path.exists()  # kept, not rewritten
+    assert str(e.value).startswith(f"eval metrics file {path}: not valid JSON (Expecting ':' delimiter at line 1); "
+                                   f"moved aside to {aside[0]}")
+    path.mkdir()
+    with pytest.raises(PreflightError, match="is a folder, not a JSON file"):
+        check_metrics_file(path)

@@ -321,7 +321,10 @@ class ArrayEnvConfig:
                 f"({self.train_min_len}..{self.train_max_len}) on average")
         require(self.num_train >= 1 and self.num_test >= 1 and self.num_val >= 1, "env.num_train/num_val/num_test",
                 "splits must not be empty")
-        require(1 <= self.value_max, "env.value_max", f"must be ≥ 1, got {self.value_max}")
+        require(1 <= self.value_max <= ROW_VALUE_MAX, "env.value_max",
+                f"must be in 1..{ROW_VALUE_MAX} (what a task row may hold), got {self.value_max}")
+        require(max(self.train_max_len, self.test_max_len) <= ROW_MAX_VALUES, "env.train_max_len/test_max_len",
+                f"a task row holds at most {ROW_MAX_VALUES} values, got {max(self.train_max_len, self.test_max_len)}")
         require(self.api in APIS, "env.api", f"must be get-fold or fold-index, got {self.api!r}")
         unknown = [f for f in self.families if f not in FAMILIES]
         require(bool(self.families) and not unknown, "env.families",
@@ -350,15 +353,33 @@ SPLITS = ("train", "val", "test")
 
 from supo.envs.base import check_env_field, is_int  # noqa: E402  (the env_config check, appended)
 
+ROW_MAX_VALUES = 1000
+"""Longest hidden array a task row may hold: an episode takes n + 2 tool calls at least, far beyond any budget."""
+ROW_VALUE_MAX = 10_000
+"""Largest ``value_max`` a task row may declare (the expert draws wrong values from 0..value_max)."""
+DEFAULT_VALUE_MAX = 99
+"""The value range of a row that does not declare ``value_max`` (``env.value_max``'s default)."""
+
 
 def validate_env_config(cfg: dict) -> None:
-    """What :func:`make_env` and the expert read: ``family`` (a fold of FAMILIES), ``values`` (a non-empty list of
-    integers) and, if present, ``value_max`` (an integer ≥ 1). Raises ValueError naming the field."""
+    """What :func:`make_env` and the expert read: ``family`` (a fold of FAMILIES), ``values`` (a list of 1 to
+    :data:`ROW_MAX_VALUES` integers, each in 0..value_max), ``value_max`` if present (an integer in
+    1..:data:`ROW_VALUE_MAX`; :data:`DEFAULT_VALUE_MAX` when absent) and ``api`` if present. Raises ValueError naming
+    the field."""
     check_env_field(cfg, "family", lambda v: v in FAMILIES, f"one of {', '.join(FAMILIES)}")
     check_env_field(cfg, "values", lambda v: isinstance(v, list) and v and all(map(is_int, v)),
                     "a non-empty list of integers")
-    check_env_field(cfg, "value_max", lambda v: is_int(v) and v >= 1, "an integer ≥ 1", required=False)
+    check_env_field(cfg, "value_max", lambda v: is_int(v) and 1 <= v <= ROW_VALUE_MAX,
+                    f"an integer in 1..{ROW_VALUE_MAX}", required=False)
     check_env_field(cfg, "api", lambda v: v in APIS, f"one of {', '.join(APIS)}", required=False)
+    values, top = cfg["values"], cfg.get("value_max", DEFAULT_VALUE_MAX)
+    if len(values) > ROW_MAX_VALUES:
+        raise ValueError(f"env_config.values: {len(values)} values; the array env takes at most {ROW_MAX_VALUES}")
+    bad = next(((i, v) for i, v in enumerate(values) if not 0 <= v <= top), None)
+    if bad is not None:
+        shown = str(bad[1]) if len(str(bad[1])) <= 30 else str(bad[1])[:27] + "..."
+        why = "its value_max" if "value_max" in cfg else "the default: the row gives no value_max"
+        raise ValueError(f"env_config.values[{bad[0]}]: {shown} is outside 0..{top} ({why})")
 
 
 SPEC = EnvSpec(name="array", section="env", options=ArrayEnvConfig, make_split=make_split, make_env=make_env,

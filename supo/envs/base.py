@@ -64,10 +64,29 @@ def check_action_length(text: str) -> None:
         raise ToolCallError(f"action is {len(text)} characters long; the limit is {MAX_ACTION_CHARS}")
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: an object that names a key twice is refused (``json.loads`` would keep the last one,
+    so ``{"name": "Add", "name": "Done"}`` would silently call Done)."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
 def load_json(body: str, what: str = "tool call") -> Any:
-    """``json.loads`` of a call's body (never ``eval``); a parse failure is a :class:`ToolCallError`."""
+    """``json.loads`` of a call's body (never ``eval``); a parse failure or a key given twice in one object is a
+    :class:`ToolCallError`."""
     try:
-        return json.loads(body)
+        return json.loads(body, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        raise ToolCallError(f"{what} gives the key {str(e.args[0])[:40]!r} twice in one object; give each key once"
+                            ) from None
     except (json.JSONDecodeError, RecursionError) as e:
         raise ToolCallError(f"{what} is not valid JSON ({e.__class__.__name__}: {str(e)[:80]})") from None
 
