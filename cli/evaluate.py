@@ -125,6 +125,32 @@ def _check_outputs(spec, metrics_path: Path) -> None:
     check_metrics_file(metrics_path, "eval metrics file")
 
 
+def _merge_targets(specs, defined: dict, pipeline_metrics: Path) -> list[Path]:
+    """Every setting and output of every ``(spec, is a pipeline evaluation)``, checked before the engine starts; the
+    metrics file each spec's numbers merge into (the pipeline's for its own evaluations, else ``<out>/eval.json``
+    unless ``-S paths.metrics`` names another). An exploratory evaluation whose folder lies inside the pipeline's is
+    refused."""
+    from supo.layout import metrics_file
+
+    targets: list[Path] = []
+    tasks: dict = {}
+    tokenizers: dict = {}
+    for spec, pipeline in specs:
+        _check_settings(spec, tasks, tokenizers)
+        if not pipeline:
+            inside = _pipeline_folder(spec, defined)
+            if inside is not None:
+                fail(f"{spec.out} is inside {inside}, the pipeline's evaluation of {inside.name} seed "
+                     f"{spec.seed}; {spec.checkpoint} (label {spec.label}) is not that evaluation (another checkpoint, "
+                     "label or eval setting): give --out <folder> (and --arm <name>) to keep it apart")
+        target = metrics_file(spec.cfg.paths.metrics, "eval")
+        if not pipeline and target.resolve() == pipeline_metrics.resolve():
+            target = spec.out / EXPLORATORY_METRICS
+        _check_outputs(spec, target)
+        targets.append(target)
+    return targets
+
+
 @app.command("eval")
 @clean_errors
 def eval_(
@@ -203,23 +229,7 @@ def eval_(
         check_model_dir(spec.checkpoint, "--checkpoint")
         check_eval_tasks(spec.cfg, num_tasks, sizes, typer.echo)
         checked_tracking_uri(spec.cfg, tracking_uri)
-    targets: list[Path] = []  # where each spec's numbers are merged
-    tasks: dict = {}
-    tokenizers: dict = {}
-    for spec, pipeline in specs:  # every setting and every output, before the engine starts
-        _check_settings(spec, tasks, tokenizers)
-        if not pipeline:
-            inside = _pipeline_folder(spec, defined)
-            if inside is not None:
-                fail(f"{spec.out} is inside {inside}, the pipeline's evaluation of {inside.name} seed "
-                     f"{spec.seed}; {spec.checkpoint} (label {spec.label}) is not that evaluation (another checkpoint, "
-                     "label or eval setting): give --out <folder> (and --arm <name>) to keep it apart")
-        target = metrics_file(spec.cfg.paths.metrics, "eval")
-        if not pipeline and target.resolve() == pipeline_metrics.resolve():  # unless -S paths.metrics names another
-            target = spec.out / EXPLORATORY_METRICS
-        _check_outputs(spec, target)
-        targets.append(target)
-    del tasks, tokenizers
+    targets = _merge_targets(specs, defined, pipeline_metrics)
     with involving(f"the engine's start-up on {specs[0][0].checkpoint}"):
         engine = open_engine([s.cfg for s, _ in specs], specs[0][0].checkpoint)
     for (spec, pipeline), target in zip(specs, targets, strict=True):

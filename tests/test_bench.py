@@ -69,3 +69,14 @@ def test_cost_growth_quick(tmp_path):
             positive(r[i])
     assert "crossing, tokens processed: GRPO's cumulative cost exceeds SUPO's from step" in out
     assert png.exists() and png.stat().st_size > 0
+
+
+def test_seeded_sampling_quick(tmp_path):
+    out = run_bench("seeded_sampling.py", "--workdir", str(tmp_path))
+    rows = {line.split("  ")[0]: line for line in out.splitlines() if line.startswith(("unseeded", "per-request"))}
+    assert len(rows) == 2
+    for line in rows.values():
+        seconds, tokens, rate = line.split()[-3:]
+        assert float(seconds) > 0 and int(tokens) > 0 and float(rate) > 0
+    m = re.search(r"relative to the unseeded one: (\d+\.\d+)x", out)
+    assert m and float(m.group(1)) > 0

@@ -71,7 +71,9 @@ class VLLMPolicy:
     """A vLLM ``LLM`` serving the current policy; implements ``supo.rollout.policy.Policy``."""
 
     def __init__(self, model_path: str | Path, engine_cfg, *, seed: int = 0, temperature: float = 1.0,
-                 top_p: float = 1.0) -> None:
+                 top_p: float = 1.0, seeded: bool = True) -> None:
+        """``seeded`` False: requests carry no seed and chunked prefill is vLLM's default (on) — the engine before
+        common random numbers, kept for ``bench/seeded_sampling.py``'s comparison."""
         configure_environment(engine_cfg.kv_cache_gib)
         import torch
         from vllm import LLM
@@ -87,12 +89,12 @@ class VLLMPolicy:
             seed=seed,
             enforce_eager=True,
             enable_prefix_caching=True,
-            enable_chunked_prefill=False,  # seeded requests (see the module's docstring)
-            max_num_batched_tokens=max(engine_cfg.max_model_len, 16384),
             # the behaviour log-probs of the distribution actually sampled (after temperature); vLLM's default returns
             # the raw model's, which differ from it at any temperature but 1
             logprobs_mode="processed_logprobs",
         )
+        if seeded:  # seeded requests are never prefilled in chunks (see the module's docstring)
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(engine_cfg.max_model_len, 16384))
         if engine_cfg.block_size:
             kwargs["block_size"] = engine_cfg.block_size
         if torch.cuda.is_available():
@@ -102,7 +104,7 @@ class VLLMPolicy:
             self.llm = LLM(**kwargs)
         self.start_seconds = time.perf_counter() - t0
         torch.set_num_threads(threads)  # vLLM lowers torch's thread count for serving; the trainer wants it back
-        self.temperature, self.top_p = temperature, top_p
+        self.temperature, self.top_p, self.seeded = temperature, top_p, seeded
         self.tokens_generated = 0
         self.tokens_prompt = 0
         self.generate_seconds = 0.0
@@ -116,7 +118,7 @@ class VLLMPolicy:
                 temperature=self.temperature,
                 top_p=self.top_p,
                 max_tokens=r.max_tokens,
-                seed=r.seed,
+                seed=r.seed if self.seeded else None,
                 logprobs=0,
                 detokenize=False,
                 skip_special_tokens=False,

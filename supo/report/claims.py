@@ -137,11 +137,18 @@ def _record(claim: Claim, name: str, comp: Comparison, prefix: str = "") -> None
         claim.effect = comp.effect
 
 
-def _greater(key: str, rule: str, a: Cell | None, b: Cell | None, name: str) -> Claim:
+def _opened(key: str, rule: str, a: Cell | None, b: Cell | None):
+    """A claim not yet decided and the paired comparison a − b; (claim saying why, None) when it cannot be made."""
     comp, why = paired(a, b)
     claim = Claim(key, STATEMENTS[key], rule, NOT_EVALUATED)
     if comp is None:
         claim.evidence.append(why)
+    return claim, comp
+
+
+def _greater(key: str, rule: str, a: Cell | None, b: Cell | None, name: str) -> Claim:
+    claim, comp = _opened(key, rule, a, b)
+    if comp is None:
         return claim
     effect = comp.effect
     claim.verdict = verdict_greater(effect)
@@ -223,10 +230,8 @@ def claim_c2(res: EnvResults) -> Claim:
             f"≤ {C2_OVER_W_TOLERANCE:.0%} — evaluations that predate that measure fall back to the mean per-segment "
             f"peak ≤ W, and say so")
     a, b = res.cell(r.supo, s), res.cell(r.grpo_weff, 0)
-    comp, why = paired(a, b)
-    claim = Claim("C2", STATEMENTS["C2"], rule, NOT_EVALUATED)
+    claim, comp = _opened("C2", rule, a, b)
     if comp is None:
-        claim.evidence.append(why)
         return claim
     effect = comp.effect
     success = verdict_not_worse(effect, C2_MARGIN)
@@ -256,10 +261,8 @@ def claim_c3(res: EnvResults) -> Claim:
             f"otherwise not held — \"no improvement detected\", with the MDE below which an improvement could be "
             f"missed (inconclusive cannot arise; where the runs are not prefix views the ordinary reading applies)")
     a2, a1 = res.cell(r.supo, 2 * s), res.cell(r.supo, s)
-    comp, why = paired(a2, a1)
-    claim = Claim("C3", STATEMENTS["C3"], rule, NOT_EVALUATED)
+    claim, comp = _opened("C3", rule, a2, a1)
     if comp is None:
-        claim.evidence.append(why)
         return claim
     effect = comp.effect
     prefix = comp.min_difference >= 0
