@@ -28,7 +28,7 @@ def run(tmp_path_factory, tiny_model_dir):
 
     root = tmp_path_factory.mktemp("evalrun")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["budget"].update({"working_context": 160, "max_summaries": 2, "max_steps": 16})
+    params["budget"].update({"working_context": 200, "max_summaries": 2, "max_steps": 16})
     params["engine"]["max_model_len"] = 512
     params["eval"].update({"num_tasks": 8, "max_summaries": 2, "sweep": [0, 2]})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
