@@ -221,7 +221,9 @@ def eval_(
     if not specs:
         fail("give --checkpoint PATH (repeatable), --all-arms or --warm-start")
     defined = defined_arms(config)
-    pipeline_metrics = metrics_file(load(config, None, {}, env=env).paths.metrics, "eval")  # the params file's
+    # the params file's metrics file: every -S but one naming paths.metrics (an env may need its -S files to load)
+    params_only = [o for o in set_ or [] if not o.replace(" ", "").startswith("paths.metrics=")]
+    pipeline_metrics = metrics_file(load(config, params_only, {}, env=env).paths.metrics, "eval")
     sizes: dict[str, int] = {}
     for spec, _ in specs:  # every file and the tracking store, before the engine starts
         if not spec.checkpoint.exists():
