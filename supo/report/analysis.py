@@ -150,6 +150,17 @@ class EnvResults:
                 return c
         return None
 
+    def own_cells(self) -> list[tuple[str, int, int | None, Cell, Cell | None]]:
+        """(arm, S, W, its cell, the warm start's cell there — None for the warm start itself) for every arm with an
+        evaluation at its own setting, in ``arms`` order."""
+        out = []
+        for arm in self.arms:
+            s, w = self.own.get(arm, (None, None))
+            cell = self.cell(arm, s)
+            if cell is not None:
+                out.append((arm, s, w, cell, None if is_warm_start(arm) else self.warm_start_at(s, w)))
+        return out
+
     @property
     def splits(self) -> list[str]:
         return sorted({s for c in self.cells.values() for s in c.splits})

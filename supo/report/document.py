@@ -39,11 +39,7 @@ def table1(res: EnvResults, claims: Sequence[Claim]) -> Table:
     """Each arm at its own setting: success with its CI, the C0 effect against the warm start there, context use."""
     c0 = {c.key[3:]: c for c in claims if c.key.startswith("C0 ")}
     rows = []
-    for arm in res.arms:
-        s, w = res.own.get(arm, (None, None))
-        c = res.cell(arm, s)
-        if c is None:
-            continue
+    for arm, s, w, c, _ in res.own_cells():
         st = {k: c.stat(k) for k in ("mean_working_context_tokens", "mean_tool_calls", "mean_summaries",
                                      "overlong_rate", "error_loop_rate")}
         claim = c0.get(arm)

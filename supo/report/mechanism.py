@@ -66,25 +66,11 @@ def _accuracy_difference(a: Cell, b: Cell) -> Effect | None:
                            m(b, "summaries_judged"))
 
 
-def _own_cells(res: EnvResults) -> list[tuple[str, int, int | None, Cell, Cell | None]]:
-    """(arm, S, W, its cell, the warm start's cell there — None for the warm start itself) for every arm with an
-    evaluation at its own setting."""
-    out = []
-    for arm in res.arms:
-        s, w = res.own.get(arm, (None, None))
-        cell = res.cell(arm, s)
-        if cell is None:
-            continue
-        warm = None if is_warm_start(arm) else res.warm_start_at(s, w)
-        out.append((arm, s, w, cell, warm))
-    return out
-
-
 def summary_accuracy(res: EnvResults) -> list[SummaryAccuracy]:
     """Each arm at its own setting whose evaluations judged summaries (an env without an oracle, or outcomes
     written before the columns existed: none)."""
     rows = []
-    for arm, s, w, cell, warm in _own_cells(res):
+    for arm, s, w, cell, warm in res.own_cells():
         acc, judged = _accuracy(cell)
         metric = cell.stat("summary_state_accuracy")
         if acc is None and metric is None:
@@ -114,7 +100,7 @@ def failure_decomposition(res: EnvResults) -> list[FailureRow]:
     """Each arm at its own setting: success and the share of each failure class (from the per-task outcomes, else
     the eval metrics' means), and each class's paired change against the warm start (outcomes only)."""
     rows = []
-    for arm, s, w, cell, warm in _own_cells(res):
+    for arm, s, w, cell, warm in res.own_cells():
         shares = {k: _share(cell, f"failure:{k}") for k in FAILURES}
         diffs = {k: _difference(cell, warm, f"failure:{k}") for k in FAILURES} if warm is not None else {}
         rows.append(FailureRow(arm, s, w, _share(cell, "success"), shares, diffs))
