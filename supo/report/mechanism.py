@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from supo.layout import is_warm_start
 from supo.report.analysis import Cell, EnvResults, common
 from supo.report.stats import Effect, bootstrap_effect, bootstrap_ratio
 from supo.results import FAILURES
