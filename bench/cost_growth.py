@@ -321,7 +321,7 @@ def print_table(g: Curves, s: Curves, W: int, rows: int) -> None:
     for m in MODES:
         cols += [f"{m} ms GRPO", f"{m} ms SUPO", f"{m} GRPO/SUPO"]
     for c in cols + ["note"]:
-        table.add_column(c, justify="left" if c == "note" else "right")
+        table.add_column(c, justify="left" if c == "note" else "right", no_wrap=True)
     for n in shown:
         i = n - 1
         cells = [str(n), f"{g.context[i]:.0f}", f"{s.context[i]:.0f}", f"{s.summaries[i]:.1f}", f"{g.tokens[i]:.0f}",
@@ -330,7 +330,7 @@ def print_table(g: Curves, s: Curves, W: int, rows: int) -> None:
             cells += [f"{1e3 * g.seconds[m][i]:.1f}", f"{1e3 * s.seconds[m][i]:.1f}",
                       _ratio(g.seconds[m][i], s.seconds[m][i])]
         table.add_row(*cells, notes.get(n, ""))
-    Console(width=240).print(table)
+    Console(width=1000).print(table)  # one line per row whatever the notes' length (a wrapped row reads as two)
 
 
 def print_summary(arms: dict[str, ArmRun], g: Curves, s: Curves, W: int) -> None:
