@@ -56,6 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_note, load_profile, set_threads  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from supo.step import StepHook  # noqa: E402
+
 VARIANTS = {"before": (False, False), "engine": (True, False), "update": (False, True), "after": (True, True)}
 PARTS = ("engine", "env", "loop", "advantages", "update", "sync")
 
@@ -73,10 +75,83 @@ def _trainer(cfg, rt, packing: bool, kl_to_init: bool = False):
                          cfg.seed, temperature=cfg.rollout.temperature)
 
 
+class _Recorder:
+    """Instruments the trajectory's engine and environments: per step, the ``generate`` calls (for the replay), the
+    seconds inside the environments' ``step``, the engine steps (``LLMEngine.step`` calls) and, per rollout, the
+    engine steps it needs in a row (its turns' generated tokens: a turn's prefill step emits its first token)."""
+
+    def __init__(self, engine, make_env) -> None:
+        self.engine, self._make_env = engine, make_env
+        self.calls: list[list] = []  # per step: the requests of each generate call
+        self.env_seconds, self.engine_steps, self.chain = 0.0, 0, {}
+        self._generate = engine.generate
+        engine.generate = self._recorded
+        llm_engine = engine.llm.llm_engine  # LLM.generate drives it one engine step at a time
+        self._engine_step = llm_engine.step
+        llm_engine.step = self._counted_step
+
+    def start_step(self) -> None:
+        self.calls.append([])
+        self.env_seconds, self.engine_steps, self.engine.generate_seconds = 0.0, 0, 0.0
+        self.chain.clear()
+
+    def _recorded(self, requests):
+        self.calls[-1].append(list(requests))
+        results = self._generate(requests)
+        for req, res in zip(requests, results):
+            self.chain[req.key] = self.chain.get(req.key, 0) + max(1, len(res.token_ids))
+        return results
+
+    def _counted_step(self, *args, **kwargs):
+        self.engine_steps += 1
+        return self._engine_step(*args, **kwargs)
+
+    def make_env(self, task):
+        env = self._make_env(task)
+        step = env.step
+
+        def timed(action):
+            t0 = time.perf_counter()
+            try:
+                return step(action)
+            finally:
+                self.env_seconds += time.perf_counter() - t0
+
+        env.step = timed
+        return env
+
+
+class _Paired(StepHook):
+    """The previous release's paths on each step's very work, outside the step's phase times: the replay engine (vLLM's
+    default block) re-runs the step's recorded calls right after its rollouts, under the weights they ran under; the
+    unpacked trainer trains the same samples right after the update."""
+
+    def __init__(self, replay, recorder: _Recorder, packed, unpacked) -> None:
+        self.replay, self.recorder, self.packed, self.unpacked = replay, recorder, packed, unpacked
+        self.engine_default: float | None = None
+        self.stats, self.update_seconds = None, 0.0
+
+    def on_rollouts(self, step, rollouts) -> None:
+        self.engine_default = None
+        if self.replay is not None:
+            self.replay.generate_seconds = 0.0
+            for requests in self.recorder.calls[step]:
+                self.replay.generate(requests)
+            self.engine_default = self.replay.generate_seconds
+
+    def on_update(self, step, samples, stats) -> None:
+        if self.replay is not None:
+            self.replay.push_weights(self.packed.state_dict())
+        t0 = time.perf_counter()
+        self.stats = self.unpacked.update(samples)
+        self.update_seconds = time.perf_counter() - t0
+
+
 def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
     """Median seconds per step of every part for each variant, all on the same work.
 
-    One trajectory runs with the profile's code paths (small block, packed update). Each step's update is also run
+    One trajectory runs with the profile's code paths (small block, packed update), each step through
+    :func:`supo.step.run_step` (the step the training loop runs, in one process). Each step's update is also run
     by an unpacked trainer on the same samples (the same gradients: it tracks the packed one to rounding, and its
     weights are never served), and every ``generate`` call is recorded; right after each step's rollouts a second
     engine at vLLM's default block replays that step's calls under the same weights (adjacent in time, so a drift of
@@ -85,13 +160,11 @@ def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
     """
     import torch
 
-    from supo.algo.advantage import broadcast
     from supo.data import read_tasks, split_path
     from supo.engines.vllm_engine import VLLMPolicy
     from supo.envs import get_env_spec
-    from supo.rollout.agent_loop import run_rollouts
     from supo.runtime import build_runtime
-    from supo.train_loop import step_advantages, step_items, step_seed
+    from supo.step import LocalLearner, LocalRollouts, StepContext, run_step
 
     tasks = read_tasks(split_path(cfg.paths.data, "train"))
     rt = build_runtime(cfg, cfg.paths.sft, tasks, max_summaries=cfg.train_max_summaries,
@@ -103,92 +176,35 @@ def run_paired(cfg, names: list[str], steps: int, skip: int) -> dict[str, dict]:
         replay = VLLMPolicy(cfg.paths.sft, _engine_config(cfg, False), seed=cfg.seed,
                             temperature=cfg.rollout.temperature)
     torch.set_num_threads(threads)
-    trainers = {True: _trainer(cfg, rt, True), False: _trainer(cfg, rt, False)}
-    make_env = get_env_spec(cfg.env.name)["make_env"]
-    env_seconds = [0.0]
-    calls: list[list] = []  # per step: the requests of each generate call
-
-    def timed_env(task):
-        env = make_env(task)
-        step = env.step
-
-        def timed(action):
-            t0 = time.perf_counter()
-            try:
-                return step(action)
-            finally:
-                env_seconds[0] += time.perf_counter() - t0
-
-        env.step = timed
-        return env
-
-    generate = engine.generate
-    # per rollout of this step, the engine steps it needs in a row: its turns' generated tokens (a turn's prefill
-    # step emits its first token)
-    chain: dict = {}
-
-    def recorded(requests):
-        calls[-1].append(list(requests))
-        results = generate(requests)
-        for req, res in zip(requests, results):
-            chain[req.key] = chain.get(req.key, 0) + max(1, len(res.token_ids))
-        return results
-
-    engine.generate = recorded
-    llm_engine = engine.llm.llm_engine  # LLM.generate drives it one engine step at a time
-    engine_steps = [0]
-    engine_step = llm_engine.step
-
-    def counted_step(*args, **kwargs):
-        engine_steps[0] += 1
-        return engine_step(*args, **kwargs)
-
-    llm_engine.step = counted_step
+    packed, unpacked = _trainer(cfg, rt, True), _trainer(cfg, rt, False)
+    rec = _Recorder(engine, get_env_spec(cfg.env.name)["make_env"])
+    paired = _Paired(replay, rec, packed, unpacked)
+    ctx = StepContext(cfg, tasks, rt.settings, LocalRollouts(engine, rt, rec.make_env), LocalLearner(packed, engine))
     rows = []
     for s in tqdm(range(steps), desc="trajectory (small block, packed)", unit="step"):
-        torch.manual_seed(step_seed(cfg.seed, s))
-        items = step_items(tasks, s, cfg)
-        calls.append([])
-        env_seconds[0], engine.generate_seconds, engine_steps[0] = 0.0, 0.0, 0
-        chain.clear()
-        t0 = time.perf_counter()
-        rollouts = run_rollouts(items, engine, rt.tokenizer, rt.templates, rt.settings, timed_env,
-                                seed=step_seed(cfg.seed, s), keep_transcript=True)
-        t1 = time.perf_counter()
-        engine_default = None
-        if replay is not None:  # the same calls at vLLM's default block, under the weights they ran under
-            replay.generate_seconds = 0.0
-            for requests in calls[s]:
-                replay.generate(requests)
-            engine_default = replay.generate_seconds
-        t1b = time.perf_counter()
-        samples = broadcast(rollouts, step_advantages(rollouts, cfg))
-        t2 = time.perf_counter()
-        packed = trainers[True].update(samples)
-        t3 = time.perf_counter()
-        engine.push_weights(trainers[True].state_dict())
-        t4 = time.perf_counter()
-        if replay is not None:
-            replay.push_weights(trainers[True].state_dict())
-        unpacked = trainers[False].update(samples)
-        t5 = time.perf_counter()
-        n_tokens = sum(x.length for x in samples)
-        trigger = sum(x.length for r in rollouts for x in r.segments if x.kind == "trigger_action")
-        rows.append({"engine_small": engine.generate_seconds, "engine_default": engine_default, "env": env_seconds[0],
-                     "loop": (t1 - t0) - engine.generate_seconds - env_seconds[0], "advantages": t2 - t1b,
-                     "update_packed": t3 - t2, "update_unpacked": t5 - t4, "sync": t4 - t3,
-                     "fwd_packed": packed.forward_tokens, "fwd_unpacked": unpacked.forward_tokens,
-                     "rollouts": len(rollouts), "unpacked_tokens": n_tokens,
-                     "trigger_share": trigger / max(1, n_tokens), "engine_steps": engine_steps[0],
-                     "longest_chain": max(chain.values(), default=0)})
+        rec.start_step()
+        res = run_step(ctx, s, hooks=[paired])
+        sec, n_tokens = res.seconds, sum(x.length for x in res.samples)
+        trigger = sum(x.length for r in res.rollouts for x in r.segments if x.kind == "trigger_action")
+        rows.append({"engine_small": engine.generate_seconds, "engine_default": paired.engine_default,
+                     "env": rec.env_seconds, "loop": sec["rollout"] - engine.generate_seconds - rec.env_seconds,
+                     "advantages": sec["advantages"], "update_packed": sec["update"],
+                     "update_unpacked": paired.update_seconds, "sync": sec["sync"],
+                     "fwd_packed": res.stats.forward_tokens, "fwd_unpacked": paired.stats.forward_tokens,
+                     "rollouts": len(res.rollouts), "unpacked_tokens": n_tokens,
+                     "trigger_share": trigger / max(1, n_tokens), "engine_steps": rec.engine_steps,
+                     "longest_chain": max(rec.chain.values(), default=0)})
     # the kl_to_init measurement (a metric the variants leave out), on the last step's samples
     ref = _trainer(cfg, rt, True, kl_to_init=True)
     t0 = time.perf_counter()
-    ref.kl_to_init(samples)
+    ref.kl_to_init(res.samples)
     kl_seconds = time.perf_counter() - t0
-    engine.generate = generate
     del engine, replay
-    kept = rows[skip:] or rows
+    return _medians(rows[skip:] or rows, names, kl_seconds)
+
+
+def _medians(kept: list[dict], names: list[str], kl_seconds: float) -> dict[str, dict]:
+    """Each variant's median per part over the kept steps (its engine and update columns, the shared rest)."""
     results = {}
     for name in names:
         small_block, packing = VARIANTS[name]

@@ -193,34 +193,19 @@ def eval_(
     evaluations (--all-arms, --warm-start, or --checkpoint of an arm's checkpoint with the default folder) merge into
     paths.metrics/eval.json; any other (exploratory) evaluation writes <out>/eval.json instead (or, with
     -S paths.metrics=DIR, DIR/eval.json)."""
-    from supo.data import update_json
-    from supo.evaluate import evaluate, open_engine
-    from supo.layout import metrics_file, s_dir, seed_dir
-    from supo.pipeline import plan_eval, plan_warm_start
-    from supo.preflight import check_model_dir, read_run_info
+    from supo.evaluate import open_engine
+    from supo.layout import metrics_file
+    from supo.preflight import check_model_dir
 
     seed_flag(seed)
     if sweep and max_summaries is not None:
         fail("--sweep and --max-summaries conflict: the sweep's values come from eval.sweep")
     extra = {k: v for k, v in (("eval.max_summaries", max_summaries), ("eval.working_context", working_context),
                                ("eval.split", split), ("eval.num_tasks", num_tasks)) if v is not None}
-    base = load(config, set_, extra, env=env)
     if (all_arms or warm_start) and (checkpoint or out or arm):
         fail("--all-arms / --warm-start plan their own checkpoints, labels and folders: not with --checkpoint, "
              "--out or --arm")
-    seeds = plan_seeds(seed, all_seeds, base)
-    planned = lambda a, s: checked(load(config, set_, {**extra, **({} if s is None else {"seed": s})}, env=env,  # noqa: E731
-                                        arm=a), seed)
-    specs = []  # (spec, whether it is one of the pipeline's evaluations)
-    if warm_start:
-        specs += [(s, True) for s in plan_warm_start(planned, base.pipeline.arms, seeds)]
-    if all_arms:
-        specs += [(s, True) for s in plan_eval(planned, base.pipeline.arms, seeds, sweep=sweep)]
-    if checkpoint:
-        specs += _checkpoint_specs(list(checkpoint), arm, seed, out, sweep, extra, config, set_, env)
-    if not specs:
-        fail("give --checkpoint PATH (repeatable), --all-arms or --warm-start")
-    defined = defined_arms(config)
+    specs = _plan(checkpoint, all_arms, warm_start, all_seeds, sweep, out, arm, seed, extra, config, set_, env)
     # the params file's metrics file: every -S but one naming paths.metrics (an env may need its -S files to load)
     params_only = [o for o in set_ or [] if not o.replace(" ", "").startswith("paths.metrics=")]
     pipeline_metrics = metrics_file(load(config, params_only, {}, env=env).paths.metrics, "eval")
@@ -231,47 +216,68 @@ def eval_(
         check_model_dir(spec.checkpoint, "--checkpoint")
         check_eval_tasks(spec.cfg, num_tasks, sizes, typer.echo)
         checked_tracking_uri(spec.cfg, tracking_uri)
-    targets = _merge_targets(specs, defined, pipeline_metrics)
+    targets = _merge_targets(specs, defined_arms(config), pipeline_metrics)
     with involving(f"the engine's start-up on {specs[0][0].checkpoint}"):
         engine = open_engine([s.cfg for s, _ in specs], specs[0][0].checkpoint)
     for (spec, pipeline), target in zip(specs, targets, strict=True):
-        cfg, name, c = spec.cfg, spec.label, spec.checkpoint
-        info = read_run_info(c)
-        parent = info.mlflow_run_id if info else None
-        n = cfg.eval.num_tasks * cfg.eval.samples_per_task
-        base_tags = {"stage": "eval", "arm": name, "checkpoint": str(c)}
+        _run_spec(spec, pipeline, target, engine, tracking_uri)
         if not pipeline:
-            base_tags["exploratory"] = "true"
-
-        def trackers(S: int, cfg=cfg, name=name, base_tags=base_tags, parent=parent, c=c):
-            return tracker(cfg, f"eval-{name}-seed{cfg.seed}-s{S}", tracking_uri, {**base_tags, "s_eval": str(S)},
-                           parent, description=f"Eval of `{c}` at S_eval = {S}")
-
-        values = list(spec.sweep) if spec.sweep else [cfg.eval.max_summaries]
-        with progress(n, f"eval {name} seed {cfg.seed} S_eval={values}") as pb:
-            task = pb.add_task("eval", total=n, info="")
-            with involving(f"checkpoint {c}"):
-                if spec.sweep:
-                    res = evaluate(cfg, checkpoint=c, out=spec.out, arm=name, log=typer.echo, sweep=values,
-                                   trackers=trackers, engine=engine,
-                                   progress=lambda done: pb.update(task, completed=done, info=""))
-                    rows = list(res.values())
-                else:
-                    with trackers(values[0]) as tr:
-                        rows = [evaluate(cfg, checkpoint=c, out=spec.out, arm=name, tracker=tr,
-                                         log=typer.echo, engine=engine,
-                                         progress=lambda done: pb.update(task, completed=done, info=""))]
-        numbers = {s_dir(r.s_eval): r.numbers() for r in rows}
-        update_json(target, {seed_dir(cfg.seed): {name: numbers}})
-        _print_eval_table(f"{name} seed {cfg.seed}", rows)
-        typer.echo(f"metrics -> {spec.out}")
-        if pipeline:
-            typer.echo(f"merged into {target} ({seed_dir(cfg.seed)}.{name})")
-        else:
             typer.echo(f"exploratory evaluation: its numbers are in {target}, not merged into the pipeline's "
                        f"{pipeline_metrics}")
     for target in dict.fromkeys(targets):
         record_wall(target)
+
+
+def _plan(checkpoint, all_arms, warm_start, all_seeds, sweep, out, arm, seed, extra, config, set_, env) -> list:
+    """The evaluations to run, as (spec, whether it is one of the pipeline's own)."""
+    from supo.pipeline import plan_eval, plan_warm_start
+
+    base = load(config, set_, extra, env=env)
+    seeds = plan_seeds(seed, all_seeds, base)
+    planned = lambda a, s: checked(load(config, set_, {**extra, **({} if s is None else {"seed": s})}, env=env,  # noqa: E731
+                                        arm=a), seed)
+    specs = []
+    if warm_start:
+        specs += [(s, True) for s in plan_warm_start(planned, base.pipeline.arms, seeds)]
+    if all_arms:
+        specs += [(s, True) for s in plan_eval(planned, base.pipeline.arms, seeds, sweep=sweep)]
+    if checkpoint:
+        specs += _checkpoint_specs(list(checkpoint), arm, seed, out, sweep, extra, config, set_, env)
+    if not specs:
+        fail("give --checkpoint PATH (repeatable), --all-arms or --warm-start")
+    return specs
+
+
+def _run_spec(spec, pipeline: bool, target: Path, engine, tracking_uri) -> None:
+    """One planned evaluation in the shared engine (``supo.evaluate.evaluate_into`` runs it and merges its numbers
+    into ``target``), with its trackers and progress bar; prints its table."""
+    from supo.evaluate import evaluate_into
+    from supo.layout import seed_dir
+    from supo.preflight import read_run_info
+
+    cfg, name, c = spec.cfg, spec.label, spec.checkpoint
+    info = read_run_info(c)
+    parent = info.mlflow_run_id if info else None
+    n = cfg.eval.num_tasks * cfg.eval.samples_per_task
+    base_tags = {"stage": "eval", "arm": name, "checkpoint": str(c)}
+    if not pipeline:
+        base_tags["exploratory"] = "true"
+
+    def trackers(S: int):
+        return tracker(cfg, f"eval-{name}-seed{cfg.seed}-s{S}", tracking_uri, {**base_tags, "s_eval": str(S)},
+                       parent, description=f"Eval of `{c}` at S_eval = {S}")
+
+    values = list(spec.sweep) if spec.sweep else [cfg.eval.max_summaries]
+    with progress(n, f"eval {name} seed {cfg.seed} S_eval={values}") as pb:
+        task = pb.add_task("eval", total=n, info="")
+        with involving(f"checkpoint {c}"):
+            rows = evaluate_into(cfg, checkpoint=c, out=spec.out, arm=name, values=values, sweep=bool(spec.sweep),
+                                 engine=engine, trackers=trackers, metrics_target=target, log=typer.echo,
+                                 progress=lambda done: pb.update(task, completed=done, info=""))
+    _print_eval_table(f"{name} seed {cfg.seed}", rows)
+    typer.echo(f"metrics -> {spec.out}")
+    if pipeline:
+        typer.echo(f"merged into {target} ({seed_dir(cfg.seed)}.{name})")
 
 
 def _print_eval_table(arm: str, results: list) -> None:

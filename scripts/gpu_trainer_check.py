@@ -46,15 +46,12 @@ def dump(folder: Path, steps: int = 3) -> None:
 
     set_threads(2)
     import step_breakdown as sb
-    import torch
 
-    from supo.algo.advantage import broadcast
     from supo.data import read_tasks, split_path
     from supo.engines.vllm_engine import VLLMPolicy
     from supo.envs import get_env_spec
-    from supo.rollout.agent_loop import run_rollouts
     from supo.runtime import build_runtime
-    from supo.train_loop import step_advantages, step_items, step_seed
+    from supo.step import LocalLearner, LocalRollouts, StepContext, run_step
 
     cfg = load_profile(str(ROOT / "params.yaml"), "array", [])
     tasks = read_tasks(split_path(cfg.paths.data, "train"))
@@ -62,17 +59,13 @@ def dump(folder: Path, steps: int = 3) -> None:
                        working_context=cfg.budget.working_context)
     engine = VLLMPolicy(cfg.paths.sft, cfg.engine, seed=cfg.seed, temperature=cfg.rollout.temperature)
     trainer = sb._trainer(cfg, rt, True)
-    make_env = get_env_spec(cfg.env.name)["make_env"]
+    source = LocalRollouts(engine, rt, get_env_spec(cfg.env.name)["make_env"], keep_transcript=False)
+    ctx = StepContext(cfg, tasks, rt.settings, source, LocalLearner(trainer, engine))
     per_step = []
     for s in range(steps):
-        torch.manual_seed(step_seed(cfg.seed, s))
-        rollouts = run_rollouts(step_items(tasks, s, cfg), engine, rt.tokenizer, rt.templates, rt.settings, make_env,
-                                seed=step_seed(cfg.seed, s))
-        samples = broadcast(rollouts, step_advantages(rollouts, cfg))
-        per_step.append(samples)
-        stats = trainer.update(samples)
-        engine.push_weights(trainer.state_dict())
-        print(f"step {s}: {len(samples)} samples, {stats.forward_tokens} forward tokens in the packed update")
+        res = run_step(ctx, s)
+        per_step.append(res.samples)
+        print(f"step {s}: {len(res.samples)} samples, {res.stats.forward_tokens} forward tokens in the packed update")
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "samples.pkl", "wb") as f:
         pickle.dump({"steps": per_step, "train": cfg.train, "pad_id": rt.tokenizer.pad_token_id,
@@ -161,9 +154,22 @@ def check(folder: Path, out: Path, device: str, repeats: int, step: int) -> int:
     res["rel_dev_vs_cpu"] = _rel(on_dev, ref, init)
     res["rel_unpacked_vs_packed"] = _rel(unpacked, on_dev, init)
 
-    # a world-size-1 trainer rank: NCCL (gloo on the CPU) process group and FSDP2 fully_shard, outside Ray
+    res.update(_rank_check(model_dir, base, data, samples, on_dev, init, sync))
+    res["kl_cpu"], res["kl_cpu_s"] = kl(torch.device("cpu"))
+    res["kl_dev"], res["kl_dev_s"] = kl(dev)
+
+    verdicts = _report(res, out, device, step)
+    return 0 if all(verdicts.values()) else 1
+
+
+def _rank_check(model_dir: str, base, data: dict, samples, on_dev: dict, init: dict, sync) -> dict:
+    """A world-size-1 trainer rank (NCCL process group, gloo on the CPU, and FSDP2 ``fully_shard``, outside Ray)
+    against the plain trainer's update ``on_dev``."""
+    import torch
+
     from supo.distributed.trainer_rank import TrainerRank
 
+    res: dict = {}
     rank = TrainerRank(0, 1, "127.0.0.1", _free_port(), model_dir, dataclasses.replace(base, packing=True),
                        data["pad_id"], data["max_seq_len"], data["seed"], threads=torch.get_num_threads(),
                        temperature=data["temperature"])
@@ -182,9 +188,12 @@ def check(folder: Path, out: Path, device: str, repeats: int, step: int) -> int:
     res["loss_fsdp"] = rank_stats.loss
     dist.destroy_process_group()
 
-    res["kl_cpu"], res["kl_cpu_s"] = kl(torch.device("cpu"))
-    res["kl_dev"], res["kl_dev_s"] = kl(dev)
+    return res
 
+
+def _report(res: dict, out: Path, device: str, step: int) -> dict:
+    """The verdicts (every comparison within tolerance), written with the numbers to ``check.json`` and ``check.md``
+    in ``out``."""
     tol = 1e-2  # float32 on both; summation order differs between kernels, and Adam's first step is sign-like
     verdicts = {"dev_vs_cpu": res["rel_dev_vs_cpu"] < tol, "unpacked_vs_packed": res["rel_unpacked_vs_packed"] < tol,
                 "fsdp_vs_plain": res["rel_fsdp_vs_plain"] < tol,
@@ -192,7 +201,7 @@ def check(folder: Path, out: Path, device: str, repeats: int, step: int) -> int:
     res["agree"] = verdicts
     out.mkdir(parents=True, exist_ok=True)
     (out / "check.json").write_text(json.dumps(res, indent=2, default=str))
-    lines = [f"# Trainer on {res['device']} (torch {res['torch']}) vs the CPU: step {step}'s {len(samples)} samples",
+    lines = [f"# Trainer on {res['device']} (torch {res['torch']}) vs the CPU: step {step}'s {res['samples']} samples",
              "", "| comparison | relative difference of the updates | agrees (< 1e-2) |", "|---|---|---|",
              f"| {device} plain vs CPU plain (packed) | {res['rel_dev_vs_cpu']:.2e} | {verdicts['dev_vs_cpu']} |",
              f"| {device} unpacked vs packed | {res['rel_unpacked_vs_packed']:.2e} | "
@@ -208,7 +217,7 @@ def check(folder: Path, out: Path, device: str, repeats: int, step: int) -> int:
              f"| kl_to_init CPU / {device} | {res['kl_cpu_s']:.3f} / {res['kl_dev_s']:.3f} | |"]
     (out / "check.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0 if all(verdicts.values()) else 1
+    return verdicts
 
 
 def main() -> int:

@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supo.config import Config
-from supo.data import read_tasks, split_path, write_rollouts_jsonl
+from supo.data import read_tasks, split_path, update_json, write_rollouts_jsonl
 from supo.engines.vllm_engine import VLLMPolicy
-from supo.layout import EVAL_METRICS_FILE, ROLLOUTS_FILE, s_dir
+from supo.layout import EVAL_METRICS_FILE, ROLLOUTS_FILE, s_dir, seed_dir
 from supo.metrics import rollout_metrics
 from supo.models import load_policy
 from supo.results import EvalResult, Outcomes
 from supo.rollout.agent_loop import run_rollouts
-from supo.runtime import build_runtime
+from supo.runtime import build_runtime, shared_engine
 
 
 def write_eval(folder: str | Path, result: EvalResult, rollouts: Sequence, judged: bool = True) -> Path:
@@ -37,8 +37,7 @@ def open_engine(cfgs: Sequence[Config], checkpoint: str | Path) -> VLLMPolicy:
     """One engine able to evaluate every config of ``cfgs`` (its sequence limit is the largest of theirs), serving
     ``checkpoint`` first; :func:`evaluate` with ``engine=`` loads each checkpoint's weights into it in place."""
     cfg = cfgs[0]
-    engine_cfg = dataclasses.replace(cfg.engine, max_model_len=max(c.engine.max_model_len for c in cfgs))
-    return VLLMPolicy(checkpoint, engine_cfg, seed=cfg.seed, temperature=cfg.eval.temperature,
+    return VLLMPolicy(checkpoint, shared_engine(cfgs), seed=cfg.seed, temperature=cfg.eval.temperature,
                       top_p=cfg.rollout.top_p)
 
 
@@ -108,3 +107,21 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
             f"summaries {m['mean_summaries']:.2f} overlong {m['overlong_rate']:.3f}")
         results[S] = result
     return results[values[0]] if sweep is None else results
+
+
+def evaluate_into(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str, values: Sequence[int],
+                  sweep: bool, engine: VLLMPolicy, trackers, metrics_target: str | Path, log=print,
+                  progress=None) -> list[EvalResult]:
+    """The eval stage's unit: :func:`evaluate` ``checkpoint`` at S_eval = ``values[0]``, or (``sweep``) at every S of
+    ``values`` read off one run, each S with its tracker (``trackers(S)``, a context manager); then merge
+    ``{seed<k>: {arm: {s<N>: numbers}}}`` into ``metrics_target`` (the pipeline's ``eval.json``, or an exploratory
+    evaluation's own). Returns one :class:`~supo.results.EvalResult` per S_eval."""
+    if sweep:
+        rows = list(evaluate(cfg, checkpoint=checkpoint, out=out, arm=arm, log=log, sweep=list(values),
+                             trackers=trackers, engine=engine, progress=progress).values())
+    else:
+        with trackers(values[0]) as tr:
+            rows = [evaluate(cfg, checkpoint=checkpoint, out=out, arm=arm, tracker=tr, log=log, engine=engine,
+                             progress=progress)]
+    update_json(metrics_target, {seed_dir(cfg.seed): {arm: {s_dir(r.s_eval): r.numbers() for r in rows}}})
+    return rows

@@ -56,3 +56,17 @@ def rollout_metrics(rollouts: Sequence[Rollout], *, working_context: int, max_su
     if judged:
         out["summary_state_accuracy"] = sum(r.summaries_correct for r in rollouts) / judged
     return out
+
+
+def overlong_warning(history: list[dict], floor: float = 0.05) -> str | None:
+    """A warning when the latest step's overlong (never-finish) rate is at least twice the first step's (and at least
+    ``floor`` above it, so that noise around a rate near 0 is not a doubling); None otherwise."""
+    if len(history) < 2:
+        return None
+    first, last = history[0], history[-1]
+    a, b = first["overlong_rate"], last["overlong_rate"]
+    if b >= 2 * a and b >= a + floor:
+        return (f"the overlong rate doubled: {a:.3f} at step {first['step']} -> {b:.3f} at step {last['step']} "
+                f"(error loops {last.get('error_loop_rate', 0.0):.3f}, budget cuts {last.get('budget_cut_rate', 0.0):.3f}); "
+                f"the policy is learning not to finish (see train.overlong)")
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,3 +38,9 @@ def build_runtime(cfg: Config, model_dir: str | Path, tasks: Sequence[Task], *, 
                             max_obs_tokens=b.max_obs_tokens, engine_max_len=cfg.engine.max_model_len,
                             train_trigger_action=cfg.train.train_trigger_action)
     return Runtime(tok, t, budgets, settings)
+
+
+def shared_engine(cfgs: Sequence[Config]):
+    """The engine settings of one engine that serves every config of ``cfgs`` in turn: the first config's, with the
+    largest sequence limit of all (the training actors and a multi-checkpoint evaluation share one engine)."""
+    return dataclasses.replace(cfgs[0].engine, max_model_len=max(c.engine.max_model_len for c in cfgs))

@@ -23,60 +23,22 @@ import json
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from supo.algo.advantage import broadcast, compute_advantages
-from supo.checkpoint import latest_checkpoint, load_checkpoint, rng_state, set_rng_state
+from supo.checkpoint import STATE, latest_checkpoint, load_checkpoint, rng_state, set_rng_state
 from supo.config import Config
 from supo.data import read_tasks, split_path, update_json, write_rollouts_jsonl
 from supo.layout import STEPS_DIR, metrics_file, seed_dir
-from supo.metrics import rollout_metrics
+from supo.metrics import overlong_warning
 from supo.plugins import import_plugins
 from supo.results import TrainResult
-from supo.runtime import build_runtime
-
-
-def sample_step_tasks(tasks, step: int, k: int, seed: int):
-    """The tasks of one step: a seeded draw without replacement (a function of seed and step only, so a resumed run
-    draws what an uninterrupted one would)."""
-    rng = random.Random(f"{seed}-step-{step}")
-    return rng.sample(tasks, min(k, len(tasks)))
-
-
-def step_items(tasks, step: int, cfg: Config) -> list[tuple]:
-    """The rollouts of one step as (task, group key, index in group): ``rollout.group_size`` per sampled task; the
-    group key (R8) is the task id and the step."""
-    return [(t, f"{t.id}@{step}", i) for t in sample_step_tasks(tasks, step, cfg.rollout.tasks_per_step, cfg.seed)
-            for i in range(cfg.rollout.group_size)]
-
-
-def step_advantages(rollouts, cfg: Config):
-    """The step's advantages (R8) under the run's estimator, overlong treatment (R9) and epsilon."""
-    t = cfg.train
-    return compute_advantages(rollouts, t.advantage, overlong=t.overlong, overlong_penalty=t.overlong_penalty,
-                              eps=t.adv_eps)
-
-
-def overlong_warning(history: list[dict], floor: float = 0.05) -> str | None:
-    """A warning when the latest step's overlong (never-finish) rate is at least twice the first step's (and at least
-    ``floor`` above it, so that noise around a rate near 0 is not a doubling); None otherwise."""
-    if len(history) < 2:
-        return None
-    first, last = history[0], history[-1]
-    a, b = first["overlong_rate"], last["overlong_rate"]
-    if b >= 2 * a and b >= a + floor:
-        return (f"the overlong rate doubled: {a:.3f} at step {first['step']} -> {b:.3f} at step {last['step']} "
-                f"(error loops {last.get('error_loop_rate', 0.0):.3f}, budget cuts {last.get('budget_cut_rate', 0.0):.3f}); "
-                f"the policy is learning not to finish (see train.overlong)")
-    return None
-
-
-def step_seed(seed: int, step: int) -> int:
-    return (seed * 100_003 + step * 7_919) % (2**31)
+from supo.runtime import build_runtime, shared_engine
+from supo.step import StepContext, StepHook, run_step
 
 
 def resume_info(out: str | Path) -> dict:
@@ -84,7 +46,7 @@ def resume_info(out: str | Path) -> dict:
     path = latest_checkpoint(Path(out) / STEPS_DIR)
     if path is None:
         return {}
-    st = json.loads((path / "state.json").read_text())
+    st = json.loads((path / STATE).read_text())
     return {"path": str(path), "step": st["step"], "mlflow_run_id": st.get("mlflow_run_id")}
 
 
@@ -114,7 +76,7 @@ class Actors:
             for section in ("rollout", "trainer"):
                 if getattr(c, section) != getattr(cfg, section):
                     raise ValueError(f"runs that share actors need the same {section} settings")
-        engine_cfg = dataclasses.replace(cfg.engine, max_model_len=max(c.engine.max_model_len for c in cfgs))
+        engine_cfg = shared_engine(cfgs)
         plugins = import_plugins(dict.fromkeys(p for c in cfgs for p in c.train.plugins))  # every run's, in the actors
         run_cfg = dataclasses.replace(cfg, engine=engine_cfg)
         t0 = time.perf_counter()
@@ -151,17 +113,34 @@ class Actors:
         self.pool.current_weights(sent.ref)
         return sent
 
+    # the step's contracts (supo.step): the pool is the rollout source, the trainer group the learner
+
+    def submit(self, items: list[tuple], settings, seed: int):
+        return self.pool.submit(items, settings, seed=seed, keep_transcript=True)
+
+    def collect(self, pending) -> list:
+        return self.pool.collect(pending)
+
+    def update(self, samples):
+        return self.group.update(samples)
+
+    def sync(self) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        sent = self.sync_weights()  # rank 0 sends them to the workers; the driver gets a ref
+        return sent.seconds, time.perf_counter() - t0
+
     def shutdown(self) -> None:
         self.pool.shutdown()
         self.group.shutdown()
 
 
 def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = None, tracker=None, progress=None,
-          resume: bool = False, log=print, actors: Actors | None = None) -> dict:
-    """Run ``train.steps`` RL steps from the model at ``init`` (or from the latest checkpoint in ``out``).
+          resume: bool = False, log=print, actors: Actors | None = None, hooks: Sequence[StepHook] = ()) -> dict:
+    """Run ``train.steps`` RL steps (:func:`supo.step.run_step`) from the model at ``init`` (or from the latest
+    checkpoint in ``out``), with tracking, checkpoints and the run's files around them.
 
     ``actors``: run on these (reset to ``init``'s weights, a fresh optimizer and this run's seed) and leave them up;
-    without, start them for this run and shut them down at the end.
+    without, start them for this run and shut them down at the end. ``hooks``: looks inside each step.
     """
     t_run = time.perf_counter()
     if actors is not None and resume:
@@ -172,110 +151,100 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     tasks = read_tasks(split_path(cfg.paths.data, "train"))
-    S, W = cfg.train_max_summaries, cfg.budget.working_context
-    start, history, state = 0, [], None
-    if resume:
-        ckpt = latest_checkpoint(out / STEPS_DIR)
-        if ckpt is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {out / STEPS_DIR} (no 'latest' pointer there)")
-        state = load_checkpoint(ckpt, trainer_state=False)  # the ranks read the weights and optimizer themselves
-        start, history, init = state.step, list(state.history), ckpt
-        log(f"resume: from {ckpt} (step {start})")
-    rt = build_runtime(cfg, init, tasks, max_summaries=S, working_context=W)
-    max_seq = cfg.train.max_seq_len or rt.budgets.trainer_needed
+    state = _resume_state(out, log) if resume else None
+    if state is not None:
+        init = state.path
+    rt = build_runtime(cfg, init, tasks, max_summaries=cfg.train_max_summaries,
+                       working_context=cfg.budget.working_context)
     t0 = time.perf_counter()
     own = actors is None
     if own:
         actors = Actors.start([cfg], init, log=log)
-    pool, group = actors.pool, actors.group
-    # this run's weights (each rank reads them from `init`; the driver never holds them), a fresh optimizer, its
-    # sequence limit and seed; then a resumed run's ranks load its checkpoint
-    group.reset(init, cfg.train, max_seq, cfg.seed, rt.tokenizer.pad_token_id, cfg.rollout.temperature,
-                import_plugins(cfg.train.plugins))
-    if not own:  # a shared engine still serves the previous run's policy: rank 0 sends it this run's
-        actors.sync_weights()
-    if state is not None:
-        group.restore_from(state.path)
-        set_rng_state(state.rng)
-    log(f"train {arm}: algo={cfg.train.algo} S={S} W={W} L={rt.budgets.trigger} G={cfg.rollout.group_size} "
-        f"tasks/step={cfg.rollout.tasks_per_step} steps={start}->{cfg.train.steps} workers={cfg.rollout.num_workers} "
-        f"world_size={cfg.trainer.world_size}; actors up in {time.perf_counter() - t0:.1f}s")
-    rollouts = []
-    warned = False
-    run_id = tracker.run_id if tracker is not None else None
-
-    def submit(step: int) -> tuple[Any, float]:
-        """Start the step's rollouts on the pool; returns the pending step and when it started."""
-        pending = pool.submit(step_items(tasks, step, cfg), rt.settings, seed=step_seed(cfg.seed, step),
-                              keep_transcript=True)
-        return pending, time.perf_counter()
-
-    ahead = None  # with train.overlap: the next step's rollouts, sampled while this step's update runs
     try:
-        for step in range(start, cfg.train.steps):
-            t_step = time.perf_counter()
-            lag = int(ahead is not None)
-            pending, t_submit = ahead or submit(step)
-            ahead = None
-            rollouts = pool.collect(pending)
-            t_roll = time.perf_counter() - t_submit
-            adv = step_advantages(rollouts, cfg)
-            samples = broadcast(rollouts, adv)
-            if cfg.train.overlap and step + 1 < cfg.train.steps:
-                # the engines still serve the weights these rollouts came from: the next step samples from them too
-                # (lag 1); the weight push after the update reaches each worker after this call, so it waits for it
-                ahead = submit(step + 1)
-            stats = group.update(samples)
-            t_sync = time.perf_counter()
-            sent = actors.sync_weights()  # rank 0 sends them to the workers; the driver gets a ref
-            sync, sync_total = sent.seconds, time.perf_counter() - t_sync
-            m = rollout_metrics(rollouts, working_context=W, max_summaries=S)
-            m.update(
-                masked_rollout_frac=float((~adv.trainable).mean()),
-                degenerate_group_frac=adv.degenerate_groups / max(1, adv.num_groups),
-                loss=stats.loss, clip_frac=stats.clip_frac, grad_norm=stats.grad_norm, kl=stats.kl,
-                kl_to_init=stats.kl_to_init, forward_tokens=stats.forward_tokens,
-                optimizer_steps=stats.optimizer_steps, train_samples=stats.num_samples,
-                train_tokens=stats.num_tokens, rollout_seconds=t_roll, train_seconds=stats.seconds,
-                weight_sync_seconds=sync_total, weight_push_seconds=sync,
-                step_seconds=time.perf_counter() - t_step,
-                engine_tokens_per_second=sum(r.tokens_generated for r in rollouts) / max(t_roll, 1e-9),
-                policy_lag=lag,
-            )
-            history.append({"step": step, **m})
-            warning = overlong_warning(history)
-            if warning and not warned:
-                warned = True
-                log(f"warning: {arm}: {warning}")
-                if tracker is not None:
-                    tracker.set_tags({"overlong_warning": warning})
-            if tracker is not None:
-                tracker.log_metrics(m, step=step)
-                every = cfg.train.log_rollouts_every
-                if every and (step % every == 0 or step == cfg.train.steps - 1):
-                    sample = rollouts[: 2 * cfg.rollout.group_size]
-                    tracker.log_text("\n".join(json.dumps(r.to_record()) for r in sample),
-                                     f"rollouts/step_{step:04d}.jsonl")
-            if progress is not None:
-                progress(step + 1, m)
-            done = step + 1
-            if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
-                _checkpoint(group, out, done, history, run_id, cfg, arm)
-        if len(history) > start or state is None:
-            _checkpoint(group, out, len(history), history, run_id, cfg, arm)
-        group.save_model(out)  # the final policy in HF format at `out` itself (what `eval --checkpoint out` reads)
+        _prepare_actors(actors, cfg, init, rt, state, fresh=own)
+        log(f"train {arm}: algo={cfg.train.algo} S={cfg.train_max_summaries} W={cfg.budget.working_context} "
+            f"L={rt.budgets.trigger} G={cfg.rollout.group_size} tasks/step={cfg.rollout.tasks_per_step} "
+            f"steps={state.step if state else 0}->{cfg.train.steps} workers={cfg.rollout.num_workers} "
+            f"world_size={cfg.trainer.world_size}; actors up in {time.perf_counter() - t0:.1f}s")
+        ctx = StepContext(cfg, tasks, rt.settings, actors, actors)
+        history, rollouts = _run_steps(ctx, actors.group, out, arm, state, tracker=tracker, progress=progress,
+                                       log=log, hooks=hooks)
     finally:
         if own:
             actors.shutdown()
+    run_id = tracker.run_id if tracker is not None else None
     write_run_files(out, cfg, arm, history, run_id)
     if rollouts:
         write_rollouts_jsonl(rollouts, out / "last_rollouts.jsonl")
-    first, last = history[0], history[-1]
     summary = train_result(cfg, arm, history, None).summary(run_seconds=time.perf_counter() - t_run)
     update_json(metrics_file(cfg.paths.metrics, "train"), {seed_dir(cfg.seed): {arm: summary}})
+    first, last = history[0], history[-1]
     log(f"train {arm}: reward {first['mean_reward']:.3f} -> {last['mean_reward']:.3f}, summaries/rollout "
         f"{last['mean_summaries']:.2f}; checkpoint -> {out}")
     return {"history": history, "summary": summary}
+
+
+def _resume_state(out: Path, log):
+    """The latest checkpoint's state in ``out`` (``--resume``); the ranks read its weights and optimizer themselves."""
+    ckpt = latest_checkpoint(out / STEPS_DIR)
+    if ckpt is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {out / STEPS_DIR} (no 'latest' pointer there)")
+    state = load_checkpoint(ckpt, trainer_state=False)
+    log(f"resume: from {ckpt} (step {state.step})")
+    return state
+
+
+def _prepare_actors(actors: Actors, cfg: Config, init, rt, state, *, fresh: bool) -> None:
+    """This run's weights (each rank reads them from ``init``; the driver never holds them), a fresh optimizer, its
+    sequence limit and seed; then a resumed run's ranks load its checkpoint."""
+    max_seq = cfg.train.max_seq_len or rt.budgets.trainer_needed
+    actors.group.reset(init, cfg.train, max_seq, cfg.seed, rt.tokenizer.pad_token_id, cfg.rollout.temperature,
+                       import_plugins(cfg.train.plugins))
+    if not fresh:  # a shared engine still serves the previous run's policy: rank 0 sends it this run's
+        actors.sync_weights()
+    if state is not None:
+        actors.group.restore_from(state.path)
+        set_rng_state(state.rng)
+
+
+def _run_steps(ctx: StepContext, group, out: Path, arm: str, state, *, tracker, progress, log,
+               hooks: Sequence[StepHook]) -> tuple[list[dict], list]:
+    """The loop over steps: each step, then its history row, warning, tracking, progress and checkpoint; the final
+    checkpoint and HF model. Returns the history and the last step's rollouts."""
+    cfg = ctx.cfg
+    start, history = (state.step, list(state.history)) if state is not None else (0, [])
+    run_id = tracker.run_id if tracker is not None else None
+    warned, rollouts, ahead = False, [], None
+    for step in range(start, cfg.train.steps):
+        res = run_step(ctx, step, ahead=ahead, hooks=hooks)
+        rollouts, ahead, m = res.rollouts, res.ahead, res.metrics
+        history.append({"step": step, **m})
+        warning = overlong_warning(history)
+        if warning and not warned:
+            warned = True
+            log(f"warning: {arm}: {warning}")
+            if tracker is not None:
+                tracker.set_tags({"overlong_warning": warning})
+        if tracker is not None:
+            _track_step(tracker, cfg, step, m, rollouts)
+        if progress is not None:
+            progress(step + 1, m)
+        done = step + 1
+        if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
+            _checkpoint(group, out, done, history, run_id, cfg, arm)
+    if len(history) > start or state is None:
+        _checkpoint(group, out, len(history), history, run_id, cfg, arm)
+    group.save_model(out)  # the final policy in HF format at `out` itself (what `eval --checkpoint out` reads)
+    return history, rollouts
+
+
+def _track_step(tracker, cfg: Config, step: int, m: dict, rollouts: list) -> None:
+    """The step's metrics, and every ``train.log_rollouts_every`` steps (and the last) two groups' rollouts."""
+    tracker.log_metrics(m, step=step)
+    every = cfg.train.log_rollouts_every
+    if every and (step % every == 0 or step == cfg.train.steps - 1):
+        sample = rollouts[: 2 * cfg.rollout.group_size]
+        tracker.log_text("\n".join(json.dumps(r.to_record()) for r in sample), f"rollouts/step_{step:04d}.jsonl")
 
 
 def _checkpoint(group, out: Path, step: int, history: list[dict], run_id: str | None, cfg: Config, arm: str) -> Path:

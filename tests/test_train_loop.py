@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supo.train_loop import overlong_warning
+from supo.metrics import overlong_warning
 
 
 def _h(*rates):
