@@ -48,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import MEDIUM_MODEL, build_profile_tokenizer, build_random_model, count_parameters, load_note, \
     add_run_args, load_profile, set_threads  # noqa: E402
 
-from supo.rollout.agent_loop import GenRequest, GenResult, Policy, run_rollouts  # noqa: E402
+from supo.contracts import GenRequest, GenResult, Policy  # noqa: E402
+from supo.rollout.agent_loop import run_rollouts  # noqa: E402
 from supo.types import Rollout, Task  # noqa: E402
 
 ENGINES = ("vLLM", "HF")

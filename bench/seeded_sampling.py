@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
         args.rollouts, args.max_steps = 8, 3
     import dataclasses
 
+    from supo.contracts import GenRequest
     from supo.engines.vllm_engine import VLLMPolicy
-    from supo.rollout.agent_loop import GenRequest, run_rollouts
+    from supo.rollout.agent_loop import run_rollouts
     from supo.runtime import build_runtime
 
     cfg = load_profile(args.config, args.env, args.set)

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from supo.layout import EVAL_METRICS_FILE, TRAIN_METRICS_FILE, metrics_file, seed_dir
+
 
 def _json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
@@ -21,7 +23,7 @@ def _json(path: Path) -> dict | None:
 def sweep(folder: Path) -> dict[int, dict]:
     """``{S_eval: metrics}`` of an eval folder holding ``s<N>/metrics.json``."""
     out = {}
-    for sub in sorted(folder.glob("s*/metrics.json")):
+    for sub in sorted(folder.glob(f"s*/{EVAL_METRICS_FILE}")):
         out[int(sub.parent.name[1:])] = json.loads(sub.read_text())
     return out
 
@@ -45,19 +47,19 @@ def collect(run: Path, envs: list[str]) -> dict:
         if (run / "stages.jsonl").is_file() else []
     out: dict = {"stages": stages, "envs": {}}
     for env in envs:
-        evals = run / "evals" / env / "seed0"
+        evals = run / "evals" / env / seed_dir(0)
         success = {"base": sweep(run / "base_evals" / env)}
         for folder in sorted(p for p in evals.glob("*") if p.is_dir()) if evals.is_dir() else []:
             success[folder.name] = sweep(folder)
         train = {}
-        for ckpt in sorted((run / "checkpoints" / env / "seed0").glob("*/train_metrics.json")):
+        for ckpt in sorted((run / "checkpoints" / env / seed_dir(0)).glob(f"*/{TRAIN_METRICS_FILE}")):
             train[ckpt.parent.name] = throughput(json.loads(ckpt.read_text())["history"])
         out["envs"][env] = {"success": {label: {s: m["success_rate"] for s, m in sw.items()}
                                         for label, sw in success.items()},
                             "format_miss": {label: {s: m.get("tool_call_format_miss_rate") for s, m in sw.items()}
                                             for label, sw in success.items()},
-                            "train": train, "sft": _json(run / "metrics" / env / "sft.json"),
-                            "prepare": _json(run / "metrics" / env / "prepare.json")}
+                            "train": train, "sft": _json(metrics_file(run / "metrics" / env, "sft")),
+                            "prepare": _json(metrics_file(run / "metrics" / env, "prepare"))}
     return out
 
 

@@ -113,15 +113,26 @@ def latest_checkpoint(out: str | Path) -> Path | None:
     return path
 
 
+def history_problem(step: int, history: list) -> str | None:
+    """Why a checkpoint's ``history`` cannot continue a run at ``step`` (None when it can): a resumed run appends to it
+    and writes it as the run's ``train_metrics.json``, so it must hold one object per completed step, in order —
+    ``len(history) == step`` and entry ``i`` has ``"step": i``."""
+    if len(history) != step:
+        return (f"history holds {len(history)} step(s) but the checkpoint is at step {step} (it must hold one entry "
+                "per completed step)")
+    for i, h in enumerate(history):
+        if not isinstance(h, dict) or h.get("step") != i:
+            got = h.get("step") if isinstance(h, dict) else h
+            return f"history[{i}] must be step {i}'s metrics, got step {got!r}"[:300]
+    return None
+
+
 def load_checkpoint(path: str | Path, *, trainer_state: bool = True) -> TrainingState:
     """Everything needed to resume from a checkpoint folder written by :func:`save_checkpoint` (the weights are
     loaded from the folder itself, as an HF model). ``trainer_state=False``: leave the trainer's state (weights,
     optimizer) out — the trainer ranks read it themselves; the file is memory-mapped, so its tensors are not read.
-    A ``history`` that cannot continue the run (not one entry per completed step:
-    :func:`supo.preflight.history_problem`) is a ValueError naming the file — a resumed run would write it as the
-    run's metrics."""
-    from supo.preflight import history_problem
-
+    A ``history`` that cannot continue the run (not one entry per completed step: :func:`history_problem`) is a
+    ValueError naming the file — a resumed run would write it as the run's metrics."""
     path = Path(path)
     state = json.loads((path / STATE).read_text())
     problem = history_problem(int(state["step"]), state["history"])

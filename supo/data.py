@@ -18,12 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from supo.errors import DataError
-from supo.jsonl import iter_jsonl
 from supo.types import Rollout, Segment, Task
 
-__all__ = ["DEMO_COLUMNS", "TASK_COLUMNS", "DataError", "check_parquet", "iter_jsonl", "json_file_lock", "read_demos",
-           "read_json_metrics", "read_tasks", "split_path", "update_json", "write_demos", "write_rollouts_jsonl",
-           "write_tasks"]
+__all__ = ["DEMO_COLUMNS", "TASK_COLUMNS", "check_parquet", "json_file_lock", "read_demos", "read_json_metrics",
+           "read_tasks", "split_path", "update_json", "write_demos", "write_rollouts_jsonl", "write_tasks"]
 
 TASK_COLUMNS = ("id", "env", "env_config", "split", "prompt", "reference", "difficulty")
 DEMO_COLUMNS = ("task_id", "segment_index", "kind", "prompt_ids", "response_ids", "response_mask")

@@ -2,7 +2,7 @@
 
 The CLI turns both into ``error: <message>`` and exit code 2 (``cli.app.clean_errors``). They live here, below every
 other module, so that the config, the environments and the data readers can raise them without importing each other
-(``supo.config`` and ``supo.data`` re-export them).
+(``supo.config`` exports :class:`ConfigError` with the config).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from supo.data import DataError
+from supo.errors import DataError
 
 GGUF_MAGIC = b"GGUF"
 # llama.cpp pre-tokenizers that split every digit before GPT-2's regex (llama-vocab.cpp), which transformers'

@@ -203,6 +203,8 @@ def check_trainer_state(path: str | Path) -> None:
 def check_state_json(path: str | Path) -> dict[str, Any]:
     """``state.json``: a JSON object with an integer ``step`` ≥ 0, a ``history`` list of objects and an
     ``mlflow_run_id`` that is a string or null. Returns it."""
+    from supo.checkpoint import history_problem
+
     state = read_json_object(path, "checkpoint state")
     for key, typ in RESUME_STATE_FIELDS.items():
         if key not in state:
@@ -222,34 +224,22 @@ def check_state_json(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def history_problem(step: int, history: list) -> str | None:
-    """Why a checkpoint's ``history`` cannot continue a run at ``step`` (None when it can): a resumed run appends to it
-    and writes it as the run's ``train_metrics.json``, so it must hold one object per completed step, in order —
-    ``len(history) == step`` and entry ``i`` has ``"step": i``."""
-    if len(history) != step:
-        return (f"history holds {len(history)} step(s) but the checkpoint is at step {step} (it must hold one entry "
-                "per completed step)")
-    for i, h in enumerate(history):
-        if not isinstance(h, dict) or h.get("step") != i:
-            got = h.get("step") if isinstance(h, dict) else h
-            return f"history[{i}] must be step {i}'s metrics, got step {got!r}"[:300]
-    return None
-
-
 def check_resume(steps_dir: str | Path) -> Path:
     """What ``--resume`` continues from: ``<steps_dir>/latest`` names a step folder whose model, ``state.json`` and
-    ``trainer_state.pt`` all load. Returns that folder."""
+    ``trainer_state.pt`` all load (the names are :mod:`supo.checkpoint`'s). Returns that folder."""
+    from supo.checkpoint import LATEST, STATE, TRAINER_STATE
+
     steps = Path(steps_dir)
-    pointer = steps / "latest"
+    pointer = steps / LATEST
     if not pointer.is_file():
-        raise PreflightError(f"--resume: no checkpoint under {steps} (no 'latest' pointer there)")
+        raise PreflightError(f"--resume: no checkpoint under {steps} (no {LATEST!r} pointer there)")
     name = pointer.read_text(errors="replace").strip()
     folder = steps / name
     if not name or "/" in name or not folder.is_dir():
         raise PreflightError(f"--resume: {pointer} names {name!r}, which is not a checkpoint folder in {steps}")
     try:
-        check_state_json(folder / "state.json")
-        check_trainer_state(folder / "trainer_state.pt")
+        check_state_json(folder / STATE)
+        check_trainer_state(folder / TRAINER_STATE)
         check_model_dir(folder, "checkpoint")
     except PreflightError as e:
         raise PreflightError(f"--resume: {e}") from None
@@ -401,7 +391,8 @@ def check_metrics_file(path: str | Path, what: str = "metrics file") -> None:
     """A JSON metrics file a command will merge its results into (``supo.data.update_json``): its folder can be
     created and written, and an existing file is a JSON object — a corrupt one is moved aside to
     ``<name>.corrupt-<timestamp>`` and named (:func:`supo.data.read_json_metrics`), before any work starts."""
-    from supo.data import DataError, json_file_lock, read_json_metrics
+    from supo.data import json_file_lock, read_json_metrics
+    from supo.errors import DataError
 
     p = Path(path)
     check_writable_dir(p.parent, f"{what} {p}: its folder")

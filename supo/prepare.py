@@ -6,17 +6,19 @@ Outputs (under ``paths.data`` and ``paths.model``):
 * the tokenizer (byte-level BPE trained on the task text) and a randomly initialised Qwen2, in HF format;
 * ``demos.parquet`` — expert demonstrations produced by the *same* agent loop as training, with summary turns and
   trigger-action samples (R5b), the expert's summaries wrong at ``expert.summary_error_rate``;
-* ``paths.metrics/prepare.json`` — counts and the expert's own metrics.
+* ``paths.metrics/prepare.json`` (``supo.layout.metrics_file``) — counts and the expert's own metrics.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from supo.config import Config, effective_context
 from supo.data import split_path, write_demos, write_tasks
+from supo.layout import metrics_file
 from supo.metrics import rollout_metrics
 from supo.models import build_model, build_tokenizer, load_tokenizer, num_parameters
 from supo.rollout.agent_loop import run_rollouts
@@ -35,8 +37,10 @@ def extra_splits(cfg: Config) -> dict:
     return {name: spec.build_split(cfg, name) for name in spec.splits if name not in ("train", "test")}
 
 
-def tokenizer_corpus(cfg: Config, train, test) -> list[str]:
-    texts = cfg.env_spec.corpus(train[:400] + test[:100])
+def tokenizer_corpus(cfg: Config, train, test, corpus: Callable[[list], list[str]] | None = None) -> list[str]:
+    """The texts the tokenizer is trained on: ``corpus`` (the config's env's by default) of the first 400 train and
+    100 test tasks, the summary instruction and continuation, and the chat roles."""
+    texts = (corpus or cfg.env_spec.corpus)(train[:400] + test[:100])
     texts += [cfg.prompts.summary_instruction, cfg.prompts.continuation + "\n"] * 50
     texts += [f"{role}\n" for role in ("system", "user", "assistant", "tool")] * 200
     return texts
@@ -106,6 +110,7 @@ def prepare(cfg: Config, *, log=print) -> dict:
         )
         log(f"demonstrations: {len(demos)} episodes -> {rows} rows; expert success {m['success_rate']:.3f} with "
             f"{m['mean_summaries']:.2f} summaries/episode (summary error rate {cfg.expert.summary_error_rate})")
-    Path(cfg.paths.metrics).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.paths.metrics) / "prepare.json").write_text(json.dumps(stats, indent=2) + "\n")
+    target = metrics_file(cfg.paths.metrics, "prepare")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(stats, indent=2) + "\n")
     return stats

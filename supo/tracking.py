@@ -39,18 +39,12 @@ __all__ = [
     "DEFAULT_TRACKING_URI",
     "PARAMS_PER_BATCH",
     "Tracker",
-    "experiment_url",
     "find_runs",
     "flatten_params",
     "log_figures",
     "resolve_tracking_uri",
     "run_link",
-    "save_comparison_view",
-    "serve_ui",
-    "start_ui",
-    "stop_ui",
     "tracking_uri_source",
-    "wait_for_ui",
 ]
 
 log = logging.getLogger(__name__)
@@ -403,7 +397,3 @@ def find_runs(uri: str, experiment: str, filter_string: str = "") -> list[Run]:
         if not page_token:
             return runs
 
-
-# the UI server lives in supo.tracking_ui; these names stay importable from here
-from supo.tracking_ui import (experiment_url, save_comparison_view, serve_ui, start_ui, stop_ui,  # noqa: E402,F401
-                              wait_for_ui)

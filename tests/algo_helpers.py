@@ -12,8 +12,7 @@ import random
 import zlib
 from collections.abc import Sequence
 
-from supo.algo.advantage import TrainingSample
-from supo.types import Rollout, Segment
+from supo.types import Rollout, Segment, TrainingSample
 
 VOCAB = 64
 PAD_ID = 0

@@ -14,7 +14,7 @@ pytest.importorskip("bfcl_eval", reason="bfcl-eval is not installed (scripts/set
 
 from supo.config import Config, ConfigError  # noqa: E402
 from supo.envs import get_env_spec  # noqa: E402
-from supo.envs import bfcl  # noqa: E402
+from supo.envs import bfcl, bfcl_calls, bfcl_data  # noqa: E402
 from supo.envs.base import format_tool_call as call  # noqa: E402
 
 MULTI_TURN_CLASSES = ("GorillaFileSystem", "MathAPI", "MessageAPI", "TwitterAPI", "TicketAPI", "TradingBot",
@@ -30,7 +30,7 @@ def _replay(task) -> tuple[str, bool, float, dict]:
     env = bfcl.make_env(task)
     env.reset()
     out = None
-    for turn in bfcl.ground_truth_actions(task):
+    for turn in bfcl_calls.ground_truth_actions(task):
         for action in turn:
             out = env.step(action)
             assert not out[0].startswith("Error"), (task.id, action[:120], out[0][:200])
@@ -38,18 +38,18 @@ def _replay(task) -> tuple[str, bool, float, dict]:
 
 
 def test_the_multi_turn_backends_import_with_the_standard_library():
-    status = bfcl.class_status()
+    status = bfcl_data.class_status()
     for c in MULTI_TURN_CLASSES:
         assert status[c] is None, (c, status[c])
-    report = bfcl.support_report()
-    for c in bfcl.CATEGORIES:
+    report = bfcl_data.support_report()
+    for c in bfcl_data.CATEGORIES:
         assert report["categories"][c]["entries"] == 200
 
 
-@pytest.mark.parametrize("category", bfcl.CATEGORIES)
+@pytest.mark.parametrize("category", bfcl_data.CATEGORIES)
 def test_replaying_the_ground_truth_scores_every_served_entry_correct(category):
     tasks = bfcl.make_tasks([category])
-    served, skipped = bfcl.supported_entries(category)
+    served, skipped = bfcl_data.supported_entries(category)
     assert len(tasks) == len(served) and len(served) + len(skipped) == 200
     wrong = []
     for task in tasks:
@@ -90,7 +90,7 @@ def test_user_turns_are_presented_in_sequence_and_the_checker_fails_wrong_conver
 
     env = bfcl.make_env(t)
     env.reset()
-    turns = bfcl.ground_truth_actions(t)
+    turns = bfcl_calls.ground_truth_actions(t)
     turns[0][2] = call("mv", source="final_report.pdf", destination="archive")  # a wrong destination
     for turn in turns:
         for a in turn:
@@ -100,12 +100,12 @@ def test_user_turns_are_presented_in_sequence_and_the_checker_fails_wrong_conver
 
 def test_miss_func_holds_functions_back_until_their_turn():
     t = _task("multi_turn_miss_func_0")
-    entry = bfcl.load_category("multi_turn_miss_func")["multi_turn_miss_func_0"]
+    entry = bfcl_data.load_category("multi_turn_miss_func")["multi_turn_miss_func_0"]
     (turn, names), = entry["missed_function"].items()
     assert all(f'"name": "{n}"' not in t.prompt[0]["content"] for n in names)
     env = bfcl.make_env(t)
     env.reset()
-    for k, actions in enumerate(bfcl.ground_truth_actions(t)):
+    for k, actions in enumerate(bfcl_calls.ground_truth_actions(t)):
         for a in actions:
             obs, done, reward, info = env.step(a)
         if k + 1 == int(turn):
@@ -143,7 +143,7 @@ def test_hostile_and_malformed_calls_are_error_observations():
 def test_too_many_call_messages_in_one_turn_force_terminate():
     env = bfcl.make_env(_task("multi_turn_base_0"))
     env.reset()
-    for k in range(bfcl.MAXIMUM_STEP_LIMIT):
+    for k in range(bfcl_data.MAXIMUM_STEP_LIMIT):
         assert not env.step(call("pwd"))[1]
     obs, done, reward, info = env.step(call("pwd"))
     assert done and reward == 0.0 and info["error_type"] == "multi_turn:force_terminated"
@@ -160,16 +160,14 @@ def test_scoring_leaves_no_instances_behind_in_the_checker_module():
 
 
 def test_entries_whose_backends_do_not_import_are_skipped_and_reported(monkeypatch):
-    from supo.envs import bfcl_data  # where the backends are looked up
-
-    real = bfcl.import_status
+    real = bfcl_data.import_status
     monkeypatch.setattr(bfcl_data, "import_status",
                         lambda n: "ModuleNotFoundError: No module named 'mpmath'" if n == "MathAPI" else real(n))
-    served, skipped = bfcl.supported_entries("multi_turn_base")
-    math_entries = [e["id"] for e in bfcl.load_category("multi_turn_base").values()
+    served, skipped = bfcl_data.supported_entries("multi_turn_base")
+    math_entries = [e["id"] for e in bfcl_data.load_category("multi_turn_base").values()
                     if "MathAPI" in e["involved_classes"]]
     assert len(skipped) == len(math_entries) == 25 and len(served) == 175
     assert "MathAPI (ModuleNotFoundError: No module named 'mpmath')" in skipped[0][1]
-    report = bfcl.support_report(("multi_turn_base",))
+    report = bfcl_data.support_report(("multi_turn_base",))
     assert report["categories"]["multi_turn_base"]["served"] == 175
     assert len(bfcl.make_tasks(["multi_turn_base"])) == 175

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from supo.config import Config, ConfigError
-from supo.data import DataError
 from supo.envs import get_env_spec
 from supo.envs import browsecomp as bc
 from supo.envs.base import format_tool_call as call
+from supo.envs.browsecomp_files import clear_index_cache, get_index, index_path, load_qrels
+from supo.errors import DataError
 
 FIX = Path(__file__).parent / "fixtures" / "browsecomp"
 QUERIES, CORPUS, QRELS = FIX / "queries.jsonl", FIX / "corpus.jsonl", FIX / "qrel_evidence.txt"
@@ -35,9 +36,9 @@ PLANS = {
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    bc.clear_index_cache()
+    clear_index_cache()
     yield
-    bc.clear_index_cache()
+    clear_index_cache()
 
 
 def _cfg(tmp_path: Path, **files) -> Config:
@@ -176,25 +177,25 @@ def test_index_is_built_once_reused_and_rebuilt_when_the_corpus_changes(tmp_path
     corpus = tmp_path / "corpus.jsonl"
     shutil.copy(CORPUS, corpus)
     index_dir = tmp_path / "idx"
-    first = bc.get_index(corpus, index_dir)
+    first = get_index(corpus, index_dir)
     assert first.built and first.num_docs == 30
-    assert bc.get_index(corpus, index_dir) is first  # same process: the loaded index is shared by every env
-    built_files = {p.name for p in bc.index_path(corpus, index_dir).iterdir()}
+    assert get_index(corpus, index_dir) is first  # same process: the loaded index is shared by every env
+    built_files = {p.name for p in index_path(corpus, index_dir).iterdir()}
     assert {"meta.json", "docs.sqlite", "bm25"} <= built_files
-    mtime = (bc.index_path(corpus, index_dir) / "meta.json").stat().st_mtime_ns
+    mtime = (index_path(corpus, index_dir) / "meta.json").stat().st_mtime_ns
 
-    bc.clear_index_cache()  # as a fresh worker process would
-    second = bc.get_index(corpus, index_dir)
+    clear_index_cache()  # as a fresh worker process would
+    second = get_index(corpus, index_dir)
     assert not second.built and second.seconds < first.seconds
-    assert (bc.index_path(corpus, index_dir) / "meta.json").stat().st_mtime_ns == mtime  # not rewritten
+    assert (index_path(corpus, index_dir) / "meta.json").stat().st_mtime_ns == mtime  # not rewritten
     assert second.search("copper lighthouse Velmora", 1)[0][0] == "d13"
 
     with open(corpus, "a") as f:
         f.write(json.dumps({"docid": "d31", "text": "The zeppelin Aurelia was moored at Velmora.", "url": ""}) + "\n")
-    third = bc.get_index(corpus, index_dir)  # the size/mtime changed: rebuilt in place
+    third = get_index(corpus, index_dir)  # the size/mtime changed: rebuilt in place
     assert third.built and third.num_docs == 31 and third.search("zeppelin Aurelia", 1)[0][0] == "d31"
     assert sorted(p.name for p in index_dir.iterdir() if not p.name.endswith(".lock")) == [
-        bc.index_path(corpus, index_dir).name]
+        index_path(corpus, index_dir).name]
 
 
 def test_parquet_corpus_and_queries(tmp_path):
@@ -241,23 +242,23 @@ def test_malformed_corpus_qrels_and_missing_files(tmp_path):
     rows = [json.loads(x) for x in CORPUS.read_text().splitlines()]
     dup = _write_jsonl(tmp_path / "dup.jsonl", rows + [rows[3]])
     with pytest.raises(DataError, match=r"dup.jsonl, row 30, field docid: duplicate docid 'd04'"):
-        bc.get_index(dup, tmp_path / "idx")
+        get_index(dup, tmp_path / "idx")
     notext = _write_jsonl(tmp_path / "notext.jsonl", rows[:5] + [{"docid": "x1", "url": "u"}])
     with pytest.raises(DataError, match=r"notext.jsonl, row 5 \(docid x1\), field text"):
-        bc.get_index(notext, tmp_path / "idx")
+        get_index(notext, tmp_path / "idx")
     badline = tmp_path / "badline.jsonl"
     badline.write_text(CORPUS.read_text() + "{oops\n")
     with pytest.raises(DataError, match="badline.jsonl, line 31: not valid JSON"):
-        bc.get_index(badline, tmp_path / "idx")
+        get_index(badline, tmp_path / "idx")
     assert not any(p.name.startswith(".") for p in (tmp_path / "idx").iterdir())  # no half-built index left
 
     qrels = tmp_path / "qrels.txt"
     qrels.write_text("q1 Q0 d01 1\nq1 d02 1\n")
     with pytest.raises(DataError, match=r"qrels.txt, line 2: expected 'qid Q0 docid rel'"):
-        bc.load_qrels(qrels)
+        load_qrels(qrels)
     qrels.write_text("q1 Q0 d01 yes\n")
     with pytest.raises(DataError, match=r"line 1: relevance 'yes'"):
-        bc.load_qrels(qrels)
+        load_qrels(qrels)
     qrels.write_text("q1 Q0 nope1 1\nq2 Q0 nope2 1\nq3 Q0 d07 1\n")
     with pytest.raises(DataError, match="2 of 3 evidence docids are not in the corpus"):
         bc.build_split(_cfg(tmp_path, browsecomp_qrels=str(qrels)), "train")

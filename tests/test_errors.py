@@ -1,4 +1,4 @@
-"""supo.errors: the input errors every layer raises, re-exported where they used to live, and require()."""
+"""supo.errors: the input errors every layer raises, and require()."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ def test_require_names_the_field():
         require(False, "train.lr", "must be > 0, got 0")
 
 
-def test_the_errors_are_the_ones_the_config_and_data_modules_export():
+def test_the_errors_are_the_ones_the_config_package_exports():
     import supo.config
-    import supo.data
 
-    assert supo.config.ConfigError is ConfigError and supo.data.DataError is DataError
+    assert supo.config.ConfigError is ConfigError
     assert issubclass(ConfigError, ValueError) and issubclass(DataError, ValueError)

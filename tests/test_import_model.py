@@ -132,8 +132,8 @@ def test_smollm2_imports_and_loads_in_transformers_and_vllm_unchanged(smollm2_di
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from supo.config import EngineConfig
+    from supo.contracts import GenRequest
     from supo.engines.vllm_engine import VLLMPolicy
-    from supo.rollout.agent_loop import GenRequest
     from supo.rollout.templates import Templates
 
     facts = json.loads((smollm2_dir / "supo_import.json").read_text())

@@ -12,8 +12,9 @@ import torch
 
 from supo.algo.advantage import broadcast, compute_advantages
 from supo.config import load_config
+from supo.contracts import GenResult
 from supo.envs import get_env_spec
-from supo.rollout.agent_loop import GenResult, LoopSettings, run_rollouts
+from supo.rollout.agent_loop import LoopSettings, run_rollouts
 from supo.rollout.expert_policy import ExpertPolicy
 from supo.rollout.templates import Templates
 from supo.runtime import build_runtime

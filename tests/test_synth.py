@@ -12,18 +12,11 @@ from collections import Counter
 import pytest
 
 from supo.synth.api_graph import APIGraph, APIGraphError, Param, Tool, directed_sample, walk
-from supo.synth.families import FAMILIES, get_family, output_value
-from supo.synth.tasks import (
-    FINISH,
-    Call,
-    Candidate,
-    ScriptedSolver,
-    critic,
-    make_candidate,
-    make_tasks,
-    synthesize,
-    validate,
-)
+from supo.synth.families import FAMILIES, get_family
+from supo.synth.family_base import output_value
+from supo.synth.phases import FINISH, Call, Candidate
+from supo.synth.solver import ScriptedSolver, critic, validate
+from supo.synth.tasks import make_candidate, make_tasks, synthesize
 
 ALL = sorted(FAMILIES)
 
@@ -196,7 +189,7 @@ def test_family_refuses_bad_calls_with_errors(name):
 
 
 def test_family_validation_rejects_templates_that_name_tools_or_miss_arguments():
-    from supo.synth.families import TravelFamily
+    from supo.synth.family_travel import TravelFamily
 
     with pytest.raises(ValueError, match="names tool"):
         TravelFamily(goal_templates={**TravelFamily().goal_templates,

@@ -7,11 +7,12 @@ from __future__ import annotations
 import pytest
 
 from supo.config import ConfigError, load_config
+from supo.contracts import GenResult
 from supo.envs.array import ArrayExpert, make_env, make_tasks
 from supo.envs.base import ToolCall, ToolCallError, format_tool_call, parse_tool_call
 from supo.envs.tool_parsers import CANONICAL_EXAMPLE, DEFAULT_TOOL_PARSER, TOOL_PARSERS, canonical_text, get_tool_parser
 from supo.metrics import rollout_metrics
-from supo.rollout.agent_loop import GenResult, LoopSettings, run_rollouts
+from supo.rollout.agent_loop import LoopSettings, run_rollouts
 from supo.rollout.expert_policy import ExpertPolicy
 from supo.rollout.templates import Templates
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from supo.config import EngineConfig
+from supo.contracts import GenRequest
 from supo.models import load_policy
-from supo.rollout.agent_loop import GenRequest
 from supo.trainer.batch import collate
-from supo.algo.advantage import TrainingSample
 from supo.trainer.policy_trainer import token_logprobs
+from supo.types import TrainingSample
 
 pytestmark = pytest.mark.slow
 

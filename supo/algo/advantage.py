@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from supo.registry import registrar
-from supo.types import Rollout, TrainingSample  # TrainingSample: re-exported (it lived here)
+from supo.types import Rollout, TrainingSample
 
 AdvantageFn = Callable[..., np.ndarray]
 ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {}

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from supo.rollout.policy import GenRequest, GenResult
+from supo.contracts import GenRequest, GenResult
 
 
 def configure_environment(kv_cache_gib: float) -> None:
@@ -68,7 +68,7 @@ def _reload(worker, state_dict):  # runs inside the vLLM worker (in-process: the
 
 
 class VLLMPolicy:
-    """A vLLM ``LLM`` serving the current policy; implements ``supo.rollout.policy.Policy``."""
+    """A vLLM ``LLM`` serving the current policy; implements ``supo.contracts.Policy``."""
 
     def __init__(self, model_path: str | Path, engine_cfg, *, seed: int = 0, temperature: float = 1.0,
                  top_p: float = 1.0, seeded: bool = True) -> None:

@@ -21,7 +21,7 @@ from supo.models import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 MAX_ACTION_CHARS = 4096
 MAX_JSON_DEPTH = 4
-_CALL_RE = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)" + re.escape(TOOL_CALL_CLOSE), re.S)
+CALL_RE = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)" + re.escape(TOOL_CALL_CLOSE), re.S)
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class ToolCallError(ValueError):
     """A tool call that cannot be parsed; its message becomes the ``Error:`` observation."""
 
 
-def _too_deep(obj: Any, limit: int) -> bool:
+def too_deep(obj: Any, limit: int) -> bool:
     """True when containers nest deeper than ``limit`` (iterative: no recursion limit to hit)."""
     stack = [(obj, 0)]
     while stack:
@@ -50,7 +50,7 @@ def _too_deep(obj: Any, limit: int) -> bool:
 def parse_tool_call(text: str) -> ToolCall:
     """Extract exactly one tool call from an action text, or raise :class:`ToolCallError` saying what is wrong."""
     check_action_length(text)
-    calls = _CALL_RE.findall(text)
+    calls = CALL_RE.findall(text)
     if not calls:
         raise ToolCallError(f"no {TOOL_CALL_OPEN}...{TOOL_CALL_CLOSE} found in the response")
     if len(calls) > 1:
@@ -102,7 +102,7 @@ def call_from_object(obj: Any, params_keys: tuple[str, ...] = ("parameters",)) -
     keys = " and ".join(["name", "/".join(params_keys)])
     if not isinstance(obj, dict):
         raise ToolCallError(f"tool call must be a JSON object with keys {keys}")
-    if _too_deep(obj, MAX_JSON_DEPTH):
+    if too_deep(obj, MAX_JSON_DEPTH):
         raise ToolCallError(f"tool call nests deeper than {MAX_JSON_DEPTH} levels")
     extra = set(obj) - {"name", *params_keys}
     if extra:

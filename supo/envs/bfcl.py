@@ -29,8 +29,11 @@ The adapter's calls are rebuilt by the adapter as ``name(k=repr(v), ...)`` from 
 them, so the checker's ``eval`` only ever runs strings of that form. Deviation from BFCL's own inference loop: a
 malformed call is an ``Error:`` observation inside the turn (counted as a step) rather than the end of the turn.
 
-Only entries whose backends import here are served; :func:`support_report` says what was skipped and why. BFCL has
-no train split: ``build_split(cfg, "train")`` is empty and ``SPEC["eval_only"]`` is True.
+Only entries whose backends import here are served; :func:`~supo.envs.bfcl_data.support_report` says what was skipped
+and why. BFCL has no train split: ``build_split(cfg, "train")`` is empty and ``SPEC["eval_only"]`` is True.
+
+The package's data and backends are in :mod:`supo.envs.bfcl_data`, the adapter's calls (parsing, rendering, the ground
+truth) in :mod:`supo.envs.bfcl_calls`; this module holds the environment, the tasks, the scoring and the spec.
 """
 
 from __future__ import annotations
@@ -43,34 +46,16 @@ import uuid
 from typing import Any
 
 from supo.envs.base import ToolCall, ToolCallError
-from supo.envs.bfcl_calls import (  # the adapter's calls (re-exported)
-    _IDENT,
-    _finite,
-    call_string,
-    call_text,
-    ground_truth_actions,
-    ground_truth_call,
-    parse_calls,
-    render_result,
-)
-from supo.envs.bfcl_data import (  # the package's data and backends (re-exported)
+from supo.envs.bfcl_calls import IDENT, call_string, finite, parse_calls, render_result
+from supo.envs.bfcl_data import (
     BLOCKED,
     CATEGORIES,
-    END_OF_TURN,
-    MAX_ACTION_CHARS,
-    MAX_CALLS_PER_MESSAGE,
     MAXIMUM_STEP_LIMIT,
-    PACKAGE_VERSION,
-    _entry_of,
-    _stateless,
     backend_class,
-    class_status,
     data_dir,
+    entry_of,
     func_docs,
-    import_status,
-    load_category,
-    multi_turn_classes,
-    support_report,
+    stateless,
     supported_entries,
 )
 from supo.envs.files import FilesEnvConfig
@@ -224,7 +209,7 @@ class BFCLEnv:
         self.methods: dict[str, Any] = {}
         for c in self.entry["involved_classes"]:
             inst = backend_class(c)()
-            if c not in _stateless():
+            if c not in stateless():
                 inst._load_scenario(copy.deepcopy(self.entry["initial_config"].get(c, {})),
                                     long_context=self.long_context)
             self.instances[c] = inst
@@ -286,12 +271,12 @@ class BFCLEnv:
         if name in BLOCKED:
             raise ToolCallError(f"function {name} is not allowed")
         method = self.methods.get(name)
-        if method is None or not _IDENT.match(name):
+        if method is None or not IDENT.match(name):
             raise ToolCallError(f"unknown function {name[:60]!r}; the available functions are listed in the prompt")
-        bad = [k for k in params if not _IDENT.match(k)]
+        bad = [k for k in params if not IDENT.match(k)]
         if bad:
             raise ToolCallError(f"{name}: invalid parameter name(s) {bad[:3]}")
-        if not _finite(params):
+        if not finite(params):
             raise ToolCallError(f"{name}: numbers must be finite")
         try:
             inspect.signature(method).bind(**params)
@@ -324,12 +309,12 @@ class BFCLEnv:
 
 
 def make_env(task: Task) -> BFCLEnv:
-    return BFCLEnv(_entry_of(task), task.env_config["category"])
+    return BFCLEnv(entry_of(task), task.env_config["category"])
 
 
 def make_expert(task: Task, error_rate: float, seed: int):
     raise NotImplementedError("env bfcl is an evaluation environment: it has no train split and no scripted expert "
-                              "(supo.envs.bfcl.ground_truth_actions replays the ground truth for checks)")
+                              "(supo.envs.bfcl_calls.ground_truth_actions replays the ground truth for checks)")
 
 
 def corpus(tasks: list[Task]) -> list[str]:
@@ -354,9 +339,6 @@ SPEC = EnvSpec(name="bfcl", section="files", options=FilesEnvConfig, make_split=
                files=files, eval_only=True)
 
 __all__ = [
-    "ADDED_FUNCTIONS_PROMPT", "BLOCKED", "CATEGORIES", "END_OF_TURN", "ENV_NAME", "MAXIMUM_STEP_LIMIT", "MAX_ACTION_CHARS",
-    "MAX_CALLS_PER_MESSAGE", "PACKAGE_VERSION", "SPEC", "SYSTEM_PROMPT", "BFCLEnv", "build_split", "call_string",
-    "call_text", "class_status", "corpus", "data_dir", "func_docs", "ground_truth_actions", "ground_truth_call",
-    "import_status", "load_category", "make_env", "make_expert", "make_split", "make_tasks", "multi_turn_classes",
-    "parse_calls", "render_result", "score", "support_report", "supported_entries", "validate_env_config",
+    "ADDED_FUNCTIONS_PROMPT", "ENV_NAME", "SPEC", "SYSTEM_PROMPT", "BFCLEnv", "build_split", "corpus", "make_env",
+    "make_expert", "make_split", "make_tasks", "score", "validate_env_config",
 ]

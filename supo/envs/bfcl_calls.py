@@ -11,14 +11,14 @@ import math
 import re
 from typing import Any
 
-from supo.envs.base import _CALL_RE, MAX_JSON_DEPTH, ToolCall, ToolCallError, _too_deep
+from supo.envs.base import CALL_RE, MAX_JSON_DEPTH, ToolCall, ToolCallError, load_json, too_deep
 from supo.envs.bfcl_data import (
     END_OF_TURN,
     MAX_ACTION_CHARS,
     MAX_CALLS_PER_MESSAGE,
     MAXIMUM_STEP_LIMIT,
-    _entry_of,
     backend_class,
+    entry_of,
 )
 from supo.models import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from supo.types import Task
@@ -30,7 +30,7 @@ from supo.types import Task
 def _check_call(obj: Any) -> ToolCall:
     if not isinstance(obj, dict):
         raise ToolCallError("tool call must be a JSON object with keys name and parameters")
-    if _too_deep(obj, MAX_JSON_DEPTH + 2):
+    if too_deep(obj, MAX_JSON_DEPTH + 2):
         raise ToolCallError(f"tool call nests deeper than {MAX_JSON_DEPTH + 2} levels")
     extra = set(obj) - {"name", "parameters"}
     if extra:
@@ -49,29 +49,25 @@ def parse_calls(text: str) -> list[ToolCall]:
     length limit (BFCL's calls carry whole file contents). One malformed call rejects the whole message."""
     if len(text) > MAX_ACTION_CHARS:
         raise ToolCallError(f"action is {len(text)} characters long; the limit is {MAX_ACTION_CHARS}")
-    bodies = _CALL_RE.findall(text)
+    bodies = CALL_RE.findall(text)
     if not bodies:
         raise ToolCallError("no <tool_call>...</tool_call> found in the response")
     if len(bodies) > MAX_CALLS_PER_MESSAGE:
         raise ToolCallError(f"{len(bodies)} tool calls in one message; the limit is {MAX_CALLS_PER_MESSAGE}")
     calls = []
     for k, body in enumerate(bodies):
-        try:
-            obj = json.loads(body.strip())
-        except (json.JSONDecodeError, RecursionError) as e:
-            why = f"{e.__class__.__name__}: {str(e)[:80]}"
-            raise ToolCallError(f"tool call {k + 1} is not valid JSON ({why})") from None
+        obj = load_json(body.strip(), f"tool call {k + 1}")  # a key given twice is refused, never last-wins
         calls.append(_check_call(obj))
     return calls
 
 
-def _finite(value: Any) -> bool:
+def finite(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
+        return all(finite(v) for v in value.values())
     if isinstance(value, list):
-        return all(_finite(v) for v in value)
+        return all(finite(v) for v in value)
     return True
 
 
@@ -97,7 +93,7 @@ def render_result(result: Any) -> str:
     return str(result)
 
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _method_table(involved: list[str]) -> dict[str, tuple[str, Any]]:
@@ -133,7 +129,7 @@ def ground_truth_actions(task: Task) -> list[list[str]]:
     One call per message, except in a turn with more calls than BFCL's step limit (two entries have 34), where calls
     are grouped into parallel-call messages, as a BFCL model would have to.
     """
-    entry = _entry_of(task)
+    entry = entry_of(task)
     table = _method_table(entry["involved_classes"])
     turns = []
     for gt_turn in entry["ground_truth"]:

@@ -82,7 +82,7 @@ def _backend_modules() -> dict[str, str]:
 
 
 @lru_cache(maxsize=None)
-def _stateless() -> frozenset[str]:
+def stateless() -> frozenset[str]:
     from bfcl_eval.constants.executable_backend_config import STATELESS_CLASSES
 
     return frozenset(STATELESS_CLASSES)
@@ -153,7 +153,7 @@ def support_report(categories: tuple[str, ...] = CATEGORIES) -> dict[str, Any]:
     return out
 
 
-def _entry_of(task: Task) -> dict[str, Any]:
+def entry_of(task: Task) -> dict[str, Any]:
     c = task.env_config
     try:
         return load_category(c["category"])[c["id"]]

@@ -6,10 +6,10 @@ Inputs (decrypted by the user; never fetched, never committed):
 * corpus — JSONL or parquet rows ``{docid, text, url}`` (``url`` optional);
 * qrels — TREC ``qid Q0 docid rel`` lines (``rel > 0`` = evidence); when not given, the queries' ``evidence_docs``.
 
-The readers and the BM25 index are in :mod:`supo.envs.browsecomp_files` (re-exported here). The BM25 index
-(``bm25s``) is built once per corpus and cached under ``files.index_dir/<corpus stem>-<hash of its
-path>/``: bm25s's own ``save``/``load`` files, a SQLite document store (``docs.sqlite``: snippets and
-``get_document`` without holding the corpus in memory) and ``meta.json`` with the corpus file's size and mtime.
+The readers and the BM25 index are in :mod:`supo.envs.browsecomp_files`. The BM25 index (``bm25s``) is built once
+per corpus and cached under ``files.index_dir/<corpus stem>-<hash of its path>/``: bm25s's own ``save``/``load`` files,
+a SQLite document store (``docs.sqlite``: snippets and ``get_document`` without holding the corpus in memory) and
+``meta.json`` with the corpus file's size and mtime.
 A changed corpus file (size or mtime) is re-indexed; a file lock keeps concurrent workers from building twice, and the
 loaded index is kept per process, so each rollout's :func:`make_env` costs a ``stat``.
 
@@ -35,16 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from supo.envs.base import Tool, ToolCallError, ToolEnv
-from supo.envs.browsecomp_files import (  # the files and the index (re-exported)
-    BM25Index,
-    clear_index_cache,
-    get_index,
-    index_path,
-    iter_corpus,
-    load_or_build_index,
-    load_qrels,
-    load_queries,
-)
+from supo.envs.browsecomp_files import BM25Index, get_index, load_qrels, load_queries
 from supo.envs.files import FilesEnvConfig
 from supo.envs.spec import EnvSpec
 from supo.errors import DataError, require
@@ -331,9 +322,8 @@ def corpus(tasks: list[Task]) -> list[str]:
     return texts
 
 
-__all__ = ["BM25Index", "BrowseCompEnv", "SPEC", "answer_matches", "build_split", "clear_index_cache",
-           "evidence_recall", "get_index", "index_path", "iter_corpus", "load_or_build_index", "load_qrels",
-           "load_queries", "make_env", "normalize_answer", "retrieval_metrics", "run_record"]
+__all__ = ["BrowseCompEnv", "SPEC", "answer_matches", "build_split", "evidence_recall", "make_env", "normalize_answer",
+           "retrieval_metrics", "run_record"]
 
 
 from supo.envs.base import check_env_field, is_int, is_str_list  # noqa: E402  (the env_config check, appended)

@@ -5,10 +5,11 @@ A row (JSONL or parquet) is one (environment, unit test) pair::
     {"ability": "codegym_v1@<code_id>__<EnvName@{json}>", "code_id": str, "prompt": [system, user messages],
      "plugin_call_max_round": 256, "extra_info": {"gym_env": <python source>, "solve_fc_round": int, ...}, ...}
 
-:func:`load_rows` turns rows into :class:`~supo.types.Task` s, raising :class:`~supo.data.DataError` naming the file,
-row and field of anything malformed. The environment source is *untrusted*: it is never imported here (only parsed
-with :mod:`ast` to check that the class exists) and runs only inside a :class:`~supo.envs.sandbox.Sandbox`, one child
-process per episode (:class:`CodeGymEnv`).
+:func:`~supo.envs.codegym_rows.load_rows` (reading and checking rows is in :mod:`supo.envs.codegym_rows`) turns rows
+into :class:`~supo.types.Task` s, raising :class:`~supo.data.DataError` naming the file, row and field of anything
+malformed. The environment source is *untrusted*: it is never imported here (only parsed with :mod:`ast` to check that
+the class exists) and runs only inside a :class:`~supo.envs.sandbox.Sandbox`, one child process per episode
+(:class:`CodeGymEnv`).
 
 The model's call may be written either way — supo's ``<tool_call>{"name", "parameters"}</tool_call>`` or CodeGym's
 ``<|FunctionCallBegin|>[{"name", "parameters"}]<|FunctionCallEnd|>`` (what the rows' own prompts ask for); both are
@@ -31,16 +32,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from supo.envs.base import MAX_ACTION_CHARS, ToolCall, ToolCallError, format_tool_call, parse_tool_call
-from supo.envs.codegym_rows import (  # reading rows (re-exported)
-    ABILITY_PREFIX,
-    DEFAULT_MAX_CALLS,
-    ENV_NAME,
-    load_rows,
-    parse_ability,
-    read_records,
-    split_tasks,
-)
+from supo.envs.base import MAX_ACTION_CHARS, ToolCall, ToolCallError, format_tool_call, load_json, parse_tool_call
+from supo.envs.codegym_rows import DEFAULT_MAX_CALLS, load_rows, split_tasks
 from supo.envs.files import FilesEnvConfig
 from supo.envs.sandbox import Sandbox, SandboxError, SandboxLimits
 from supo.envs.spec import EnvSpec
@@ -106,10 +99,7 @@ def parse_codegym_call(text: str) -> ToolCall:
         raise ToolCallError(f"no {CG_CALL_OPEN}...{CG_CALL_CLOSE} found in the response")
     if len(bodies) > 1:
         raise ToolCallError(f"{len(bodies)} function calls in one turn; make exactly one")
-    try:
-        obj = json.loads(bodies[0])
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise ToolCallError(f"function call is not valid JSON ({e.__class__.__name__})") from None
+    obj = load_json(bodies[0], "function call")  # a key given twice is refused, never last-wins
     if isinstance(obj, list):
         if len(obj) != 1:
             raise ToolCallError(f"the call list holds {len(obj)} calls; make exactly one per turn")
@@ -299,9 +289,10 @@ from supo.envs.base import check_env_field, is_int  # noqa: E402  (the env_confi
 
 
 def validate_env_config(cfg: dict) -> None:
-    """What :func:`make_env`, :func:`limits_of` and :func:`split_tasks` read: ``code``, ``env_name`` and ``env_str``
-    (strings; the code non-empty), ``code_id``, and if present ``max_calls`` (≥ 1), ``sandbox_seconds`` (> 0),
-    ``sandbox_memory_mb`` (≥ 1) and ``network_namespace`` (a bool). Raises ValueError naming the field."""
+    """What :func:`make_env`, :func:`limits_of` and :func:`~supo.envs.codegym_rows.split_tasks` read: ``code``,
+    ``env_name`` and ``env_str`` (strings; the code non-empty), ``code_id``, and if present ``max_calls`` (≥ 1),
+    ``sandbox_seconds`` (> 0), ``sandbox_memory_mb`` (≥ 1) and ``network_namespace`` (a bool). Raises ValueError naming
+    the field."""
     check_env_field(cfg, "code", lambda v: isinstance(v, str) and v.strip(), "non-empty Python source")
     for name in ("env_name", "env_str"):
         check_env_field(cfg, name, lambda v: isinstance(v, str), "a string")
@@ -319,8 +310,6 @@ SPEC = EnvSpec(name="codegym", section="files", options=FilesEnvConfig, make_spl
                files=files)
 
 __all__ = [
-    "ABILITY_PREFIX", "CG_CALL_CLOSE", "CG_CALL_OPEN", "DEFAULT_MAX_CALLS", "ENV_NAME", "SPEC", "CodeGymEnv",
-    "build_split", "corpus", "files", "limits_of", "load_rows", "make_env", "make_expert", "make_split",
-    "oracle_actions", "parse_ability", "parse_codegym_call", "read_records", "requires", "split_tasks", "tool_names",
-    "validate_env_config",
+    "CG_CALL_CLOSE", "CG_CALL_OPEN", "SPEC", "CodeGymEnv", "build_split", "corpus", "files", "limits_of", "make_env",
+    "make_expert", "make_split", "oracle_actions", "parse_codegym_call", "requires", "tool_names", "validate_env_config",
 ]

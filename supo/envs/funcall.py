@@ -32,8 +32,10 @@ from supo.errors import require
 from supo.fields import F
 from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN
 from supo.synth.families import FAMILIES as _FAMILIES
-from supo.synth.families import ToolFailure, get_family, output_value
-from supo.synth.tasks import FINISH, make_tasks
+from supo.synth.families import get_family
+from supo.synth.family_base import ToolFailure, output_value
+from supo.synth.phases import FINISH
+from supo.synth.tasks import make_tasks
 from supo.types import Task
 
 UNKNOWN = "unknown"
@@ -341,6 +343,6 @@ def validate_env_config(cfg: dict) -> None:
     check_env_field(cfg, "plan", _is_plan, "a list of calls ({name, refs, ...})", required=False)
 
 
-SPEC = EnvSpec(name="funcall", section="funcall", options=FuncallEnvConfig, make_split=make_split, make_env=make_env,
+SPEC = EnvSpec(name="funcall", options=FuncallEnvConfig, make_split=make_split, make_env=make_env,
                make_expert=expert_factory, corpus=corpus, validate_env_config=validate_env_config,
                make_tasks=make_tasks)

@@ -1,8 +1,7 @@
 """The procedural search environment (BrowseComp-Plus-like): answer multi-hop questions over a seeded corpus.
 
 The world (entities, documents, the BM25 index) is in :mod:`supo.envs.search_world`, the scripted expert in
-:mod:`supo.envs.search_expert`; this module holds the environment, the tasks, the options and the spec, and
-re-exports both.
+:mod:`supo.envs.search_expert`; this module holds the environment, the tasks, the options and the spec.
 
 **The world.** A seeded set of fictional entities of four types — people, companies, cities and products — with
 attributes (a year, a profession or industry, ...) and functional relations:
@@ -33,13 +32,13 @@ case normalisation.
 The corpus and its index depend only on ``(seed, num_entities, distractors)``; they are built once per process and
 cached, so building an environment is cheap.
 
-**The expert** (:class:`SearchExpert`) solves a hop by searching ``"<entity> <year>"`` (the anchor) or ``"<entity>
-<back-link word> <previous entity>"``, opening the hits titled with the entity in rank order until one meets the
-constraint (reading and skipping namesakes), and reading the next entity from it; it needs ``2 × hops + 1`` calls plus
-one per namesake it opens. Its summaries (``<summary>hop 2 of 3; found: maker = Torlo; open next: d0412</summary>``)
-carry the facts found so far and the hits still to open. At ``error_rate`` a summary replaces the last fact with the one
-a namesake of its source states; the expert then finds no document that meets the constraint, takes the first hit
-titled with the wrong entity and answers wrong.
+**The expert** (:class:`~supo.envs.search_expert.SearchExpert`) solves a hop by searching ``"<entity> <year>"`` (the
+anchor) or ``"<entity> <back-link word> <previous entity>"``, opening the hits titled with the entity in rank order
+until one meets the constraint (reading and skipping namesakes), and reading the next entity from it; it needs ``2 ×
+hops + 1`` calls plus one per namesake it opens. Its summaries (``<summary>hop 2 of 3; found: maker = Torlo; open next:
+d0412</summary>``) carry the facts found so far and the hits still to open. At ``error_rate`` a summary replaces the
+last fact with the one a namesake of its source states; the expert then finds no document that meets the constraint,
+takes the first hit titled with the wrong entity and answers wrong.
 """
 
 from __future__ import annotations
@@ -48,35 +47,13 @@ import random
 from dataclasses import dataclass, replace
 
 from supo.envs.base import Tool, ToolCallError, ToolEnv
-from supo.envs.search_expert import (  # the expert (re-exported)
-    MAX_ATTEMPTS,
-    NO_MATCH,
-    ExpertState,
-    SearchExpert,
-    expert_factory,
-    extract,
-    parse_summary,
-    summary_text,
-)
-from supo.envs.search_world import (  # the world (re-exported)
-    ATTRS,
-    BACKLINK,
-    FACT,
-    FIRST_NAMES,
-    IN_RELATIONS,
-    INTRO,
-    KEYWORD,
+from supo.envs.search_expert import ExpertState, SearchExpert, expert_factory, summary_text
+from supo.envs.search_world import (
     OUT_RELATIONS,
     PHRASE,
-    RELATIONS,
-    SYLLABLES,
     SYSTEM_PROMPT,
-    TYPE_SHARE,
-    TYPES,
     USER_PROMPT,
     YEAR_VERB,
-    YEARS,
-    Entity,
     World,
     get_world,
     normalize_answer,
@@ -359,15 +336,11 @@ def validate_env_config(cfg: dict) -> None:
                     "a list of entity names, one more than relations")
 
 
-SPEC = EnvSpec(name="search", section="search", options=SearchEnvConfig, make_split=make_split, make_env=make_env,
+SPEC = EnvSpec(name="search", options=SearchEnvConfig, make_split=make_split, make_env=make_env,
                make_expert=expert_factory, corpus=corpus, validate_env_config=validate_env_config,
                make_tasks=make_tasks)
 
 __all__ = [
-    "ATTRS", "BACKLINK", "CORPUS_CHARS", "FACT", "FIRST_NAMES", "IN_RELATIONS", "INTRO", "KEYWORD", "MAX_ATTEMPTS",
-    "NO_MATCH", "OUT_RELATIONS", "PHRASE", "RELATIONS", "SPEC", "SYLLABLES", "SYSTEM_PROMPT", "TYPES", "TYPE_SHARE",
-    "USER_PROMPT", "YEARS", "YEAR_VERB", "Entity", "ExpertState", "SearchEnv", "SearchEnvConfig", "SearchExpert",
-    "World", "anchor_phrase", "build_split", "corpus", "expert_factory", "extract", "get_world", "make_env",
-    "make_split", "make_tasks", "normalize_answer", "parse_summary", "question_phrase", "run_expert", "summary_text",
-    "task_prompt", "tool_docs", "validate_env_config",
+    "CORPUS_CHARS", "SPEC", "SearchEnv", "SearchEnvConfig", "anchor_phrase", "build_split", "corpus", "make_env",
+    "make_split", "make_tasks", "question_phrase", "run_expert", "task_prompt", "tool_docs", "validate_env_config",
 ]

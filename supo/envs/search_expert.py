@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, replace
 
 from supo.envs.base import ToolCallError, format_tool_call, parse_tool_call
-from supo.envs.search_world import _RESULT_RE, BACKLINK, FACT, KEYWORD, RELATIONS, YEAR_VERB, get_world
+from supo.envs.search_world import BACKLINK, FACT, KEYWORD, RELATIONS, RESULT_RE, YEAR_VERB, get_world
 from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN
 from supo.types import Task
 
@@ -98,7 +98,7 @@ class SearchExpert:
             return
         s = self.state
         if call.name == "search":
-            hits = [m.groups() for m in map(_RESULT_RE.match, observation.splitlines()) if m]
+            hits = [m.groups() for m in map(RESULT_RE.match, observation.splitlines()) if m]
             name = self._subject(s)
             cands = tuple(d for d, snip in hits if _title_matches(snip, name)
                           and (s.attempt == MAX_ATTEMPTS - 1 or d not in s.rejected))

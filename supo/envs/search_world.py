@@ -111,7 +111,7 @@ SYSTEM_PROMPT = (
 USER_PROMPT = "What is {phrase}? Finish with its exact name."
 
 _TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")  # bm25s's default token pattern
-_RESULT_RE = re.compile(r"^\[(d\d+)\] ?(.*)$")
+RESULT_RE = re.compile(r"^\[(d\d+)\] ?(.*)$")
 
 
 def normalize_answer(text: str) -> str:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from supo.envs.base import (_CALL_RE, ToolCall, ToolCallError, call_from_json, call_from_object, check_action_length,
+from supo.envs.base import (CALL_RE, ToolCall, ToolCallError, call_from_json, call_from_object, check_action_length,
                             load_json, parse_tool_call)
 from supo.models import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
@@ -98,7 +98,7 @@ class ToolParser:
 
 def _tag_bodies(text: str) -> list[str]:
     check_action_length(text)
-    bodies = _CALL_RE.findall(text)
+    bodies = CALL_RE.findall(text)
     if not bodies:
         raise ToolCallError(f"no {TOOL_CALL_OPEN}...{TOOL_CALL_CLOSE} found in the response")
     if len(bodies) > 1:

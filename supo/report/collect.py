@@ -17,7 +17,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +48,12 @@ TRAIN_CURVE_KEYS: tuple[str, ...] = ("mean_reward", "success_rate", "overlong_ra
 """Per-step training metrics the report reads (each a number, or absent)."""
 
 
-@dataclass(frozen=True)
-class EvalRun:
-    """One evaluation: a checkpoint (env, arm, seed) at one S_eval, its metrics and per-task successes."""
+@dataclass(frozen=True, kw_only=True)
+class EvalRun(EvalResult):
+    """One evaluation as the report reads it: the :class:`~supo.results.EvalResult` of a checkpoint (env, arm, seed)
+    at one S_eval — its ``metrics`` only the finite :data:`METRIC_KEYS` — with where it was read and its per-task
+    results."""
 
-    env: str
-    arm: str
-    seed: int
-    s_eval: int
-    working_context: int | None
-    split: str
-    metrics: Mapping[str, float]
     path: Path
     outcomes: Mapping[str, float] = field(default_factory=dict)
     """task id → success (mean over the task's samples)."""
@@ -158,9 +153,8 @@ def _parse_eval(path: Path, root: Path) -> EvalRun:
         metrics[key] = float(value)
     if "success_rate" not in metrics or not 0.0 <= metrics["success_rate"] <= 1.0:
         raise ValueError(f"{path}: 'success_rate' must be a number in [0, 1]")
-    return EvalRun(env=result.env, arm=where["arm"], seed=where["seed"], s_eval=where["s_eval"],
-                   working_context=result.working_context, split=result.split, metrics=metrics, path=path,
-                   **_per_task(_read_outcomes(path.parent)))
+    read = {f.name: getattr(result, f.name) for f in fields(EvalResult)}  # arm, seed, s_eval agree with the folders
+    return EvalRun(**{**read, "metrics": metrics}, path=path, **_per_task(_read_outcomes(path.parent)))
 
 
 def collect_evals(evals_root: str | os.PathLike[str]) -> list[EvalRun]:

@@ -27,12 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from supo.rollout.policy import GenRequest, GenResult, Policy  # re-exported: they lived here
+from supo.contracts import GenRequest, GenResult, Policy
 from supo.rollout.segments import OpenSegment, close_with_summary, drop_last_pair, ended_copy, finish
 from supo.rollout.templates import Templates, summary_content
 from supo.types import Rollout, Task
-
-__all__ = ["GenRequest", "GenResult", "LoopSettings", "Policy", "run_rollouts"]
 
 
 @dataclass

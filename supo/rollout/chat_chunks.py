@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from supo.data import DataError
+from supo.errors import DataError
 from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN
 
 _SYS, _USER, _ACT, _OBS, _SUM = "SUPOSYSTEMTEXT", "SUPOUSERTEXT", "SUPOACTIONTEXT", "SUPOOBSERVATIONTEXT", "SUPOSUMMARY"

@@ -1,4 +1,4 @@
-"""A scripted expert as a :class:`~supo.rollout.policy.Policy`: demonstrations come out of the same loop as
+"""A scripted expert as a :class:`~supo.contracts.Policy`: demonstrations come out of the same loop as
 training rollouts, so they share its templates, triggers, drops, resets and trigger-action samples (R5b)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from supo.envs.tool_parsers import DEFAULT_TOOL_PARSER, get_tool_parser
-from supo.rollout.policy import GenRequest, GenResult
+from supo.contracts import GenRequest, GenResult
 
 
 class ExpertPolicy:

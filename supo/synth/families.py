@@ -21,16 +21,16 @@ directory) and scratch records (transfer quotes) do not.
 
 The shared parts are in :mod:`supo.synth.family_base`; each family in its own module (:mod:`supo.synth.family_files`,
 :mod:`~supo.synth.family_travel`, :mod:`~supo.synth.family_bank`, :mod:`~supo.synth.family_inventory`); this module
-is the registry and re-exports them.
+is the registry.
 """
 
 from __future__ import annotations
 
-from supo.synth.family_bank import OWNERS, PAYEES, BankBackend, BankFamily
-from supo.synth.family_base import Backend, Family, ToolFailure, output_value
-from supo.synth.family_files import FILES, FOLDERS, MAX_ENTRIES, ROOT, WORDS, FilesBackend, FilesFamily
-from supo.synth.family_inventory import ITEMS, SITES, InventoryBackend, InventoryFamily
-from supo.synth.family_travel import CITIES, PEOPLE, TravelBackend, TravelFamily, flight_id
+from supo.synth.family_bank import BankFamily
+from supo.synth.family_base import Family
+from supo.synth.family_files import FilesFamily
+from supo.synth.family_inventory import InventoryFamily
+from supo.synth.family_travel import TravelFamily
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (FilesFamily(), TravelFamily(), BankFamily(), InventoryFamily())}
 
@@ -42,8 +42,4 @@ def get_family(name: str) -> Family:
         raise ValueError(f"unknown task family {name!r}; choose from {', '.join(FAMILIES)}") from None
 
 
-__all__ = [
-    "CITIES", "FAMILIES", "FILES", "FOLDERS", "ITEMS", "MAX_ENTRIES", "OWNERS", "PAYEES", "PEOPLE", "ROOT", "SITES",
-    "WORDS", "Backend", "BankBackend", "BankFamily", "Family", "FilesBackend", "FilesFamily", "InventoryBackend",
-    "InventoryFamily", "ToolFailure", "TravelBackend", "TravelFamily", "flight_id", "get_family", "output_value",
-]
+__all__ = ["FAMILIES", "get_family"]

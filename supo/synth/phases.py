@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supo.synth.api_graph import APIGraph, directed_sample
-from supo.synth.families import Backend, Family, output_value
+from supo.synth.family_base import Backend, Family, output_value
 
 FINISH = "finish"
 FIRST = ("First,", "To begin,", "Please")

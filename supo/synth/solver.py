@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from supo.synth.api_graph import APIGraph
-from supo.synth.families import Family, get_family, output_value
+from supo.synth.families import get_family
+from supo.synth.family_base import Family, output_value
 from supo.synth.phases import FINISH, FIRST, JOINS, NEXT, VALUE_RE, Call, Candidate, Request, _fill, _Reject
 
 # ======================================================================================================================

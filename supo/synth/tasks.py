@@ -33,27 +33,10 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from supo.synth.families import FAMILIES, Family, get_family, output_value
-from supo.synth.phases import (  # Phases I and II (re-exported)
-    CLOSINGS,
-    FILLERS,
-    FINISH,
-    FIRST,
-    JOINS,
-    MAX_REQUESTS,
-    NEXT,
-    NOISE_CHARS,
-    SYSTEM_PROMPT,
-    VALUE_RE,
-    AdvancedTool,
-    Call,
-    Candidate,
-    Request,
-    advanced_tools,
-    phase1,
-    write_query,
-)
-from supo.synth.solver import Hint, ScriptedSolver, Solver, Validation, critic, validate  # Phase III (re-exported)
+from supo.synth.families import FAMILIES, get_family
+from supo.synth.family_base import Family, output_value
+from supo.synth.phases import SYSTEM_PROMPT, Candidate, advanced_tools, phase1, write_query
+from supo.synth.solver import ScriptedSolver, Solver, Validation, validate
 
 # ======================================================================================================================
 # whole tasks
@@ -170,9 +153,4 @@ def make_tasks(split: str, num: int, min_calls: int, max_calls: int, families: S
     return (tasks, stats) if return_stats else tasks
 
 
-__all__ = [
-    "CLOSINGS", "FILLERS", "FINISH", "FIRST", "JOINS", "MAX_REQUESTS", "NEXT", "NOISE_CHARS", "SYSTEM_PROMPT",
-    "VALUE_RE", "AdvancedTool", "Call", "Candidate", "Hint", "Request", "ScriptedSolver", "Solver", "SynthStats",
-    "Validation", "advanced_tools", "candidate_to_task", "critic", "make_candidate", "make_tasks", "phase1",
-    "synthesize", "system_prompt", "validate", "write_query",
-]
+__all__ = ["SynthStats", "candidate_to_task", "make_candidate", "make_tasks", "synthesize", "system_prompt"]

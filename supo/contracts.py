@@ -1,6 +1,9 @@
-"""What the agent loop samples from (docs/design.md §4): the generation request and result, and the :class:`Policy`
-protocol — a vLLM engine in training and evaluation (``supo.engines``), a scripted expert for demonstrations
-(``supo.rollout.expert_policy``). Engines implement it without importing the loop.
+"""The generation contract (docs/design.md §4): :class:`GenRequest`, :class:`GenResult` and the :class:`Policy`
+protocol.
+
+Implemented by the vLLM engine (``supo.engines``, training and evaluation) and the scripted expert
+(``supo.rollout.expert_policy``, demonstrations); consumed by the agent loop (``supo.rollout.agent_loop``) and the
+benches. It sits below both, so engines never import the loop's package.
 
 Token ids and behaviour log-probs come back exactly as sampled (R6): the loop never re-tokenizes them.
 """

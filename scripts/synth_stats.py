@@ -1,29 +1,30 @@
-"""Synthesis statistics for a run config: ``python -m supo.synth.stats [params.yaml] [KEY=VALUE ...]``.
+"""Synthesis statistics for a run config: ``python scripts/synth_stats.py [params.yaml] [KEY=VALUE ...]``.
 
 Per family and split: tasks, Phase III kept share (and first-attempt share), the expert's mean calls, and the share of
 tasks whose full expert history (initial prompt + every action and observation, no summaries) exceeds given working
-contexts, measured with a BPE tokenizer trained as ``supo-cli prepare`` trains it (on ``corpus`` of the first 400 train
-and 100 test tasks, the summary instruction and the chat roles).
+contexts, measured with a BPE tokenizer trained as ``supo-cli prepare`` trains it (``supo.prepare.tokenizer_corpus``
+over the funcall env's ``corpus``).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
 from collections import defaultdict
 
 from supo.config import Config, load_config
+from supo.envs.funcall import FuncallExpert, corpus, make_env
+from supo.models import IM_END, build_tokenizer
+from supo.prepare import tokenizer_corpus
+from supo.rollout.agent_loop import LoopSettings, run_rollouts
+from supo.rollout.expert_policy import ExpertPolicy
+from supo.rollout.templates import Templates, prompt_ids
+from supo.synth.tasks import make_tasks
 
 
 def synthesis_stats(cfg: Config, *, vocab_size: int = 1024, working_contexts: tuple[int, ...] = (224, 512)) -> dict:
-    from supo.envs.funcall import FuncallExpert, corpus, make_env
-    from supo.models import IM_END, build_tokenizer
-    from supo.rollout.agent_loop import LoopSettings, run_rollouts
-    from supo.rollout.expert_policy import ExpertPolicy
-    from supo.rollout.templates import Templates, prompt_ids
-    from supo.synth.tasks import make_tasks
-
     f = cfg.funcall
     t0 = time.time()
     splits, synth = {}, {}
@@ -33,11 +34,8 @@ def synthesis_stats(cfg: Config, *, vocab_size: int = 1024, working_contexts: tu
                                                  explore_prob=f.explore_prob, noise_prob=f.noise_prob,
                                                  return_stats=True)
     synth_seconds = time.time() - t0
-    texts = corpus(splits["train"][:400] + splits["test"][:100])
-    texts += [cfg.prompts.summary_instruction, cfg.prompts.continuation + "\n"] * 50
-    texts += [f"{role}\n" for role in ("system", "user", "assistant", "tool")] * 200
     with tempfile.TemporaryDirectory() as d:
-        tok = build_tokenizer(texts, vocab_size, d)
+        tok = build_tokenizer(tokenizer_corpus(cfg, splits["train"], splits["test"], corpus), vocab_size, d)
     templates = Templates.build(tok, cfg.prompts.summary_instruction, cfg.prompts.continuation)
     settings = LoopSettings(trigger=10**9, max_summaries=0, max_steps=10**4, max_turn_tokens=cfg.budget.max_turn_tokens,
                             max_summary_tokens=cfg.budget.max_summary_tokens, max_obs_tokens=cfg.budget.max_obs_tokens,
@@ -74,8 +72,6 @@ def synthesis_stats(cfg: Config, *, vocab_size: int = 1024, working_contexts: tu
 
 
 if __name__ == "__main__":  # pragma: no cover - a reporting entry point
-    import json
-
     args = sys.argv[1:]
     path = args[0] if args and "=" not in args[0] else None
     print(json.dumps(synthesis_stats(load_config(path, [a for a in args if "=" in a])), indent=2))
