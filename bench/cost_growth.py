@@ -57,7 +57,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import MEDIUM_MODEL, build_profile_tokenizer, build_random_model, engine_config, load_note, \
     add_run_args, load_profile, set_threads  # noqa: E402
 
-from supo.rollout.agent_loop import GenRequest, GenResult, Policy, run_rollouts  # noqa: E402
+from supo.contracts import GenRequest, GenResult, Policy  # noqa: E402
+from supo.rollout.agent_loop import run_rollouts  # noqa: E402
 from supo.types import Rollout  # noqa: E402
 
 MODES = ("cached", "no reuse")
@@ -138,9 +139,9 @@ def record_arm(cfg: Any, tokenizer: Any, tasks: list[Any], *, max_summaries: int
 
 
 def record_arms(cfg: Any, tokenizer: Any, args: argparse.Namespace) -> dict[str, ArmRun]:
-    from supo.envs.array import make_tasks
+    from supo.envs.array import SPEC, make_tasks
 
-    e = cfg.env
+    e = SPEC.options_of(cfg)  # the array env's options (params.yaml keeps them in `env`)
     tasks = make_tasks("bench", args.rollouts, args.array_len, args.array_len, e.families, e.value_max, cfg.seed)
     max_steps = 10 * (2 * args.array_len + 1)
     grpo_cfg = _with_engine_limit(cfg, UNBOUNDED + 1000)

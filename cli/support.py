@@ -137,26 +137,17 @@ def check_eval_tasks(cfg, num_tasks_flag: int | None, sizes: dict[str, int], ech
         cfg.eval.num_tasks = size
 
 
-def _default_of(name: str):
-    """The code default of a dotted config field."""
-    from supo.config import Config
-
-    node = Config()
-    for part in name.split("."):
-        node = getattr(node, part)
-    return node
-
-
-def docs_in_effect(cfg, sources: dict[str, str]) -> list[str]:
+def docs_in_effect(cfg, sources: dict[str, str], env: str | None = None) -> list[str]:
     """One line per config field: name, the value in effect, ``[where it came from; default X]`` (the default only
-    when it differs) and the field's meaning (``supo-cli config --docs``)."""
-    from supo.config import describe
+    when it differs) and the field's meaning (``supo-cli config --docs``); with ``env``, of the run's own sections and
+    that env's options (not the other envs')."""
+    from supo.config import Config, describe
 
-    values, lines = cfg.flat(), []
-    for name, default, help_ in describe():
+    values, defaults, lines = cfg.flat(), Config().flat(), []
+    for name, default, help_ in describe(env=env):
         value = repr(values[name])
         value = value if len(value) <= 24 else value[:21] + "..."
-        note = sources[name] if values[name] == _default_of(name) else f"{sources[name]}; default {default}"
+        note = sources[name] if values[name] == defaults[name] else f"{sources[name]}; default {default}"
         lines.append(f"{name:36s} {value:>24s}  [{note}]  {help_}")
     return lines
 

@@ -24,23 +24,38 @@ from supo.config import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _entries(cls: type):
+    """(key, Field or None, type) of every field of ``cls``; of Config, every top-level entry of params.yaml: its own
+    fields, and after ``env`` the env-option sections built from the env registry (no Field: an env's spec declares
+    them)."""
+    if cls is not Config:
+        hints = typing.get_type_hints(cls)
+        yield from ((f.name, f, hints[f.name]) for f in dataclasses.fields(cls))
+        return
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        if f.metadata.get("file", True):
+            yield f.name, f, hints[f.name]
+        if f.name == "env":
+            yield from ((section, None, options) for section, options in Config.option_classes().items())
+
+
 def _leaf_fields(cls: type = Config, prefix: str = ""):
     """(dotted name, dataclasses.Field) for every leaf field of the config tree."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            yield from _leaf_fields(hints[f.name], prefix + f.name + ".")
+    for name, f, typ in _entries(cls):
+        if dataclasses.is_dataclass(typ):
+            yield from _leaf_fields(typ, prefix + name + ".")
         else:
-            yield prefix + f.name, f
+            yield prefix + name, f
 
 
 def _all_fields(cls: type = Config, prefix: str = ""):
-    """Every field, sections included."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        yield prefix + f.name, f
-        if dataclasses.is_dataclass(hints[f.name]):
-            yield from _all_fields(hints[f.name], prefix + f.name + ".")
+    """Every field, sections included (an env-option section's fields, not the section: its spec declares it)."""
+    for name, f, typ in _entries(cls):
+        if f is not None:
+            yield prefix + name, f
+        if dataclasses.is_dataclass(typ):
+            yield from _all_fields(typ, prefix + name + ".")
 
 
 def _write_yaml(tmp_path: Path, data: dict) -> Path:
@@ -61,8 +76,10 @@ def test_defaults_load_and_validate():
     assert cfg.budget.trigger_tokens == math.ceil(cfg.budget.trigger_frac * cfg.budget.working_context)
 
 
-def test_repo_params_yaml_loads_and_matches_file():
-    path = REPO_ROOT / "params.yaml"
+@pytest.mark.parametrize("path", [REPO_ROOT / "params.yaml", *sorted((REPO_ROOT / "profiles").glob("*.yaml"))],
+                         ids=lambda p: p.name)
+def test_repo_params_files_load_and_match_the_file(path):
+    """params.yaml and every profile load unchanged (the array env's options still in `env`), each value theirs."""
     cfg = load_config(path)
     raw = yaml.safe_load(path.read_text())
     flat = cfg.flat()
@@ -72,7 +89,7 @@ def test_repo_params_yaml_loads_and_matches_file():
             if isinstance(v, dict) and prefix + k not in ("envs", "arms"):  # per-env/arm overrides stay mappings
                 walk(f"{prefix}{k}.", v)
             else:
-                assert flat[f"{prefix}{k}"] == v, f"{prefix}{k}"
+                assert flat[f"{prefix}{k}"] == v, f"{path.name}: {prefix}{k}"
 
     walk("", raw)
 

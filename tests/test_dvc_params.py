@@ -46,6 +46,8 @@ def section_prefixes() -> dict[type, str]:
                 walk(hints[f.name], prefix + f.name + ".")
 
     walk(Config, "")
+    # the env-option sections are built from the EnvSpec registry, not typed fields of Config
+    out.update({cls: section for section, cls in Config.option_classes().items()})
     return out
 
 

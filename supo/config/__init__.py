@@ -12,11 +12,12 @@
 * ``budget.max_obs_tokens`` — observations are truncated to this many tokens;
 * ``engine.max_model_len`` — the engine's hard sequence limit; ``train.max_seq_len`` — the trainer's.
 
-The package: :mod:`~supo.config.schema` (the sections; the environments' options are declared by the environments,
-``supo.envs``), :mod:`~supo.config.load` (reading, overrides, provenance, the field documentation),
-:mod:`~supo.config.checks` (static checks in :func:`validate`; the checks that need the tokenizer — the summary
-instruction's length, the longest initial prompt — in :func:`validate_budgets`). Both raise :class:`ConfigError`
-(``supo.errors``) naming the field.
+The package: :mod:`~supo.config.schema` (the sections), :mod:`~supo.config.sections` (the env-option sections,
+built from the env registry: each env declares its options in its ``EnvSpec``, ``supo.envs``),
+:mod:`~supo.config.load` (reading, overrides, provenance, the field documentation), :mod:`~supo.config.checks`
+(static checks in :func:`validate`; the checks that need the tokenizer — the summary instruction's length, the
+longest initial prompt — in :func:`validate_budgets`). Both raise :class:`ConfigError` (``supo.errors``) naming the
+field.
 """
 
 from __future__ import annotations
@@ -60,18 +61,15 @@ from supo.config.schema import (
     TrainConfig,
     TrainerConfig,
 )
-from supo.envs.array import ArrayEnvConfig
-from supo.envs.files import FilesEnvConfig
-from supo.envs.funcall import FuncallEnvConfig
-from supo.envs.search import SearchEnvConfig
+from supo.config.sections import ENV_SECTION, EnvSections, option_classes
 from supo.errors import ConfigError
 from supo.fields import F
 
 __all__ = [
-    "ALGOS", "ARM_ROLES", "ARM_ROLE_KEY", "ENV_PATHS", "PAPER_CONTINUATION", "PAPER_SUMMARY_INSTRUCTION",
-    "VLLM_CPU_HEAD_SIZES", "ArrayEnvConfig", "BudgetConfig", "Budgets", "Config", "ConfigError", "EngineConfig",
-    "EnvConfig", "EvalConfig", "ExpertConfig", "F", "FilesEnvConfig", "FuncallEnvConfig", "ModelConfig",
-    "PathsConfig", "PipelineConfig", "PromptsConfig", "RolloutConfig", "SFTConfig", "SearchEnvConfig",
-    "TrackingConfig", "TrainConfig", "TrainerConfig", "derive_budgets", "describe", "effective_context",
-    "load_config", "parse_override", "provenance", "read_params", "validate", "validate_budgets", "validate_envs",
+    "ALGOS", "ARM_ROLES", "ARM_ROLE_KEY", "ENV_PATHS", "ENV_SECTION", "PAPER_CONTINUATION", "PAPER_SUMMARY_INSTRUCTION",
+    "VLLM_CPU_HEAD_SIZES", "BudgetConfig", "Budgets", "Config", "ConfigError", "EngineConfig", "EnvConfig",
+    "EnvSections", "EvalConfig", "ExpertConfig", "F", "ModelConfig", "PathsConfig", "PipelineConfig", "PromptsConfig",
+    "RolloutConfig", "SFTConfig", "TrackingConfig", "TrainConfig", "TrainerConfig", "derive_budgets", "describe",
+    "effective_context", "load_config", "option_classes", "parse_override", "provenance", "read_params", "validate",
+    "validate_budgets", "validate_envs",
 ]

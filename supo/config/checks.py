@@ -9,40 +9,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from supo.config.schema import ARM_ROLE_KEY, ARM_ROLES, Config, EngineConfig, ModelConfig
+from supo.config.schema import ARM_ROLE_KEY, ARM_ROLES, Config, EngineConfig, ModelConfig, TrainConfig
 from supo.envs import ENVS
+from supo.envs.spec import validate_options
 from supo.envs.tool_parsers import TOOL_PARSERS
 from supo.errors import require
 from supo.plugins import import_plugins
 
 VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 ALGOS = ("supo", "grpo")
-WEIGHT_SYNC_NAMES = ("object-store", "nccl")
-"""``trainer.weight_sync`` choices: the keys of ``supo.distributed.weight_sync.WEIGHT_SYNCS`` (a test checks they
-agree; named here so that loading a config imports neither Ray nor torch)."""
 
 
 def validate(cfg: Config, *, check_files: bool = False) -> None:
     """Static checks: ranges, choices and conflicts that need no tokenizer; every environment's options, what the
     selected one requires, and with ``check_files`` the files it reads. ``train.plugins`` are imported first (their
     registrations are among the choices)."""
-    from supo.algo.advantage import ADVANTAGE_ESTIMATORS
-    from supo.algo.loss import POLICY_LOSSES
-    from supo.algo.objective import AGGREGATIONS
-    from supo.algo.overlong import OVERLONG_TREATMENTS
+    from supo.distributed.weight_sync import WEIGHT_SYNCS  # the registry imports neither Ray nor torch
 
-    b, t, r, e, m, ev = cfg.budget, cfg.train, cfg.rollout, cfg.engine, cfg.model, cfg.eval
-    import_plugins(t.plugins)  # first: a plugin registers the names checked below
-    require(t.algo in ALGOS, "train.algo", f"unknown algo {t.algo!r}; choose one of {', '.join(ALGOS)}")
-    require(t.advantage in ADVANTAGE_ESTIMATORS, "train.advantage",
-            f"unknown estimator {t.advantage!r}; choose one of {', '.join(ADVANTAGE_ESTIMATORS)}")
-    require(t.overlong in OVERLONG_TREATMENTS, "train.overlong",
-            f"unknown treatment {t.overlong!r}; choose one of {', '.join(OVERLONG_TREATMENTS)}")
-    require(t.overlong_penalty < 0, "train.overlong_penalty", f"must be < 0, got {t.overlong_penalty}")
-    require(t.policy_loss in POLICY_LOSSES, "train.policy_loss",
-            f"unknown loss {t.policy_loss!r}; choose one of {', '.join(POLICY_LOSSES)}")
-    require(t.loss_agg in AGGREGATIONS, "train.loss_agg",
-            f"unknown aggregation {t.loss_agg!r}; choose one of {', '.join(AGGREGATIONS)}")
+    b, r, e, m, ev = cfg.budget, cfg.rollout, cfg.engine, cfg.model, cfg.eval
+    import_plugins(cfg.train.plugins)  # first: a plugin registers the names checked below
+    _validate_train(cfg.train)
     require(cfg.env.name in ENVS, "env.name", f"unknown environment {cfg.env.name!r}; choose one of {', '.join(ENVS)}")
     require(b.max_summaries >= 0, "budget.max_summaries", f"must be ≥ 0, got {b.max_summaries}")
     require(ev.max_summaries >= 0, "eval.max_summaries", f"must be ≥ 0, got {ev.max_summaries}")
@@ -61,25 +47,14 @@ def validate(cfg: Config, *, check_files: bool = False) -> None:
             f"must be > 0, got {cfg.trainer.num_cpus_per_rank}")
     require(cfg.trainer.threads_per_rank >= 0, "trainer.threads_per_rank",
             f"must be ≥ 0, got {cfg.trainer.threads_per_rank}")
-    require(cfg.trainer.weight_sync in WEIGHT_SYNC_NAMES, "trainer.weight_sync",
-            f"unknown strategy {cfg.trainer.weight_sync!r}; choose one of {', '.join(WEIGHT_SYNC_NAMES)}")
+    require(cfg.trainer.weight_sync in WEIGHT_SYNCS, "trainer.weight_sync",
+            f"unknown strategy {cfg.trainer.weight_sync!r}; choose one of {', '.join(WEIGHT_SYNCS)}")
     require(r.tasks_per_step >= 1, "rollout.tasks_per_step", f"must be ≥ 1, got {r.tasks_per_step}")
     require(r.temperature > 0.0, "rollout.temperature",
             f"must be > 0 (training samples from the policy at this temperature), got {r.temperature}")
     require(ev.temperature >= 0.0, "eval.temperature", f"must be ≥ 0, got {ev.temperature}")
     require(r.top_p == 1.0, "rollout.top_p", f"must be 1: the trainer's log-probs are those of the whole "
             f"distribution at rollout.temperature, so a nucleus would bias the importance ratio; got {r.top_p}")
-    require(t.clip_low >= 0 and t.clip_high >= 0, "train.clip_low/clip_high", "clip ranges must be ≥ 0")
-    require(t.clip_low < 1.0, "train.clip_low", f"must be < 1 (the ratio is clipped at 1 − clip_low), got {t.clip_low}")
-    require(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
-    require(t.steps >= 1, "train.steps", f"must be ≥ 1, got {t.steps}")
-    require(t.mini_batches >= 1, "train.mini_batches", f"must be ≥ 1, got {t.mini_batches}")
-    require(t.ppo_epochs >= 1, "train.ppo_epochs", f"must be ≥ 1, got {t.ppo_epochs}")
-    require(t.micro_batch_size >= 1, "train.micro_batch_size", f"must be ≥ 1, got {t.micro_batch_size}")
-    require(t.pack_tokens >= 1, "train.pack_tokens", f"must be ≥ 1, got {t.pack_tokens}")
-    require(t.kl_coef >= 0 and t.entropy_coef >= 0, "train.kl_coef/entropy_coef", "must be ≥ 0")
-    require(t.max_seq_len >= 0, "train.max_seq_len", f"must be ≥ 0 (0 = derived), got {t.max_seq_len}")
-    require(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be ≥ 0, got {t.checkpoint_every}")
     require(cfg.sft.steps >= 0, "sft.steps", f"must be ≥ 0, got {cfg.sft.steps}")
     require(cfg.sft.batch_size >= 1, "sft.batch_size", f"must be ≥ 1, got {cfg.sft.batch_size}")
     require(0.0 <= cfg.expert.long_context_frac <= 1.0, "expert.long_context_frac",
@@ -115,14 +90,43 @@ def validate(cfg: Config, *, check_files: bool = False) -> None:
         _validate_tiny_model(m, e)
 
 
+def _validate_train(t: TrainConfig) -> None:
+    """``train``: the registered variants (algo, advantage, overlong treatment, policy loss, aggregation) and
+    ranges."""
+    from supo.algo.advantage import ADVANTAGE_ESTIMATORS
+    from supo.algo.loss import POLICY_LOSSES
+    from supo.algo.objective import AGGREGATIONS
+    from supo.algo.overlong import OVERLONG_TREATMENTS
+
+    require(t.algo in ALGOS, "train.algo", f"unknown algo {t.algo!r}; choose one of {', '.join(ALGOS)}")
+    require(t.advantage in ADVANTAGE_ESTIMATORS, "train.advantage",
+            f"unknown estimator {t.advantage!r}; choose one of {', '.join(ADVANTAGE_ESTIMATORS)}")
+    require(t.overlong in OVERLONG_TREATMENTS, "train.overlong",
+            f"unknown treatment {t.overlong!r}; choose one of {', '.join(OVERLONG_TREATMENTS)}")
+    require(t.overlong_penalty < 0, "train.overlong_penalty", f"must be < 0, got {t.overlong_penalty}")
+    require(t.policy_loss in POLICY_LOSSES, "train.policy_loss",
+            f"unknown loss {t.policy_loss!r}; choose one of {', '.join(POLICY_LOSSES)}")
+    require(t.loss_agg in AGGREGATIONS, "train.loss_agg",
+            f"unknown aggregation {t.loss_agg!r}; choose one of {', '.join(AGGREGATIONS)}")
+    require(t.clip_low >= 0 and t.clip_high >= 0, "train.clip_low/clip_high", "clip ranges must be ≥ 0")
+    require(t.clip_low < 1.0, "train.clip_low", f"must be < 1 (the ratio is clipped at 1 − clip_low), got {t.clip_low}")
+    require(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
+    require(t.steps >= 1, "train.steps", f"must be ≥ 1, got {t.steps}")
+    require(t.mini_batches >= 1, "train.mini_batches", f"must be ≥ 1, got {t.mini_batches}")
+    require(t.ppo_epochs >= 1, "train.ppo_epochs", f"must be ≥ 1, got {t.ppo_epochs}")
+    require(t.micro_batch_size >= 1, "train.micro_batch_size", f"must be ≥ 1, got {t.micro_batch_size}")
+    require(t.pack_tokens >= 1, "train.pack_tokens", f"must be ≥ 1, got {t.pack_tokens}")
+    require(t.kl_coef >= 0 and t.entropy_coef >= 0, "train.kl_coef/entropy_coef", "must be ≥ 0")
+    require(t.max_seq_len >= 0, "train.max_seq_len", f"must be ≥ 0 (0 = derived), got {t.max_seq_len}")
+    require(t.checkpoint_every >= 0, "train.checkpoint_every", f"must be ≥ 0, got {t.checkpoint_every}")
+    require(t.kl_to_init_every >= 1, "train.kl_to_init_every", f"must be ≥ 1, got {t.kl_to_init_every}")
+
+
 def validate_envs(cfg: Config, *, check_files: bool = False) -> None:
-    """Every registered environment's options (each section once), then the selected environment's requirements (and
-    with ``check_files`` its files)."""
-    seen: set[str] = set()
-    for spec in ENVS.values():
-        if spec.section not in seen and hasattr(cfg, spec.section):
-            seen.add(spec.section)
-            spec.options_of(cfg).validate()
+    """Every env-option section of ``cfg`` (each registered env's options), then the selected environment's
+    requirements (and with ``check_files`` its files)."""
+    for options in cfg.env_sections.values():
+        validate_options(options)
     cfg.env_spec.check(cfg.env_options, check_files=check_files)
 
 

@@ -15,8 +15,11 @@ from typing import Any
 import yaml
 
 from supo.config.checks import validate
-from supo.config.schema import ARM_ROLE_KEY, Config
+from supo.config.schema import ARM_ROLE_KEY, Config, EnvConfig
+from supo.config.sections import ENV_SECTION, EnvSections
+from supo.envs import get_env_spec
 from supo.errors import ConfigError, require
+from supo.plugins import import_plugins
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
@@ -51,11 +54,12 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported field type {typ!r}")
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+def _build(cls: type, data: dict[str, Any], where: str, **extra: Any) -> Any:
+    """``cls`` from the mapping ``data`` (each value typed, an unknown key named), with ``extra`` fields as given."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(cls) if f.metadata.get("file", True)]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
@@ -68,7 +72,39 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             kwargs[key] = _build(typ, value, path)
         else:
             kwargs[key] = _coerce(value, typ, path)
-    return cls(**kwargs)
+    return cls(**kwargs, **extra)
+
+
+def _build_config(data: dict[str, Any]) -> Config:
+    """``data`` typed into :class:`Config`: its own sections, and every registered env's options from the section its
+    spec names — in ``env``, ``name`` is the run's, the other keys the options of the env that keeps them there."""
+    classes = Config.option_classes()
+    own_names = [f.name for f in dataclasses.fields(Config) if f.metadata.get("file", True)]
+    env_names = [f.name for f in dataclasses.fields(EnvConfig)]
+    own: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == ENV_SECTION and key in classes and isinstance(value, dict):
+            own[key] = {k: v for k, v in value.items() if k in env_names}
+            options[key] = {k: v for k, v in value.items() if k not in env_names}
+        elif key in classes:
+            options[key] = value
+        elif key in own_names:
+            own[key] = value
+        else:
+            close = difflib.get_close_matches(str(key), own_names + list(classes), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else (
+                " (an env's options section needs the env registered: a plugin's module in train.plugins)")
+            raise ConfigError(f"{key}: unknown field{hint}")
+    sections = EnvSections({s: _build(cls, options.get(s, {}), s) for s, cls in classes.items()})
+    return _build(Config, own, "", env_sections=sections)
+
+
+def _plugins_named(data: dict[str, Any]) -> list[Any]:
+    """``train.plugins`` of the raw params (before they are typed: a plugin may register an env's options section)."""
+    train = data.get("train")
+    plugins = train.get("plugins") if isinstance(train, dict) else None
+    return plugins if isinstance(plugins, list) else []
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -155,7 +191,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides or []]
     for key, value in items:
         _set_dotted(data, key, value)
-    cfg = _build(Config, data, "")
+    import_plugins(_plugins_named(data))  # first: a plugin env's options section is one of the config's
+    cfg = _build_config(data)
     if env is not None:
         for name in ENV_PATHS:
             setattr(cfg.paths, name, f"{getattr(cfg.paths, name)}/{env}")
@@ -176,20 +213,32 @@ def effective_context(cfg: Config) -> Config:
         engine=dataclasses.replace(cfg.engine, max_model_len=cfg.engine.max_model_len + extra))
 
 
-def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted name, default, help) for every field — the documentation `supo-cli config` prints."""
-    rows: list[tuple[str, str, str]] = []
-    hints = typing.get_type_hints(cls)
-    inst = cls()
-    for f in dataclasses.fields(cls):
-        typ = hints[f.name]
-        if dataclasses.is_dataclass(typ):
-            rows.extend(describe(typ, prefix + f.name + "."))
-        else:
-            default = getattr(inst, f.name)
-            shown = repr(default) if not isinstance(default, str) or len(default) < 40 else repr(default[:37] + "...")
-            rows.append((prefix + f.name, shown, f.metadata.get("help", "")))
+def describe(cls: type = Config, prefix: str = "", *, env: str | None = None) -> list[tuple[str, str, str]]:
+    """(dotted name, default, help) for every field — the documentation `supo-cli config --docs` prints; of
+    :class:`Config`, every registered env's options too, or with ``env`` that env's only (beside the run's own)."""
+    if cls is not Config:
+        hints, inst = typing.get_type_hints(cls), cls()
+        rows = []
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                rows.extend(describe(hints[f.name], prefix + f.name + "."))
+            else:
+                rows.append(_row(prefix + f.name, getattr(inst, f.name), f))
+        return rows
+    section = None if env is None else get_env_spec(env).section
+    own = {f.name: f for f in dataclasses.fields(Config)}
+    rows = []
+    for key, value, is_options in Config().parts():
+        if is_options and section not in (None, key):
+            continue  # another env's options
+        rows.extend(describe(type(value), key + ".") if dataclasses.is_dataclass(value) else
+                    [_row(key, value, own[key])])
     return rows
+
+
+def _row(name: str, default: Any, f: dataclasses.Field) -> tuple[str, str, str]:
+    shown = repr(default) if not isinstance(default, str) or len(default) < 40 else repr(default[:37] + "...")
+    return name, shown, f.metadata.get("help", "")
 
 
 def provenance(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
@@ -198,8 +247,8 @@ def provenance(path: str | Path | None = None, overrides: list[str] | dict[str, 
     the params file's name, ``envs.<env>``, ``arms.<arm>`` or ``-S`` — the last layer that sets it, in
     :func:`load_config`'s order. Derived values say so: ``+ /<env>`` on the stage paths under ``--env``, ``+ W×S`` on
     the GRPO-Weff context (``budget.use_effective_context``)."""
-    names = [n for n, _, _ in describe()]
-    source = {n: "default" for n in names}
+    cfg = load_config(path, overrides, env=env, arm=arm)  # first: train.plugins may register an env's options
+    source = {n: "default" for n, _, _ in describe()}
 
     def mark(dotted: str, value: Any, label: str) -> None:
         if dotted in source:
@@ -223,7 +272,6 @@ def provenance(path: str | Path | None = None, overrides: list[str] | dict[str, 
     if env is not None:
         for name in ENV_PATHS:
             source[f"paths.{name}"] += f" + /{env}"
-    cfg = load_config(path, overrides, env=env, arm=arm)
     if cfg.budget.use_effective_context:
         for name in ("budget.working_context", "engine.max_model_len"):
             source[name] += " + W×S (use_effective_context)"

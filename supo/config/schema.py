@@ -1,24 +1,24 @@
 """The run configuration's layout (the sections of ``params.yaml``), every field documented (``metadata["help"]``).
 
-The environments declare their own options (``supo.envs.*``: :class:`~supo.envs.array.ArrayEnvConfig`,
-:class:`~supo.envs.search.SearchEnvConfig`, :class:`~supo.envs.funcall.FuncallEnvConfig`,
-:class:`~supo.envs.files.FilesEnvConfig`); this module mounts them where params.yaml keeps them: ``env`` (the
-environment's name, beside the array env's options), ``search``, ``funcall``, ``files``. Loading is in
-:mod:`supo.config.load`, the checks in :mod:`supo.config.checks`.
+The environments declare their own options (``EnvSpec.options``, ``supo.envs``); the env-option sections are built
+from that registry (:mod:`supo.config.sections`): ``search``, ``funcall``, ``files``, a plugin env's own, and the
+array env's in ``env``, beside ``env.name`` — which environment a run uses, the run configuration's own field
+(:class:`EnvConfig`). ``cfg.search`` reads a section's options (``cfg.options_at("env")`` the array env's,
+``cfg.env_options`` the selected env's). Loading is in :mod:`supo.config.load`, the checks in
+:mod:`supo.config.checks`.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from supo.config.sections import ENV_SECTION, EnvSections, option_classes
 from supo.envs import get_env_spec
-from supo.envs.array import ArrayEnvConfig
-from supo.envs.files import FilesEnvConfig
-from supo.envs.funcall import FuncallEnvConfig
-from supo.envs.search import SearchEnvConfig
+from supo.errors import ConfigError
 from supo.fields import F
 
 PAPER_SUMMARY_INSTRUCTION = (
@@ -50,12 +50,12 @@ class PathsConfig:
 
 
 @dataclass
-class EnvConfig(ArrayEnvConfig):
-    """``env:`` — the environment a run uses (``name``) and, in the same section, the array env's options (the other
-    environments' options are in their own sections: ``search``, ``funcall``, ``files``)."""
+class EnvConfig:
+    """``env:`` — the environment a run uses. (The array env keeps its options in this section too, as the params
+    files of before do; they are that env's — its ``EnvSpec.options`` — not this section's.)"""
 
-    name: str = F("array", "environment in the registry `supo.envs.ENVS` (its options: this section for array, "
-                           "`search`, `funcall`, `files` for the others)")
+    name: str = F("array", "environment in the registry `supo.envs.ENVS`; its options are in the section its spec "
+                           "names (`supo-cli config --docs --env NAME` lists them)")
 
 
 @dataclass
@@ -183,6 +183,9 @@ class TrainConfig:
     kl_coef: float = F(0.0, "weight of a k3 KL penalty to the initial policy (0 = off, as in the paper)")
     log_kl_to_init: bool = F(True, "measure every step KL(behaviour policy ‖ initial policy) on the trained tokens "
                                    "(metric kl_to_init; one forward pass of a frozen copy of the initial policy)")
+    kl_to_init_every: int = F(1, "measure kl_to_init on every k-th update only (1 = every step; NaN in between): the "
+                                 "measurement reads every sampled token of a step, often more than the update trains, "
+                                 "so k divides its cost")
     entropy_coef: float = F(0.0, "weight of an entropy bonus (0 = off, as in the paper)")
     adv_eps: float = F(1e-6, "ε in (R − mean) / (std + ε)")
     overlong: str = F("loss-mask", "R9: what happens to an overlong rollout (supo.algo.overlong): loss-mask (masked, "
@@ -282,12 +285,11 @@ class Config:
     profile: str = F("tiny", "profile name (tiny or paper); tags every MLflow run")
     seed: int = F(0, "global seed: data, model init, sampling and training order")
     paths: PathsConfig = field(default_factory=PathsConfig, metadata={"help": "file locations"})
-    env: EnvConfig = field(default_factory=EnvConfig, metadata={"help": "the environment run (its name) and the array "
-                                                                        "env's options"})
-    search: SearchEnvConfig = field(default_factory=SearchEnvConfig, metadata={"help": "search environment"})
-    funcall: FuncallEnvConfig = field(default_factory=FuncallEnvConfig,
-                                      metadata={"help": "synthesised function-calling environment"})
-    files: FilesEnvConfig = field(default_factory=FilesEnvConfig, metadata={"help": "file-backed environments"})
+    env: EnvConfig = field(default_factory=EnvConfig, metadata={"help": "the environment run (its name)"})
+    env_sections: EnvSections = field(
+        default_factory=lambda: EnvSections.defaults(Config.option_classes()), repr=False,
+        metadata={"file": False, "help": "every registered env's options by params.yaml section (EnvSpec.section; "
+                                         "supo.config.sections), each read as cfg.<section>; not a key of the file"})
     expert: ExpertConfig = field(default_factory=ExpertConfig, metadata={"help": "scripted expert"})
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "tiny tokenizer and model"})
     budget: BudgetConfig = field(default_factory=BudgetConfig, metadata={"help": "length budgets"})
@@ -310,8 +312,46 @@ class Config:
                           "{train.advantage: segment}), plus the arm's `role` in the claims (baseline-w, "
                           "baseline-weff, method, ablation)"})
 
+    def __getattr__(self, name: str) -> Any:
+        """``cfg.search``, ``cfg.files``, a plugin env's ``cfg.<section>``: the env options held in that section."""
+        sections = vars(self).get("env_sections")  # vars(): no attribute read (tests/test_dvc_params records those)
+        if sections is None or name == ENV_SECTION or name not in sections:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return sections[name]
+
+    @classmethod
+    def option_classes(cls) -> dict[str, type]:
+        """The env-option sections (built from the env registry) and their dataclasses; an env that would take one of
+        this configuration's own sections (or ``env.name``) is a ConfigError."""
+        own = {f.name for f in dataclasses.fields(cls)} - {ENV_SECTION}
+        return option_classes(own, [f.name for f in dataclasses.fields(EnvConfig)])
+
+    def options_at(self, section: str) -> Any:
+        """The env options held in params.yaml section ``section`` (``"env"``: the array env's)."""
+        sections = vars(self)["env_sections"]
+        if section not in sections:
+            raise ConfigError(f"{section}: no env options there in this config (sections: {', '.join(sections)})")
+        return sections[section]
+
+    def parts(self) -> list[tuple[str, Any, bool]]:
+        """``(params.yaml key, value, is_env_options)`` for every top-level entry, in the file's order: this
+        configuration's own fields, with the env-option sections after ``env`` (``env`` twice where an env keeps its
+        options there)."""
+        out = []
+        for f in dataclasses.fields(self):
+            if f.metadata.get("file", True):
+                out.append((f.name, getattr(self, f.name), False))
+            if f.name == ENV_SECTION:
+                out.extend((section, options, True) for section, options in vars(self)["env_sections"].items())
+        return out
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The params.yaml layout of this configuration (what ``supo-cli config`` prints; it loads back as is)."""
+        out: dict[str, Any] = {}
+        for key, value, _ in self.parts():
+            plain = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+            out[key] = {**out[key], **plain} if key in out else plain
+        return out
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view (``train.lr``) of every field, for MLflow params."""
@@ -326,7 +366,11 @@ class Config:
                 else:
                     out[key] = v
 
-        walk("", self)
+        for key, value, _ in self.parts():
+            if dataclasses.is_dataclass(value):
+                walk(key + ".", value)
+            else:
+                out[key] = value
         return out
 
     @property
@@ -337,7 +381,7 @@ class Config:
     @property
     def env_options(self) -> Any:
         """The selected environment's options (its params.yaml section: ``env`` for array, ``search``, ``funcall``,
-        ``files``)."""
+        ``files``, a plugin env's own; None for an env without options)."""
         return self.env_spec.options_of(self)
 
     @property
