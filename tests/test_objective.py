@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import copy
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from algo_helpers import PAD_ID
 from supo.algo.loss import POLICY_LOSSES, kl_k3, policy_loss, register_policy_loss
-from supo.algo.objective import AGGREGATIONS, MiniBatchCounts, micro_batch_loss
+from supo.algo.objective import AGGREGATIONS, MiniBatchCounts, Objective, micro_batch_loss
 from supo.config import ConfigError, TrainConfig, load_config
 from supo.trainer.policy_trainer import PolicyTrainer
 from supo.types import TrainingSample
@@ -43,20 +42,14 @@ def _tensors(seed: int, B: int = 3, T: int = 6):
     return lp, old, adv * mask, mask, seq
 
 
-def _cfg(**kw):
-    base = dict(policy_loss="clip_higher", clip_low=0.2, clip_high=0.28, loss_agg="token-mean", kl_coef=0.0,
-                entropy_coef=0.0)
-    return SimpleNamespace(**{**base, **kw})
-
-
 def test_the_default_objective_is_the_token_mean_clipped_loss_of_before():
     lp, old, adv, mask, seq = _tensors(0)
     counts = MiniBatchCounts(float(mask.sum()), tuple(mask.sum(1).tolist()))
-    loss, st = micro_batch_loss(_cfg(), lp, old, adv, mask, seq, counts)
+    loss, st = micro_batch_loss(Objective(), lp, old, adv, mask, seq, counts)
     ref, ref_st = policy_loss("clip_higher", lp, old, adv, mask, num_tokens=counts.num_tokens)
     assert torch.equal(loss, ref) and st["clip_frac"] == ref_st["clip_frac"]
     ref_lp, ent = lp - 0.1, torch.rand_like(lp)
-    loss2, st2 = micro_batch_loss(_cfg(kl_coef=0.1, entropy_coef=0.01), lp, old, adv, mask, seq, counts,
+    loss2, st2 = micro_batch_loss(Objective(kl_coef=0.1, entropy_coef=0.01), lp, old, adv, mask, seq, counts,
                                   entropy=ent, ref_logprobs=ref_lp)
     n = float(mask.sum())
     kl = (kl_k3(lp, ref_lp) * mask).sum() / n
@@ -64,7 +57,7 @@ def test_the_default_objective_is_the_token_mean_clipped_loss_of_before():
     assert torch.allclose(loss2, ref + 0.1 * kl - 0.01 * e, rtol=0, atol=1e-15)
     assert st2["kl"] == pytest.approx(float(kl)) and st2["entropy"] == pytest.approx(float(e))
     with pytest.raises(ValueError, match="reference policy's log-probs"):
-        micro_batch_loss(_cfg(kl_coef=0.1), lp, old, adv, mask, seq, counts)
+        micro_batch_loss(Objective(kl_coef=0.1), lp, old, adv, mask, seq, counts)
 
 
 def test_sequence_mean_is_the_mean_of_each_samples_token_mean_whatever_the_micro_batches():
@@ -73,11 +66,11 @@ def test_sequence_mean_is_the_mean_of_each_samples_token_mean_whatever_the_micro
     counts = MiniBatchCounts.of([TrainingSample([1], [1] * 6, [int(m) for m in row], [0.0] * 6, [0.0] * 6, 0)
                                  for row in mask.tolist()])
     assert counts.num_seqs == 3 and counts.num_tokens == float(mask.sum())
-    loss, _ = micro_batch_loss(_cfg(loss_agg="sequence-mean"), lp, old, adv, mask, seq, counts)
+    loss, _ = micro_batch_loss(Objective(loss_agg="sequence-mean"), lp, old, adv, mask, seq, counts)
     per_token, _ = POLICY_LOSSES["clip_higher"](lp, old, adv)
     want = sum(float((per_token[b] * mask[b]).sum() / mask[b].sum()) for b in (0, 1, 3)) / 3
     assert float(loss) == pytest.approx(want, abs=1e-14)
-    parts = [micro_batch_loss(_cfg(loss_agg="sequence-mean"), lp[r], old[r], adv[r], mask[r], seq[r], counts)[0]
+    parts = [micro_batch_loss(Objective(loss_agg="sequence-mean"), lp[r], old[r], adv[r], mask[r], seq[r], counts)[0]
              for r in (slice(0, 1), slice(1, 4))]
     assert float(sum(parts)) == pytest.approx(float(loss), abs=1e-14)
 
@@ -86,9 +79,9 @@ def test_unknown_terms_are_named():
     lp, old, adv, mask, seq = _tensors(2)
     counts = MiniBatchCounts(float(mask.sum()), ())
     with pytest.raises(ValueError, match="unknown loss aggregation 'nope'; choose one of token-mean"):
-        micro_batch_loss(_cfg(loss_agg="nope"), lp, old, adv, mask, seq, counts)
+        micro_batch_loss(Objective(loss_agg="nope"), lp, old, adv, mask, seq, counts)
     with pytest.raises(ValueError, match="shape mismatch"):
-        micro_batch_loss(_cfg(), lp, old, adv, mask, seq[:, :2], counts)
+        micro_batch_loss(Objective(), lp, old, adv, mask, seq[:, :2], counts)
     with pytest.raises(ConfigError, match="train.loss_agg"):
         load_config(None, {"train.loss_agg": "nope"})
     assert set(AGGREGATIONS) >= {"token-mean", "sequence-mean"}
@@ -136,3 +129,14 @@ def test_a_sequence_level_loss_is_one_registry_entry_and_runs_packed_or_not(gspo
         assert torch.allclose(wa[k], wb[k], atol=1e-10, rtol=1e-8), k
     base = tiny_qwen2(11, layers=2).state_dict()
     assert any(not torch.equal(base[k], wa[k]) for k in wa)  # it trained
+
+
+def test_the_trainer_reads_the_objective_from_the_config_once():
+    """The algorithm functions take values: the trainer builds them from ``train.*``, and the paper's terms (R10) are
+    the defaults of both."""
+    from supo.trainer.policy_trainer import objective_of
+
+    assert objective_of(TrainConfig()) == Objective()
+    cfg = TrainConfig(policy_loss="clip", clip_low=0.1, clip_high=0.3, loss_agg="sequence-mean", kl_coef=0.1,
+                      entropy_coef=0.01)
+    assert objective_of(cfg) == Objective("clip", 0.1, 0.3, "sequence-mean", 0.1, 0.01)

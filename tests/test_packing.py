@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from algo_helpers import PAD_ID, VOCAB, f32, grads_of, tiny_qwen2
-from supo.algo.advantage import TrainingSample
 from supo.algo.loss import policy_loss
 from supo.config import TrainConfig
 from supo.trainer.batch import collate
 from supo.trainer.packing import collate_rows, pack_rows, packed_tokens, padding_row
 from supo.trainer.policy_trainer import PolicyTrainer, packed_logprobs, token_logprobs
+from supo.types import TrainingSample
 
 
 @pytest.fixture(autouse=True)
@@ -195,6 +195,26 @@ def test_kl_to_init_is_the_k3_estimate_over_sampled_tokens():
                              s.rollout, sampled_mask=list(s.loss_mask)) for s in shifted]
     assert tr.kl_to_init(masked) == pytest.approx(math.exp(r) - r - 1.0, abs=1e-12)
 
+
+
+def test_kl_to_init_every_k_updates_leaves_the_update_alone():
+    """``train.kl_to_init_every = k``: updates 0, k, 2k, … measure kl_to_init (the value measuring every update
+    gives), the others report NaN; the update's weights and statistics are the same either way."""
+    samples = shared_prefix_samples(6)
+    runs = {}
+    for every in (1, 2):
+        cfg = TrainConfig(log_kl_to_init=True, lr=1e-2, mini_batches=2, micro_batch_size=3)
+        cfg.kl_to_init_every = every
+        model = tiny_qwen2(6, layers=1)
+        tr = PolicyTrainer(model, cfg, PAD_ID, seed=0)
+        runs[every] = ([tr.update(samples) for _ in range(3)], model.state_dict())
+    (each, w_each), (some, w_some) = runs[1], runs[2]
+    assert [math.isnan(s.kl_to_init) for s in each] == [False] * 3
+    assert [math.isnan(s.kl_to_init) for s in some] == [False, True, False]
+    assert (some[0].kl_to_init, some[2].kl_to_init) == (each[0].kl_to_init, each[2].kl_to_init)
+    for a, b in zip(each, some):
+        assert (a.loss, a.grad_norm, a.clip_frac, a.num_tokens) == (b.loss, b.grad_norm, b.clip_frac, b.num_tokens)
+    assert all(torch.equal(w_each[k], w_some[k]) for k in w_each)
 
 def test_sft_loss_is_the_same_packed_or_not():
     from supo.trainer.policy_trainer import sft_loss

@@ -18,12 +18,12 @@ from algo_helpers import (
     split_into_segments,
     tiny_qwen2,
 )
-from supo.algo.advantage import TrainingSample, broadcast, compute_advantages
+from supo.algo.advantage import broadcast, compute_advantages
 from supo.algo.loss import policy_loss
 from supo.config import TrainConfig
 from supo.trainer.batch import collate
 from supo.trainer.policy_trainer import PolicyTrainer, token_logprobs
-from supo.types import Rollout, Segment
+from supo.types import Rollout, Segment, TrainingSample
 
 # ---------------------------------------------------------------------------------------------------------------------
 # an independent multi-turn GRPO, written from scratch (no supo code): one forward pass per rollout, own gather

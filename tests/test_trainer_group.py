@@ -2,7 +2,8 @@
 ``PolicyTrainer`` whatever the world size, gather the full HF state dict, and checkpoint/resume exactly.
 
 One module-scoped scenario runs everything once (Ray start-up and actor start-up dominate the time) and the tests
-below check its parts:
+below check its parts; the group's state is read the way the product reads it, from the checkpoints its rank 0 writes
+(``save_checkpoint`` → ``supo.checkpoint.load_checkpoint``):
 
 * a plain ``PolicyTrainer``, a world-1 group and a world-2 group each take one update on the same samples;
 * the world-2 group then checkpoints and takes a second update (→ A); a fresh world-1 group restores the checkpoint
@@ -17,8 +18,8 @@ import random
 import pytest
 import torch
 
-from supo.algo.advantage import TrainingSample
 from supo.config import TrainConfig
+from supo.types import TrainingSample
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +58,11 @@ def _samples(n: int, seed: int) -> list[TrainingSample]:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A tiny float32 Qwen2 with tied embeddings (like the package's models), saved in HF format."""
+    """A tiny float32 Qwen2 with tied embeddings (like the package's models), saved in HF format with a tokenizer
+    (rank 0 writes checkpoints in that format)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from supo.models import build_tokenizer
 
     cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                       num_attention_heads=1, num_key_value_heads=1, head_dim=64, max_position_embeddings=256,
@@ -66,6 +70,7 @@ def model_dir(tmp_path_factory):
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("tg_model")
     Qwen2ForCausalLM(cfg).float().save_pretrained(str(out))
+    build_tokenizer(["a b c d e f g h"] * 20, VOCAB, out)
     return out
 
 
@@ -84,15 +89,25 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="module")
-def runs(ray_cluster, model_dir):
+def runs(ray_cluster, model_dir, tmp_path_factory):
     from concurrent.futures import ThreadPoolExecutor
 
+    from supo.checkpoint import load_checkpoint, rng_state
     from supo.distributed.trainer_group import TrainerGroup
     from supo.models import load_policy
     from supo.trainer.policy_trainer import PolicyTrainer
 
     first, second = _samples(9, seed=1), _samples(7, seed=2)
     out: dict = {}
+    root = tmp_path_factory.mktemp("tg_checkpoints")
+
+    def checkpoint(g: TrainerGroup):
+        """A checkpoint of ``g`` (rank 0 writes it) and its trainer state as read back."""
+        ckpt = g.save_checkpoint(root / str(len(list(root.iterdir()))), 0, [], None, None, rng_state())
+        return ckpt, load_checkpoint(ckpt).trainer_state
+
+    def weights(g: TrainerGroup) -> dict:
+        return checkpoint(g)[1]["model"]
 
     def group(world: int) -> TrainerGroup:
         return TrainerGroup(world, str(model_dir), CFG, PAD, MAX_SEQ, SEED, threads_per_rank=1)
@@ -105,23 +120,23 @@ def runs(ray_cluster, model_dir):
         g1, g2, fresh = [f.result() for f in futures]
     try:
         out["info"] = g2.info
-        out["w1"] = (g1.update(first), g1.state_dict())
-        out["w2"] = (g2.update(first), g2.state_dict())
-        state = g2.checkpoint_state()
-        out["ckpt"] = state
-        out["A"] = (g2.update(second), g2.state_dict())
-        fresh.restore(state)  # a new group (no optimizer state yet), and world 2 → world 1
-        out["B_fresh"] = (fresh.update(second), fresh.state_dict())
-        g2.restore(state)  # back in time, same world size
-        out["B_same"] = (g2.update(second), g2.state_dict())
+        out["w1"] = (g1.update(first), weights(g1))
+        out["w2"] = (g2.update(first), weights(g2))
+        ckpt, out["ckpt"] = checkpoint(g2)
+        out["A"] = (g2.update(second), weights(g2))
+        out["restored"] = fresh.restore_from(ckpt)  # a new group (no optimizer state yet), and world 2 → world 1
+        out["B_fresh"] = (fresh.update(second), weights(fresh))
+        g2.restore_from(ckpt)  # back in time, same world size
+        out["B_same"] = (g2.update(second), weights(g2))
         too_long = TrainingSample([1] * MAX_SEQ, [2, 3], [1, 1], [-1.0, -1.0], [1.0, 1.0], rollout=0)
         try:
             g2.update([*second, too_long])
         except Exception as e:  # noqa: BLE001 - checked in the test
             out["too_long"] = e
-        out["after_error"] = (g2.get_updates(), g2.update(second))
+        out["after_error"] = (checkpoint(g2)[1]["updates"], g2.update(second))
         g2.reset(out["plain_init"], CFG, MAX_SEQ, SEED, PAD)  # a new run on the same actors (train --arm a --arm b)
-        out["reset"] = (g2.get_updates(), g2.state_dict(), g2.update(first), g2.state_dict())
+        before = checkpoint(g2)[1]
+        out["reset"] = (before["updates"], before["model"], g2.update(first), weights(g2))
     finally:
         for g in (g1, g2, fresh):
             g.shutdown()
@@ -169,7 +184,7 @@ def test_state_dict_is_the_full_hf_state_dict(runs):
 
 def test_checkpoint_round_trip_continues_identically(runs):
     state = runs["ckpt"]
-    assert state["updates"] == 1 and state["world_size"] == 2
+    assert state["updates"] == 1 and state["world_size"] == 2 and runs["restored"] == 1
     assert set(state["model"]) == set(runs["plain_init"])
     assert state["optimizer"]["state"]  # Adam moments are in it
     _assert_state_close(state["ref_model"], runs["plain_init"], atol=0)  # kl_coef > 0: the frozen initial policy

@@ -20,6 +20,9 @@ entry and no trainer edit.
 
 * ``train.kl_coef`` × the k3 KL to the reference policy and − ``train.entropy_coef`` × the entropy, each aggregated
   the same way (both 0 in the paper).
+
+The functions take values, never the config: the terms above travel as one :class:`Objective` the trainer builds from
+``train.*`` once.
 """
 
 from __future__ import annotations
@@ -81,52 +84,70 @@ def _extra_inputs(fn: Callable) -> tuple[str, ...]:
     return tuple(name for name in ("mask", "seq_ids") if name in params)
 
 
-def needs_entropy(train_cfg) -> bool:
-    return train_cfg.entropy_coef > 0
+@dataclass(frozen=True)
+class Objective:
+    """The terms of the objective, as values (R10; the trainer reads them from ``train.*`` once): the policy loss
+    (a ``POLICY_LOSSES`` name) with its clip range ``clip_low`` / ``clip_high``, the aggregation (an ``AGGREGATIONS``
+    name), the KL weight ``kl_coef`` (needs the reference's log-probs) and the entropy weight ``entropy_coef``. The
+    defaults are the paper's: clip-higher 0.20/0.28, token-mean, no KL, no entropy."""
+
+    policy_loss: str = "clip_higher"
+    clip_low: float = 0.20
+    clip_high: float = 0.28
+    loss_agg: str = "token-mean"
+    kl_coef: float = 0.0
+    entropy_coef: float = 0.0
+
+    @property
+    def needs_entropy(self) -> bool:
+        return self.entropy_coef > 0
+
+    @property
+    def needs_reference_logprobs(self) -> bool:
+        """Whether the loss reads the reference policy's log-probs (the KL term)."""
+        return self.kl_coef > 0
+
+    @property
+    def reads_zero_advantage(self) -> bool:
+        """Whether tokens with advantage 0 weigh in the loss (the KL and entropy terms read every trained token)."""
+        return self.kl_coef > 0 or self.entropy_coef > 0
 
 
-def needs_reference_logprobs(train_cfg) -> bool:
-    """Whether the loss reads the reference policy's log-probs (the KL term)."""
-    return train_cfg.kl_coef > 0
+def _lookup(registry: dict, name: str, what: str):
+    try:
+        return registry[name]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(registry)}") from None
 
 
-def micro_batch_loss(train_cfg, logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                     mask: torch.Tensor, seq_ids: torch.Tensor, counts: MiniBatchCounts, *,
+def micro_batch_loss(objective: Objective, logprobs: torch.Tensor, old_logprobs: torch.Tensor,
+                     advantages: torch.Tensor, mask: torch.Tensor, seq_ids: torch.Tensor, counts: MiniBatchCounts, *,
                      entropy: torch.Tensor | None = None, ref_logprobs: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, dict[str, float]]:
     """This micro-batch's share of the mini-batch objective, and its statistics (``clip_frac``, ``kl``,
-    ``entropy``: the micro-batch's shares of the mini-batch's token-means). ``train_cfg`` names the terms:
-    ``policy_loss``, ``clip_low``, ``clip_high``, ``loss_agg``, ``kl_coef`` (needs ``ref_logprobs``),
-    ``entropy_coef`` (needs ``entropy``)."""
+    ``entropy``: the micro-batch's shares of the mini-batch's token-means). ``objective`` names the terms; its
+    ``kl_coef > 0`` needs ``ref_logprobs``, its ``entropy_coef > 0`` needs ``entropy``."""
     if not (logprobs.shape == old_logprobs.shape == advantages.shape == mask.shape == seq_ids.shape):
         raise ValueError(f"shape mismatch: logprobs {tuple(logprobs.shape)}, old_logprobs "
-                         f"{tuple(old_logprobs.shape)}, advantages {tuple(advantages.shape)}, mask {tuple(mask.shape)}, "
-                         f"seq_ids {tuple(seq_ids.shape)}")
-    try:
-        policy = POLICY_LOSSES[train_cfg.policy_loss]
-    except KeyError:
-        raise ValueError(f"unknown policy loss {train_cfg.policy_loss!r}; choose one of "
-                         f"{', '.join(POLICY_LOSSES)}") from None
-    try:
-        aggregate = AGGREGATIONS[train_cfg.loss_agg]
-    except KeyError:
-        raise ValueError(f"unknown loss aggregation {train_cfg.loss_agg!r}; choose one of "
-                         f"{', '.join(AGGREGATIONS)}") from None
+                         f"{tuple(old_logprobs.shape)}, advantages {tuple(advantages.shape)}, "
+                         f"mask {tuple(mask.shape)}, seq_ids {tuple(seq_ids.shape)}")
+    policy = _lookup(POLICY_LOSSES, objective.policy_loss, "policy loss")
+    aggregate = _lookup(AGGREGATIONS, objective.loss_agg, "loss aggregation")
     extra = {"mask": mask, "seq_ids": seq_ids}
-    per_token, clipped = policy(logprobs, old_logprobs, advantages, clip_low=train_cfg.clip_low,
-                                clip_high=train_cfg.clip_high, **{k: extra[k] for k in _extra_inputs(policy)})
+    per_token, clipped = policy(logprobs, old_logprobs, advantages, clip_low=objective.clip_low,
+                                clip_high=objective.clip_high, **{k: extra[k] for k in _extra_inputs(policy)})
     loss = aggregate(per_token, mask, seq_ids, counts)
     stats = {"clip_frac": float(token_mean(clipped, mask, counts.num_tokens).detach()), "kl": 0.0, "entropy": 0.0}
-    if train_cfg.kl_coef > 0:
+    if objective.kl_coef > 0:
         if ref_logprobs is None:
             raise ValueError("train.kl_coef > 0 needs the reference policy's log-probs")
         kl = aggregate(kl_k3(logprobs, ref_logprobs), mask, seq_ids, counts)
-        loss = loss + train_cfg.kl_coef * kl
+        loss = loss + objective.kl_coef * kl
         stats["kl"] = float(kl.detach())
-    if train_cfg.entropy_coef > 0:
+    if objective.entropy_coef > 0:
         if entropy is None:
             raise ValueError("train.entropy_coef > 0 needs the policy's entropy")
         ent = aggregate(entropy, mask, seq_ids, counts)
-        loss = loss - train_cfg.entropy_coef * ent
+        loss = loss - objective.entropy_coef * ent
         stats["entropy"] = float(ent.detach())
     return loss, stats

@@ -8,10 +8,9 @@ inside need.
 The weights never pass through the driver on the training path: :meth:`TrainerGroup.reset` has every rank read the
 initial weights from their folder, :meth:`TrainerGroup.sync_weights` has rank 0 send the new ones to the rollout
 workers (``trainer.weight_sync``), :meth:`TrainerGroup.save_checkpoint` / :meth:`TrainerGroup.save_model` have rank 0
-write them, :meth:`TrainerGroup.restore_from` has every rank read a checkpoint. :meth:`TrainerGroup.state_dict`,
-:meth:`TrainerGroup.checkpoint_state` and :meth:`TrainerGroup.restore` still bring full states to the caller (for tests
-and tools); a state taken at one world size loads at another, and with ``kl_coef > 0`` it carries the frozen KL
-reference too, so it stays the initial policy even when a resumed group is built from a checkpoint's weights.
+write them, :meth:`TrainerGroup.restore_from` has every rank read a checkpoint. A checkpoint taken at one world size
+loads at another, and with a reference policy it carries the frozen initial policy too, so the reference stays the
+initial policy even when a resumed group is built from a checkpoint's weights.
 
 The same code runs with ``world_size = 1`` (one rank, a mesh of one).
 """
@@ -109,37 +108,6 @@ class TrainerGroup:
 
         return self._all("update", ray.put(list(samples)))[0]
 
-    def state_dict(self) -> dict:
-        """The full model state dict (plain CPU tensors, HF keys) from rank 0."""
-        return self._all("full_state_dict")[0]
-
-    def checkpoint_state(self) -> dict:
-        """Everything needed to resume: ``model`` and ``optimizer`` (full state dicts, rank 0's; the optimizer's is
-        keyed by parameter names and ``{}`` before the first step), ``updates`` (seeds the mini-batch shuffle),
-        ``world_size`` (informational: a state loads at any world size) and, with ``kl_coef > 0``, ``ref_model``."""
-        import ray
-
-        model_refs = [a.full_state_dict.remote() for a in self.ranks]
-        optim_refs = [a.optimizer_state_dict.remote() for a in self.ranks]
-        ref_refs = [a.full_state_dict.remote("ref") for a in self.ranks]
-        updates = ray.get(self.ranks[0].get_updates.remote())
-        state = {"model": self._gather(model_refs)[0], "optimizer": self._gather(optim_refs)[0], "updates": updates,
-                 "world_size": self.world_size}
-        ref = self._gather(ref_refs)[0]
-        if ref is not None:  # kl_coef > 0: the reference stays the initial policy after a resume from elsewhere
-            state["ref_model"] = ref
-        return state
-
-    def restore(self, state: dict) -> None:
-        """Load a :meth:`checkpoint_state` (from any world size) into every rank."""
-        import ray
-
-        model_ref = ray.put(state["model"])
-        optim_ref = ray.put(state.get("optimizer"))
-        ref_ref = ray.put(state.get("ref_model"))
-        self._all("load_state", model_ref, optim_ref, ref_ref)
-        self._all("set_updates", int(state.get("updates", 0)))
-
     def reset(self, source: dict | str | Path, train_cfg, max_seq_len: int | None, seed: int, pad_id: int,
               temperature: float = 1.0, plugins: Sequence[tuple[str, str | None]] = ()) -> None:
         """Start a new run on the same actors (see :meth:`TrainerRank.reset`): ``source`` is a full state dict, or
@@ -173,9 +141,6 @@ class TrainerGroup:
     def restore_from(self, checkpoint: str | Path) -> int:
         """Every rank loads the checkpoint folder's trainer state (any world size); the update counter."""
         return self._all("restore_from", str(Path(checkpoint).resolve()))[0]
-
-    def get_updates(self) -> int:
-        return self._all("get_updates")[0]
 
     def shutdown(self, graceful: bool = True) -> None:
         """Destroy the process groups and kill the actors (idempotent). ``graceful=False``: kill at once (ranks stuck

@@ -9,6 +9,10 @@ The weights leave the group from rank 0 without passing through the driver: :met
 the full state dict and rank 0's sender (``supo.distributed.weight_sync``) delivers it to the rollout workers;
 :meth:`TrainerRank.save_checkpoint` and :meth:`TrainerRank.save_model` gather it and rank 0 writes the HF folder and
 the resumable state (``supo.checkpoint``); :meth:`TrainerRank.restore_from` has every rank read a checkpoint's state.
+
+A rank holds one run at a time: :meth:`TrainerRank.reset` starts the next one on the same actor with what a new actor
+would hold (a pipeline's arms and seeds share the actors), through the same :meth:`TrainerRank._start_run` as the
+first.
 """
 
 from __future__ import annotations
@@ -20,22 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from supo.distributed.weight_sync import WEIGHT_SYNCS, SyncResult, make_sender
-from supo.trainer.policy_trainer import UpdateStats, _reshard
+from supo.trainer.fsdp import reshard, shard
+from supo.trainer.policy_trainer import UpdateStats
 from supo.types import TrainingSample
-
-
-def _shard(model, mesh) -> None:
-    """FSDP2: ``fully_shard`` every decoder layer (the HF ``_no_split_modules`` classes), then the root."""
-    from torch.distributed.fsdp import fully_shard
-
-    layer_classes = set(getattr(model, "_no_split_modules", None) or [])
-    layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
-    if not layers:  # fall back to the usual HF layout
-        inner = getattr(model, "model", None)
-        layers = list(getattr(inner, "layers", []))
-    for layer in layers:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
 
 
 class TrainerRank:
@@ -57,8 +48,7 @@ class TrainerRank:
         import torch.distributed as dist
         from torch.distributed.device_mesh import init_device_mesh
 
-        from supo.models import load_policy
-        from supo.trainer.policy_trainer import PolicyTrainer, needs_reference
+        from supo.trainer.policy_trainer import needs_reference
 
         if threads is None:  # the CPUs Ray reserved for this actor (at least one)
             try:
@@ -84,35 +74,38 @@ class TrainerRank:
                                 **kwargs)
         self.mesh = init_device_mesh(self.device.type, (world_size,))
         self.timings = {"process_group_s": time.perf_counter() - t0}  # rank 0 waits here for the others
-
-        def load():
-            m = load_policy(model_path)
-            if self.cuda:
-                m = m.to(self.device)
-            _shard(m, self.mesh)
-            return m
-
-        self.pad_id = pad_id
-        self.model = load()
+        self.model = self._load_sharded(model_path)
         self.ref = None
         if needs_reference(train_cfg):  # the frozen reference policy, sharded the same way
-            self.ref = load()
+            self.ref = self._load_sharded(model_path)
             for p in self.ref.parameters():
                 p.requires_grad_(False)
-        self.trainer = PolicyTrainer(self.model, train_cfg, pad_id, max_seq_len, seed, rank=rank,
-                                     world_size=world_size, ref_model=self.ref, temperature=temperature)
+        self._start_run(train_cfg, pad_id, max_seq_len, seed, temperature)
         self.timings["total_s"] = time.perf_counter() - t0
+
+    def _load_sharded(self, model_path: str):
+        """The HF policy at ``model_path`` on this rank's device, sharded over the group's mesh."""
+        from supo.models import load_policy
+
+        m = load_policy(model_path)
+        if self.cuda:
+            m = m.to(self.device)
+        shard(m, self.mesh)
+        return m
+
+    def _start_run(self, train_cfg, pad_id: int, max_seq_len: int | None, seed: int, temperature: float) -> None:
+        """A run's trainer over the rank's (sharded) policy and reference: a fresh optimizer built from
+        ``train_cfg``, the update counter at 0 — the one place a rank builds its :class:`PolicyTrainer`."""
+        from supo.trainer.policy_trainer import PolicyTrainer
+
+        self.pad_id = pad_id
+        self.trainer = PolicyTrainer(self.model, train_cfg, pad_id, max_seq_len, seed, rank=self.rank,
+                                     world_size=self.world_size, ref_model=self.ref, temperature=temperature)
 
     # -- training -----------------------------------------------------------------------------------------------------
 
     def update(self, samples: Sequence[TrainingSample]) -> UpdateStats:
         return self.trainer.update(list(samples))
-
-    def set_updates(self, n: int) -> None:
-        self.trainer.updates = int(n)
-
-    def get_updates(self) -> int:
-        return int(self.trainer.updates)
 
     def ping(self) -> dict[str, Any]:
         import torch
@@ -138,7 +131,7 @@ class TrainerRank:
         model = self.model if which == "policy" else self.ref
         if model is None:
             return None
-        _reshard(model)
+        reshard(model)
         sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=cpu))
         if self.rank != 0:
             return None
@@ -152,7 +145,7 @@ class TrainerRank:
             # no step taken yet: nothing to save (and get_optimizer_state_dict would initialise the state with a
             # zero-lr step, which sets Adam's step count to 1 and so changes the bias correction of later steps)
             return {} if self.rank == 0 else None
-        _reshard(self.model)
+        reshard(self.model)
         sd = get_optimizer_state_dict(self.model, self.trainer.optimizer,
                                       options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return sd if self.rank == 0 else None
@@ -167,14 +160,14 @@ class TrainerRank:
         )
 
         opts = StateDictOptions(full_state_dict=True)
-        _reshard(self.model)
+        reshard(self.model)
         set_model_state_dict(self.model, dict(model_sd), options=opts)
         if optim_sd:
             set_optimizer_state_dict(self.model, self.trainer.optimizer, _copy_nested(optim_sd), options=opts)
         else:  # saved before any step: a fresh optimizer
             self.trainer.optimizer.state.clear()
         if ref_sd and self.ref is not None:
-            _reshard(self.ref)
+            reshard(self.ref)
             set_model_state_dict(self.ref, dict(ref_sd), options=opts)
 
     def reset(self, source: dict | str, train_cfg, max_seq_len: int | None, seed: int, pad_id: int,
@@ -187,7 +180,7 @@ class TrainerRank:
 
         from supo.models import load_policy
         from supo.plugins import load_plugins
-        from supo.trainer.policy_trainer import PolicyTrainer, needs_reference
+        from supo.trainer.policy_trainer import needs_reference
 
         load_plugins(plugins)
         if isinstance(source, (str, Path)):
@@ -200,10 +193,8 @@ class TrainerRank:
         if needs_reference(train_cfg) != (self.ref is not None):
             raise ValueError("reset: the runs of one trainer group must all keep a reference policy or none "
                              "(train.kl_coef > 0 or train.log_kl_to_init)")
-        self.pad_id = pad_id
         self.load_state(model_sd, None, model_sd if self.ref is not None else None)
-        self.trainer = PolicyTrainer(self.model, train_cfg, self.pad_id, max_seq_len, seed, rank=self.rank,
-                                     world_size=self.world_size, ref_model=self.ref, temperature=temperature)
+        self._start_run(train_cfg, pad_id, max_seq_len, seed, temperature)
 
     # -- the weight path and checkpoints (every rank must call these: they gather) -----------------------------------
 
@@ -225,12 +216,11 @@ class TrainerRank:
             self._export = (load_policy(self.model_path), load_tokenizer(self.model_path))
         return self._export
 
-    def save_checkpoint(self, out: str, step: int, history: list[dict], mlflow_run_id: str | None,
-                        extra: dict | None, rng: dict) -> str | None:
-        """A resumable checkpoint ``<out>/step_<step>`` (``supo.checkpoint``), written by rank 0: the policy in HF
-        format, the full optimizer state and update counter, the driver's ``rng`` state and ``history``."""
-        from supo.checkpoint import save_checkpoint
-
+    def _trainer_state(self) -> dict | None:
+        """Everything needed to resume (gathered: every rank calls it; rank 0's, None elsewhere): ``model`` and
+        ``optimizer`` (full state dicts; the optimizer's keyed by parameter names, ``{}`` before the first step),
+        ``updates`` (seeds the mini-batch shuffle), ``world_size`` (informational: a state loads at any world size)
+        and, with a reference policy, ``ref_model`` — what :meth:`restore_from` reads back."""
         model_sd, optim_sd, ref_sd = self.full_state_dict(), self.optimizer_state_dict(), self.full_state_dict("ref")
         if self.rank != 0:
             return None
@@ -238,8 +228,19 @@ class TrainerRank:
                  "world_size": self.world_size}
         if ref_sd is not None:  # kl_coef > 0: the reference stays the initial policy after a resume from elsewhere
             state["ref_model"] = ref_sd
+        return state
+
+    def save_checkpoint(self, out: str, step: int, history: list[dict], mlflow_run_id: str | None,
+                        extra: dict | None, rng: dict) -> str | None:
+        """A resumable checkpoint ``<out>/step_<step>`` (``supo.checkpoint``), written by rank 0: the policy in HF
+        format, :meth:`_trainer_state`, the driver's ``rng`` state and ``history``."""
+        from supo.checkpoint import save_checkpoint
+
+        state = self._trainer_state()
+        if state is None:
+            return None
         model, tokenizer = self._exporter()
-        model.load_state_dict(model_sd, strict=False)
+        model.load_state_dict(state["model"], strict=False)
         return str(save_checkpoint(out, step=step, model=model, tokenizer=tokenizer, trainer_state=state,
                                    history=history, mlflow_run_id=mlflow_run_id, extra=extra, rng=rng))
 
