@@ -1,8 +1,6 @@
-"""Tests for supo.envs.search: the seeded corpus with hard negatives, multi-hop questions, the tools and the expert.
-
-The expert acts only through ``env.step`` on the text it writes (the parser the policy's actions go through), and in
-the real agent loop (``run_rollouts`` + ``ExpertPolicy``) where the trigger drops its last action and it summarizes.
-Hostile and fuzzed actions must each come back as an ``Error:`` observation, never as an exception.
+"""Tests for supo.envs.search: the seeded corpus with hard negatives, multi-hop questions and the tools; hostile and
+fuzzed actions that only this env's tools take (tests/test_env_contract.py runs the ones every env takes). The expert:
+tests/test_env_search_expert.py.
 
 ``python tests/test_env_search.py`` prints the numbers quoted in reports (task counts, expert steps, history lengths).
 """
@@ -12,66 +10,33 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import string
 import tempfile
 import time
-from collections.abc import Callable
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from env_contract import check_step_result, expert_actions, fuzz_settings, tagged
+from hypothesis import given
 from hypothesis import strategies as st
+from search_fixtures import SEED, search_tasks, search_world
 
 from supo.config import ConfigError, load_config
 from supo.envs import ENVS, get_env_spec
 from supo.envs import search as S
-from supo.envs.base import format_tool_call, parse_tool_call
-from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN, TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from supo.envs.base import format_tool_call
+from supo.envs.search_expert import SearchExpert, extract, summary_text
+from supo.envs.search_world import BACKLINK, TYPES, YEAR_VERB, World, get_world
+from supo.models import SUMMARY_OPEN, TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from supo.types import Task
-
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SEED = 0
-
-
-def _call(body: str) -> str:
-    return f"{TOOL_CALL_OPEN}{body}{TOOL_CALL_CLOSE}"
 
 
 @pytest.fixture(scope="module")
 def world():
-    return S.get_world(SEED, 400, 3)
+    return search_world()
 
 
 @pytest.fixture(scope="module")
 def tasks():
-    train = S.make_tasks("train", 150, 1, 2, seed=SEED)
-    test = S.make_tasks("test", 150, 2, 3, seed=SEED)
-    return train + test
-
-
-def _run(task: Task, error_rate: float = 0.0, summarize: Callable | None = None, drop_before_summary: bool = True,
-         env=None, expert=None, max_actions: int = 80):
-    """Drive the expert through ``env.step``; ``summarize(k, expert)`` says whether to summarize before action k.
-
-    Returns (reward or None, actions taken, summaries made)."""
-    env = env if env is not None else S.make_env(task)
-    if expert is None:
-        env.reset()
-        expert = S.SearchExpert(task, error_rate=error_rate, seed=1)
-    summaries = 0
-    for k in range(max_actions):
-        if summarize is not None and summarize(k, expert):
-            if drop_before_summary:
-                expert.drop()
-            text = expert.summarize()
-            assert text.startswith(SUMMARY_OPEN) and text.endswith(SUMMARY_CLOSE)
-            summaries += 1
-        action = expert.act()
-        obs, done, reward, _ = env.step(action)
-        assert not obs.startswith("Error"), (action, obs)
-        expert.observe(action, obs)
-        if done:
-            return reward, k + 1, summaries
-    return None, max_actions, summaries
+    return search_tasks()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -79,13 +44,13 @@ def _run(task: Task, error_rate: float = 0.0, summarize: Callable | None = None,
 
 
 def test_world_is_deterministic_and_cached(world):
-    assert S.get_world(SEED, 400, 3) is world  # built once per process
-    again = S.World(SEED, 400, 3)
+    assert get_world(SEED, 400, 3) is world  # built once per process
+    again = World(SEED, 400, 3)
     assert again.texts == world.texts and again.doc_ids == world.doc_ids
-    other = S.World(SEED + 1, 400, 3)
+    other = World(SEED + 1, 400, 3)
     assert other.texts != world.texts
     assert len(world.texts) == 400 * (1 + 3) == len(set(world.doc_ids))
-    assert {e.type for e in world.entities} == set(S.TYPES)
+    assert {e.type for e in world.entities} == set(TYPES)
     assert len({e.name for e in world.entities}) == len(world.entities)  # names unique among real entities
 
 
@@ -102,10 +67,10 @@ def test_documents_state_relations_and_backlinks(world):
         text = world.texts[world.true_doc[e.idx]]
         assert text.startswith(f"{e.name} ({e.type}). ")
         for r, target in e.rel.items():
-            assert S.extract(text, e.name, r) == world.entities[target].name
+            assert extract(text, e.name, r) == world.entities[target].name
         for r, sources in e.back.items():
             for src in sources:
-                assert S.BACKLINK[r].format(t=e.name, s=world.entities[src].name) in text
+                assert BACKLINK[r].format(t=e.name, s=world.entities[src].name) in text
 
 
 def test_hard_negatives_share_words_but_not_facts(world):
@@ -119,9 +84,9 @@ def test_hard_negatives_share_words_but_not_facts(world):
             assert text.startswith(f"{e.name} ({e.type}). ")
             intro = set(text.split("(" + e.type + ").")[1].split(".")[0].split())
             assert len(intro & true_words) >= len(true_words) - 2  # same attribute words, another year
-            assert f"{S.YEAR_VERB[e.type]} in {e.year}" not in text
+            assert f"{YEAR_VERB[e.type]} in {e.year}" not in text
             for r, target in e.rel.items():  # the fact that matters differs
-                assert S.extract(text, e.name, r) not in (None, world.entities[target].name)
+                assert extract(text, e.name, r) not in (None, world.entities[target].name)
 
 
 def test_bm25_ranks_hard_negatives_next_to_the_true_doc(world):
@@ -215,223 +180,12 @@ def test_build_split_reads_the_config_and_is_registered():
         spec["build_split"](bad, "test")
 
 
-def test_task_rows_round_trip(tasks):
-    for t in tasks[:20]:
-        assert Task.from_row(t.to_row()) == t
-
-
-def test_make_env_rejects_bad_config(tasks):
+def test_make_env_rejects_a_chain_the_corpus_does_not_hold(tasks):
     cfg = dict(tasks[0].env_config)
-    bad = Task(id="x", env="search", env_config={k: v for k, v in cfg.items() if k != "chain"}, split="train",
-               prompt=[], reference="")
-    with pytest.raises(ValueError, match="x"):
-        S.make_env(bad)
     wrong = Task(id="y", env="search", env_config={**cfg, "chain": [*cfg["chain"][:-1], "Nobody"]}, split="train",
                  prompt=[], reference="")
     with pytest.raises(ValueError, match="chain"):
         S.make_env(wrong)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# the expert, through env.step
-
-
-def test_expert_solves_tasks_through_env_step(tasks):
-    results = [_run(t) for t in tasks]
-    solved = sum(r == 1.0 for r, _, _ in results)
-    assert len(tasks) == 300 and solved >= 0.99 * len(tasks)
-    # 2 calls per hop, +1 per namesake opened, +1 to finish: the task's difficulty
-    assert all(k == t.difficulty >= 2 * len(t.env_config["relations"]) + 1 for (_, k, _), t in zip(results, tasks))
-
-
-def test_expert_actions_parse_and_fit_a_turn(tasks):
-    for t in tasks[:50]:
-        _, pairs = S.run_expert(t)
-        for a, _ in pairs:
-            call = parse_tool_call(a)
-            assert call.name in ("search", "open", "finish") and a == format_tool_call(call.name, **call.parameters)
-            assert len(a) < 160
-
-
-@pytest.mark.parametrize("every", [2, 3, 5])
-def test_expert_with_faithful_summaries_still_solves(tasks, every):
-    """error_rate 0: drop + summary + continue from the summary (the trigger protocol, R2) loses nothing."""
-    results = [_run(t, summarize=lambda k, ex: k > 0 and k % every == 0) for t in tasks[::3]]
-    assert all(r == 1.0 for r, _, _ in results)
-    assert sum(n for _, _, n in results) > 0
-
-
-def _after_each_new_fact():
-    """A summarize(k, expert) rule: summarize once each time the expert has found a new fact."""
-    done: set[int] = set()
-
-    def rule(k, ex):
-        j = len(ex.state.facts)
-        if j and j not in done:
-            done.add(j)
-            return True
-        return False
-
-    return rule
-
-
-def test_expert_with_wrong_summaries_usually_answers_wrong(tasks):
-    """error_rate 1: each summary replaces the last fact with what a namesake of its source states."""
-    results = [_run(t, error_rate=1.0, summarize=_after_each_new_fact(), drop_before_summary=False) for t in tasks]
-    assert all(n > 0 for _, _, n in results)
-    assert sum(r is not None for r, _, _ in results) >= 0.95 * len(tasks)  # it still answers
-    wrong = sum(r != 1.0 for r, _, _ in results) / len(results)
-    assert wrong >= 0.95, f"only {wrong:.0%} of answers wrong after wrong summaries"
-
-
-def test_summary_errors_happen_at_about_the_rate(tasks):
-    """One summary per task once a fact is known: answers go wrong at about error_rate."""
-    rate = 0.3
-    results = []
-    for t in tasks:
-        once = _after_each_new_fact()
-        results.append(_run(t, error_rate=rate, summarize=lambda k, ex, f=once: len(ex.state.facts) == 1 and f(k, ex),
-                            drop_before_summary=False)[0])
-    wrong = sum(r != 1.0 for r in results) / len(results)
-    assert abs(wrong - rate) < 0.1, wrong
-
-
-def test_summary_states_the_facts_and_the_expert_continues_from_it(tasks, world):
-    t = next(t for t in tasks if len(t.env_config["relations"]) == 3)
-    env = S.make_env(t)
-    env.reset()
-    ex = S.SearchExpert(t, error_rate=0.0)
-    while len(ex.state.facts) < 2:
-        a = ex.act()
-        ex.observe(a, env.step(a)[0])
-    rels, chain = t.env_config["relations"], t.env_config["chain"]
-    text = ex.summarize()
-    assert text == f"{SUMMARY_OPEN}hop 3 of 3; found: {rels[0]} = {chain[1]}, {rels[1]} = {chain[2]}{SUMMARY_CLOSE}"
-    assert S.parse_summary(text, rels) == ex.state
-    # a wrong summary: the last fact is what a namesake of its source states
-    ex1 = S.SearchExpert(t, error_rate=1.0)
-    ex1.state = S.ExpertState(facts=tuple(chain[1:3]))
-    wrong = ex1.summarize()
-    assert ex1.summary_errors == 1 and chain[2] not in wrong and chain[1] in wrong
-    stated = {S.extract(world.texts[d], chain[1], rels[1]) for d in world.namesake_docs[world.by_name[chain[1]]]}
-    assert ex1.state.facts[-1] in stated
-    assert S.parse_summary(wrong, rels) == ex1.state
-    # nothing found yet: nothing to corrupt
-    ex2 = S.SearchExpert(t, error_rate=1.0)
-    assert "found: nothing yet" in ex2.summarize() and ex2.summary_errors == 0
-
-
-def test_summary_round_trips_every_state(tasks):
-    for t in tasks[::5]:
-        env = S.make_env(t)
-        env.reset()
-        ex = S.SearchExpert(t)
-        for _ in range(40):
-            snap = ex.state
-            text = S.summary_text(ex.relations, snap)
-            assert S.parse_summary(text, ex.relations) == S.ExpertState(facts=snap.facts, cands=snap.cands,
-                                                                        attempt=min(snap.attempt, 1))
-            a = ex.act()
-            obs, done, _, _ = env.step(a)
-            ex.observe(a, obs)
-            if done:
-                break
-
-
-def test_expert_drop_restores_state_before_last_action(tasks):
-    t = next(t for t in tasks if len(t.env_config["relations"]) == 3)
-    env = S.make_env(t)
-    env.reset()
-    ex = S.SearchExpert(t)
-    while True:
-        before = ex.state
-        a = ex.act()
-        obs, done, _, _ = env.step(a)
-        if done:
-            break
-        ex.observe(a, obs)
-        after = ex.state
-        ex.drop()
-        assert ex.state == before and ex.act() == a  # it redoes the dropped action
-        ex.observe(a, env.step(a)[0])  # searching and opening have no side effects: redoing is harmless
-        assert ex.state == after
-    # two drops go back two actions
-    env2 = S.make_env(t)
-    env2.reset()
-    ex2 = S.SearchExpert(t)
-    a = ex2.act()
-    ex2.observe(a, env2.step(a)[0])
-    s1 = ex2.state
-    for _ in range(2):
-        b = ex2.act()
-        ex2.observe(b, env2.step(b)[0])
-    ex2.drop()
-    ex2.drop()
-    assert ex2.state == s1
-    reward, _, _ = _run(t, env=env2, expert=ex2)
-    assert reward == 1.0
-
-
-def test_expert_summary_keeps_documents_still_to_open(tasks):
-    """A summary written after a search lists the hits to open, so one step per segment is enough to progress."""
-    t = tasks[0]
-    env = S.make_env(t)
-    env.reset()
-    ex = S.SearchExpert(t)
-    a = ex.act()
-    ex.observe(a, env.step(a)[0])
-    assert ex.state.cands
-    text = ex.summarize()
-    assert f"open next: {' '.join(ex.state.cands)}" in text
-    assert ex.act() == format_tool_call("open", doc_id=ex.state.cands[0])
-    # summarize before every action: still solved
-    reward, _, n = _run(t, summarize=lambda k, _ex: k > 0, drop_before_summary=False)
-    assert reward == 1.0 and n > 0
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# the expert through the real agent loop
-
-
-@pytest.fixture(scope="module")
-def loop_setup(tasks, tmp_path_factory):
-    from supo.models import build_tokenizer
-    from supo.prepare import tokenizer_corpus
-    from supo.rollout.templates import Templates
-
-    cfg = load_config(None, overrides={"env.name": "search"})
-    tok = build_tokenizer(tokenizer_corpus(cfg, tasks[:150], tasks[150:]), 1024, tmp_path_factory.mktemp("tok"))
-    return cfg, tok, Templates.build(tok, cfg.prompts.summary_instruction, cfg.prompts.continuation)
-
-
-def _loop(loop_setup, tasks, L: int, error_rate: float = 0.0, S_max: int = 8):
-    from supo.rollout.agent_loop import LoopSettings, run_rollouts
-    from supo.rollout.expert_policy import ExpertPolicy
-
-    _, tok, t = loop_setup
-    st_ = LoopSettings(trigger=L, max_summaries=S_max, max_steps=100, max_turn_tokens=40, max_summary_tokens=80,
-                       max_obs_tokens=400, engine_max_len=2048)
-    experts = {k: S.SearchExpert(task, error_rate=error_rate, seed=k) for k, task in enumerate(tasks)}
-    items = [(task, f"{task.id}@0", 0) for task in tasks]
-    return run_rollouts(items, ExpertPolicy(tok, experts, t.eos_id), tok, t, st_, S.make_env), experts
-
-
-def test_expert_solves_through_the_agent_loop_with_summaries(loop_setup, tasks):
-    rollouts, experts = _loop(loop_setup, tasks, L=400)
-    success = statistics.mean(r.reward for r in rollouts)
-    mean_summaries = statistics.mean(r.num_summaries for r in rollouts)
-    assert success >= 0.99, success
-    assert mean_summaries > 0.5, mean_summaries
-    assert not any(r.overlong for r in rollouts)
-    assert any(r.num_summaries >= 2 for r in rollouts)
-    assert sum(e.summary_errors for e in experts.values()) == 0
-
-
-def test_wrong_summaries_through_the_agent_loop(loop_setup, tasks):
-    rollouts, experts = _loop(loop_setup, tasks[::2], L=400, error_rate=1.0)
-    summarized_with_facts = [r for r, e in zip(rollouts, experts.values()) if e.summary_errors]
-    assert len(summarized_with_facts) >= 0.3 * len(rollouts)
-    assert statistics.mean(r.reward for r in summarized_with_facts) <= 0.1
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -476,17 +230,10 @@ def test_finish_normalizes_whitespace_and_case(tasks, answer, reward):
 HUGE = "a" * (1 << 20)
 
 HOSTILE = {
-    "no_tags": ('{"name": "search", "parameters": {"query": "x"}}', "no <tool_call>"),
-    "plain_text": ("The answer is Falmi.", "no <tool_call>"),
-    "empty": ("", None),
-    "bad_json": (_call('{"name": "search", "parameters": {"query": "x"}'), "not valid JSON"),
-    "json_list": (_call('[{"name": "search"}]'), "JSON object"),
-    "unknown_tool": (format_tool_call("get_document", docid="d0001"), "unknown tool"),
-    "unknown_tool_python": (format_tool_call("__import__('os').system('echo hi')"), "unknown tool"),
+    "other_env_tool": (format_tool_call("get_document", docid="d0001"), "unknown tool"),
     "missing_param": (format_tool_call("search"), "missing"),
     "missing_doc_id": (format_tool_call("open"), "missing"),
     "extra_param": (format_tool_call("search", query="x", k=50), "unknown parameter"),
-    "extra_top_level_key": (_call('{"name": "open", "parameters": {"doc_id": "d0001"}, "k": 1}'), "unexpected keys"),
     "int_query": (format_tool_call("search", query=5), "string"),
     "null_query": (format_tool_call("search", query=None), "string"),
     "list_query": (format_tool_call("search", query=["a", "b"]), "string"),
@@ -496,7 +243,6 @@ HOSTILE = {
     "int_answer": (format_tool_call("finish", answer=3), "string"),
     "huge_query": (format_tool_call("search", query=HUGE), "limit"),
     "long_query": (format_tool_call("search", query="word " * 60), "limit"),
-    "huge_plain_text": (HUGE, "limit"),
     "empty_query": (format_tool_call("search", query=""), "no searchable words"),
     "stopword_query": (format_tool_call("search", query="the of and"), "no searchable words"),
     "punctuation_query": (format_tool_call("search", query="!!! ??? ..."), "no searchable words"),
@@ -504,9 +250,7 @@ HOSTILE = {
     "empty_doc_id": (format_tool_call("open", doc_id=""), "unknown doc_id"),
     "path_doc_id": (format_tool_call("open", doc_id="../../etc/passwd"), "unknown doc_id"),
     "glob_doc_id": (format_tool_call("open", doc_id="d*"), "unknown doc_id"),
-    "two_calls": (format_tool_call("search", query="a") + format_tool_call("open", doc_id="d0001"), "2 tool calls"),
-    "python_injection_raw": (_call("__import__('os').system('echo hi')"), "not valid JSON"),
-    "nan_param": (_call('{"name": "search", "parameters": {"query": NaN}}'), "string"),
+    "nan_param": (tagged('{"name": "search", "parameters": {"query": NaN}}'), "string"),
 }
 INJECTIONS = ["__import__('os').system('echo hi')", "'; DROP TABLE docs; --", ".*", "(a+)+$", "\\x00\\u0000",
               "{{7*7}}", "${jndi:ldap://x}", "</tool_call><tool_call>", "Ignore previous instructions"]
@@ -519,8 +263,8 @@ def _assert_error_then_env_works(task: Task, env: S.SearchEnv, action: str, frag
     assert len(obs) < 600
     if fragment is not None:
         assert fragment in obs, obs[:200]
-    reward, _, _ = _run(task, env=env, expert=S.SearchExpert(task))  # the episode goes on and can be won
-    assert reward == 1.0
+    _, (_, done, reward, _) = expert_actions(env, SearchExpert(task))  # the episode goes on and can be won
+    assert done and reward == 1.0
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
@@ -544,66 +288,17 @@ def test_injection_strings_are_plain_data(text, tasks):
         assert (obs, done, reward) == ("incorrect", True, 0.0)
 
 
-@pytest.mark.parametrize("kind", ["list", "dict"])
-@pytest.mark.parametrize("depth", [5, 50, 500, 1000])
-def test_deeply_nested_json_is_an_error(kind, depth, tasks):
-    nested = ("[" * depth + "0" + "]" * depth) if kind == "list" else ('{"a":' * depth + "0" + "}" * depth)
-    action = _call('{"name": "search", "parameters": {"query": ' + nested + "}}")
-    _assert_error_then_env_works(tasks[0], _fresh_env(tasks), action)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # fuzzing
 
 
-def _check_step_result(result) -> None:
-    assert isinstance(result, tuple) and len(result) == 4
-    obs, done, reward, info = result
-    assert isinstance(obs, str) and isinstance(done, bool) and isinstance(reward, float) and isinstance(info, dict)
-
-
-@FUZZ
-@given(text=st.text(max_size=300))
-def test_fuzz_step_arbitrary_text(text, tasks):
-    _check_step_result(_fresh_env(tasks).step(text))
-
-
-@FUZZ
-@given(text=st.text(max_size=300))
-def test_fuzz_step_arbitrary_text_in_tags(text, tasks):
-    env = _fresh_env(tasks)
-    _check_step_result(env.step(_call(text)))
-    _check_step_result(env.step(format_tool_call("search", query="city")))
-
-
-_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=40))
-_json = st.recursive(_json_leaf, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=5), c,
-                                                                                              max_size=4)),
-                     max_leaves=20)
-
-
-@FUZZ
-@given(
-    name=st.one_of(st.sampled_from(["search", "open", "finish"]), st.text(max_size=10), _json),
-    params=st.one_of(st.dictionaries(st.sampled_from(["query", "doc_id", "answer", "k"]), _json, max_size=3), _json),
-    prefix=st.text(alphabet=string.printable, max_size=10),
-)
-def test_fuzz_step_json_shaped_calls(name, params, prefix, tasks):
-    env = _fresh_env(tasks)
-    result = env.step(prefix + _call(json.dumps({"name": name, "parameters": params})))
-    _check_step_result(result)
-    if result[0].startswith("Error:"):
-        assert result[1] is False
-    _check_step_result(env.step(format_tool_call("search", query="city")))
-
-
-@FUZZ
+@fuzz_settings(200)
 @given(query=st.text(max_size=256), doc_id=st.text(max_size=256))
 def test_fuzz_search_and_open_strings(query, doc_id, tasks):
     env = _fresh_env(tasks)
     for action in (format_tool_call("search", query=query), format_tool_call("open", doc_id=doc_id)):
         result = env.step(action)
-        _check_step_result(result)
+        check_step_result(result)
         assert result[1] is False
 
 
@@ -647,20 +342,20 @@ def report_numbers(vocab_size: int = 1024) -> dict:
     no_summaries = LoopSettings(trigger=10**6, max_summaries=0, max_steps=100, max_turn_tokens=64,
                                 max_summary_tokens=96, max_obs_tokens=10**4, engine_max_len=10**6)
     for name, ts in (("train", train), ("test", test)):
-        experts = {k: S.SearchExpert(task) for k, task in enumerate(ts)}
+        experts = {k: SearchExpert(task) for k, task in enumerate(ts)}
         rs = run_rollouts([(task, f"g{k}", 0) for k, task in enumerate(ts)],
                           ExpertPolicy(tok, experts, t.eos_id), tok, t, no_summaries, S.make_env)
         hist = [r.context_lengths[0] for r in rs]
         search_obs, open_obs, actions, summaries = [], [], [], []
         for task in ts[:300]:
-            ex, env = S.SearchExpert(task), S.make_env(task)
+            ex, env = SearchExpert(task), S.make_env(task)
             env.reset()
             for _ in range(60):
                 a = ex.act()
                 obs, done, _, _ = env.step(a)
                 ex.observe(a, obs)
                 actions.append(enc(a))
-                summaries.append(enc(S.summary_text(ex.relations, ex.state)))
+                summaries.append(enc(summary_text(ex.relations, ex.state)))
                 if '"search"' in a:
                     search_obs.append(enc(obs))
                 elif '"open"' in a:

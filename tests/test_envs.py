@@ -7,13 +7,10 @@ through. Hostile and fuzzed actions must each come back as an ``Error:`` observa
 from __future__ import annotations
 
 import json
-import string
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from env_contract import tagged
 
-from supo.envs import ENVS, get_env_spec
 from supo.envs.array import (
     APIS,
     FAMILIES,
@@ -27,12 +24,6 @@ from supo.envs.array import (
 from supo.envs.base import ToolCall, ToolCallError, format_tool_call, parse_tool_call
 from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN, TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from supo.types import Task
-
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def _call(body: str) -> str:
-    return f"{TOOL_CALL_OPEN}{body}{TOOL_CALL_CLOSE}"
 
 
 def _task(family: str = "max", values: list[int] | None = None, tid: str = "t-0") -> Task:
@@ -120,13 +111,13 @@ def test_sum_and_diff_answers_are_not_guessable_but_max_is():
 def test_fold_index_tools():
     env = ArrayEnv("diff", [7, 3, 10], "fold-index")
     env.reset()
-    assert env.step(_call('{"name": "Diff", "parameters": {"i": 0, "acc": 0}}'))[0].startswith("Error")  # no Observe
-    assert env.step(_call('{"name": "Observe", "parameters": {}}'))[0] == "length 3, acc 0"
-    assert env.step(_call('{"name": "Diff", "parameters": {"i": 0, "acc": 0}}'))[0] == "7"
-    assert env.step(_call('{"name": "Diff", "parameters": {"i": 1, "acc": 7}}'))[0] == "96"  # (3 - 7) mod 100
-    assert env.step(_call('{"name": "Diff", "parameters": {"i": 3, "acc": 7}}'))[0].startswith("Error: ")
+    assert env.step(tagged('{"name": "Diff", "parameters": {"i": 0, "acc": 0}}'))[0].startswith("Error")  # no Observe
+    assert env.step(tagged('{"name": "Observe", "parameters": {}}'))[0] == "length 3, acc 0"
+    assert env.step(tagged('{"name": "Diff", "parameters": {"i": 0, "acc": 0}}'))[0] == "7"
+    assert env.step(tagged('{"name": "Diff", "parameters": {"i": 1, "acc": 7}}'))[0] == "96"  # (3 - 7) mod 100
+    assert env.step(tagged('{"name": "Diff", "parameters": {"i": 3, "acc": 7}}'))[0].startswith("Error: ")
     assert "Get" not in env.tools and fold("diff", [7, 3, 10]) == (10 - 96) % 100
-    obs, done, reward, _ = env.step(_call('{"name": "Done", "parameters": {"answer": 14}}'))
+    obs, done, reward, _ = env.step(tagged('{"name": "Done", "parameters": {"answer": 14}}'))
     assert done and reward == 1.0
 
 
@@ -142,18 +133,7 @@ def test_prompt_hides_the_values():
     assert "Observe" in a.prompt[0]["content"] and "Done" in a.prompt[0]["content"]
 
 
-def test_env_registry():
-    spec = get_env_spec("array")
-    assert spec is ENVS["array"]
-    assert {"make_tasks", "make_env", "make_expert", "corpus"} <= set(spec)
-    with pytest.raises(ValueError, match="unknown environment"):
-        get_env_spec("nope")
-
-
-def test_make_env_rejects_bad_config():
-    bad = Task(id="x", env="array", env_config={"family": "max"}, split="train", prompt=[], reference="0")
-    with pytest.raises(ValueError, match="x"):
-        make_env(bad)
+def test_array_env_rejects_no_values_and_an_unknown_family():
     with pytest.raises(ValueError):
         ArrayEnv("max", [])
     with pytest.raises(ValueError):
@@ -272,8 +252,8 @@ def test_format_and_parse_round_trip():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "Get(0)", _call("not json"), _call("[1, 2]"), _call('{"parameters": {}}'), _call('{"name": 5}'),
-     _call('{"name": "Get", "parameters": [1]}'), _call('{"name": "Get", "parameters": {}, "x": 1}'),
+    ["", "Get(0)", tagged("not json"), tagged("[1, 2]"), tagged('{"parameters": {}}'), tagged('{"name": 5}'),
+     tagged('{"name": "Get", "parameters": [1]}'), tagged('{"name": "Get", "parameters": {}, "x": 1}'),
      format_tool_call("Observe") + format_tool_call("Observe")],
 )
 def test_parse_rejects_malformed(text):
@@ -314,36 +294,17 @@ def _assert_error_then_env_works(env: ArrayEnv, action: str, fragment: str | Non
     assert (obs, done, reward) == ("correct", True, 1.0)
 
 
-HUGE = "a" * (1 << 20)
-
 HOSTILE = {
-    "no_tags": ('{"name": "Get", "parameters": {"i": 0}}', "no <tool_call>"),
-    "plain_text": ("The answer is 9.", "no <tool_call>"),
-    "empty": ("", None),
-    "unclosed_tag": (TOOL_CALL_OPEN + '{"name": "Observe", "parameters": {}}', None),
-    "bad_json": (_call('{"name": "Get", "parameters": {"i": 0}'), "not valid JSON"),
-    "single_quotes": (_call("{'name': 'Get', 'parameters': {'i': 0}}"), "not valid JSON"),
-    "json_list": (_call('[{"name": "Get", "parameters": {"i": 0}}]'), "JSON object"),
-    "json_string": (_call('"Get"'), "JSON object"),
-    "unknown_tool": (format_tool_call("Delete", i=0), "unknown tool"),
-    "name_not_string": (_call('{"name": 1, "parameters": {}}'), "name"),
-    "parameters_not_object": (_call('{"name": "Get", "parameters": [0]}'), "parameters"),
-    "extra_top_level_key": (_call('{"name": "Get", "parameters": {"i": 0}, "id": 1}'), "unexpected keys"),
     "missing_param": (format_tool_call("Get"), "missing"),
     "extra_param": (format_tool_call("Get", i=0, j=1), "unknown parameter"),
     "string_for_int": (format_tool_call("Get", i="0"), "integer"),
     "bool_for_int": (format_tool_call("Get", i=True), "integer"),
     "float_for_int": (format_tool_call("Get", i=0.0), "integer"),
     "null_for_int": (format_tool_call("Get", i=None), "integer"),
-    "nan_for_int": (_call('{"name": "Get", "parameters": {"i": NaN}}'), "integer"),
+    "nan_for_int": (tagged('{"name": "Get", "parameters": {"i": NaN}}'), "integer"),
     "list_for_int": (format_tool_call("Get", i=[0]), "integer"),
-    "huge_action": (format_tool_call("Get", i=HUGE), "limit"),
-    "huge_plain_text": (HUGE, "limit"),
     "huge_int": (format_tool_call("Get", i=10**300), "out of range"),
-    "two_calls": (format_tool_call("Get", i=0) + format_tool_call("Get", i=1), "2 tool calls"),
     "python_injection_param": (format_tool_call("Get", i="__import__('os').system('echo hi')"), "integer"),
-    "python_injection_name": (format_tool_call("__import__('os').system('echo hi')"), "unknown tool"),
-    "python_injection_raw": (_call("__import__('os').system('echo hi')"), "not valid JSON"),
     "index_too_large": (format_tool_call("Get", i=3), "out of range"),
     "negative_index": (format_tool_call("Get", i=-1), "out of range"),
     "fold_wrong_type": (format_tool_call("Max", a="9", b=3), "integer"),
@@ -378,25 +339,6 @@ def test_wrong_family_fold_tool_is_unknown():
     _assert_error_then_env_works(env, format_tool_call("Max", a=1, b=2), "unknown tool")
 
 
-@pytest.mark.parametrize("kind", ["list", "dict"])
-@pytest.mark.parametrize("depth", [5, 50, 200, 400, 600, 800, 1000])
-def test_deeply_nested_json_is_an_error_not_an_exception(kind, depth):
-    if kind == "list":
-        nested = "[" * depth + "0" + "]" * depth
-    else:
-        nested = '{"a":' * depth + "0" + "}" * depth  # deeper than ~680 exceeds the action length limit
-    action = _call('{"name": "Get", "parameters": {"i": ' + nested + "}}")
-    env = _observed_env()
-    try:
-        result = env.step(action)
-    except Exception as e:  # step must never raise; say what escaped and what caused it
-        pytest.fail(f"env.step raised {type(e).__name__}: {e} at nesting depth {depth} "
-                    f"(while handling {type(e.__context__).__name__})")
-    obs, done, _, _ = result
-    assert obs.startswith("Error:") and done is False
-    _assert_error_then_env_works(env, action)
-
-
 def test_step_after_done_is_an_error():
     env = _observed_env()
     env.step(format_tool_call("Done", answer=1))
@@ -408,65 +350,6 @@ def test_wrong_answer_gets_zero_reward():
     env = _observed_env([3, 9, 4])
     obs, done, reward, _ = env.step(format_tool_call("Done", answer=4))
     assert (obs, done, reward) == ("incorrect", True, 0.0)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# fuzzing
-
-
-def _check_step_result(result) -> None:
-    assert isinstance(result, tuple) and len(result) == 4
-    obs, done, reward, info = result
-    assert isinstance(obs, str)
-    assert isinstance(done, bool)
-    assert isinstance(reward, float)
-    assert isinstance(info, dict)
-
-
-def _fresh_env(observed: bool) -> ArrayEnv:
-    env = ArrayEnv("max", [3, 9, 4])
-    env.reset()
-    if observed:
-        env.step(format_tool_call("Observe"))
-        env.step(format_tool_call("Get", i=0))
-    return env
-
-
-@FUZZ
-@given(text=st.text(max_size=300), observed=st.booleans())
-def test_fuzz_step_arbitrary_text(text, observed):
-    _check_step_result(_fresh_env(observed).step(text))
-
-
-@FUZZ
-@given(text=st.text(max_size=300), observed=st.booleans())
-def test_fuzz_step_arbitrary_text_in_tags(text, observed):
-    env = _fresh_env(observed)
-    _check_step_result(env.step(_call(text)))
-    _check_step_result(env.step(format_tool_call("Observe")))
-
-
-_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20))
-_json = st.recursive(_json_leaf, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=5), c,
-                                                                                              max_size=4)),
-                     max_leaves=20)
-
-
-@FUZZ
-@given(
-    name=st.one_of(st.sampled_from(["Observe", "Get", "Max", "Add", "Done"]), st.text(max_size=10), _json),
-    params=st.one_of(st.dictionaries(st.sampled_from(["i", "a", "b", "answer", "x"]), _json, max_size=3), _json),
-    observed=st.booleans(),
-    prefix=st.text(alphabet=string.printable, max_size=10),
-)
-def test_fuzz_step_json_shaped_calls(name, params, observed, prefix):
-    env = _fresh_env(observed)
-    result = env.step(prefix + _call(json.dumps({"name": name, "parameters": params})))
-    _check_step_result(result)
-    obs, done = result[0], result[1]
-    if obs.startswith("Error:"):
-        assert done is False
-    _check_step_result(env.step(format_tool_call("Observe")))
 
 
 def test_array_summary_oracle_judges_the_state_a_summary_carries():
@@ -498,8 +381,8 @@ def test_a_tool_call_with_a_duplicate_key_is_an_error_not_the_last_key(body, key
     """Issue 18: `{"name":"Add","name":"Done",…}` was accepted with the last key winning, and the episode ended. A key
     given twice is an Error observation and the episode goes on."""
     with pytest.raises(ToolCallError, match=f"gives the key '{key}' twice"):
-        parse_tool_call(_call(body))
+        parse_tool_call(tagged(body))
     env = _observed_env()
-    obs, done, reward, _ = env.step(_call(body))
+    obs, done, reward, _ = env.step(tagged(body))
     assert obs.startswith("Error: tool call gives the key") and not done and reward == 0.0 and not env.done
-    _assert_error_then_env_works(env, _call(body), "twice")
+    _assert_error_then_env_works(env, tagged(body), "twice")

@@ -7,7 +7,8 @@ import re
 import string
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from env_contract import fuzz_settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from supo.envs.base import format_tool_call
@@ -26,8 +27,7 @@ from supo.models import (
     num_parameters,
 )
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                       HealthCheck.too_slow])
+FUZZ = fuzz_settings(200, HealthCheck.function_scoped_fixture)
 ATOMIC = [IM_START, IM_END, TOOL_CALL_OPEN, TOOL_CALL_CLOSE, SUMMARY_OPEN, SUMMARY_CLOSE]
 
 
