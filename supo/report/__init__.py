@@ -7,7 +7,9 @@ intervals, read from the pipeline's outputs.
 * :mod:`supo.report.analysis` — arm roles, cells (arm, S_eval), each arm's own setting, training curves;
 * :mod:`supo.report.claims` — C0–C4 (the C0 family under Holm);
 * :mod:`supo.report.mechanism` — summary state accuracy and the failure decomposition per arm;
-* :mod:`supo.report.figures` — figures, one colour per arm role;
+* :mod:`supo.report.findings` — the "Key findings" that open the report (claims with their bounds, RL against the
+  warm start per arm, training reward first against last steps, what the pipeline flagged);
+* :mod:`supo.report.figures` — figures fitted to their data, one colour per arm role;
 * :mod:`supo.report.blocks` — the report's blocks, rendered to markdown and HTML;
 * :mod:`supo.report.tables` — the power, Holm and mechanism tables;
 * :mod:`supo.report.document` — the report's content as blocks;

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from supo.layout import WARM_START, is_warm_start
-from supo.report.collect import METRIC_KEYS, EvalRun, TrainRun
-from supo.report.stats import Stat
+from supo.report.collect import EvalRun, TrainRun
+from supo.report.stats import Effect, Stat, bootstrap_effect
 
 ROLE_NAMES = {"baseline-w": "GRPO-W", "baseline-weff": "GRPO-Weff", "method": "SUPO", "ablation": "ablation"}
 
@@ -235,6 +235,27 @@ def common(a: Cell, b: Cell | None = None, what: str = SUCCESS) -> tuple[list[in
     return sorted(seeds), sorted(tasks)
 
 
+def success_interval(c: Cell | None) -> Effect | None:
+    """A cell's success rate over its seeds × tasks with its 95% two-way bootstrap interval (Table 3's cells, the
+    success figure's error bars); None without a cell or without per-task outcomes."""
+    if c is None:
+        return None
+    seeds, tasks = common(c)
+    return bootstrap_effect(c.matrix(seeds, tasks)) if seeds and tasks else None
+
+
+def edge_mean(runs: Sequence[TrainRun], key: str, edge: int, last: bool) -> float | None:
+    """The mean over runs (seeds) of each run's mean of ``key`` over its first (or last) ``edge`` steps; None where
+    no run recorded it."""
+    vals = []
+    for t in runs:
+        rows = t.history[-edge:] if last else t.history[:edge]
+        finite = [float(r[key]) for r in rows if r.get(key) is not None and np.isfinite(r[key])]
+        if finite:
+            vals.append(float(np.mean(finite)))
+    return float(np.mean(vals)) if vals else None
+
+
 def training_curves(training: Sequence[TrainRun], keys: Sequence[str]) -> dict[str, list[dict[str, float]]]:
     """Per arm, per step: the mean, min and max over seeds of each metric of ``keys``."""
     curves: dict[str, list[dict[str, float]]] = {}
@@ -258,5 +279,5 @@ def training_curves(training: Sequence[TrainRun], keys: Sequence[str]) -> dict[s
     return curves
 
 
-__all__ = ["ArmRoles", "Cell", "DEFAULT_ROLES", "EnvResults", "METRIC_KEYS", "SUCCESS", "analyze", "common",
-           "per_task", "roles_from_config", "training_curves"]
+__all__ = ["ArmRoles", "Cell", "DEFAULT_ROLES", "EnvResults", "SUCCESS", "analyze", "common", "per_task",
+           "roles_from_config", "training_curves"]

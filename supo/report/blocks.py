@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+from supo.report.stats import BORDERLINE, HELD, INCONCLUSIVE, NOT_EVALUATED, NOT_HELD
+
 DASH = "–"
 
 
@@ -23,7 +25,8 @@ class Heading:
 
 @dataclass(frozen=True)
 class Para:
-    """A paragraph; ``**bold**`` and ``code`` in backticks are the only markup."""
+    """A paragraph; ``**bold**`` (a verdict alone in bold: a coloured badge in HTML) and ``code`` in backticks are
+    the only markup."""
 
     text: str
 
@@ -87,13 +90,24 @@ th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top
 th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
 code{background:#f3f3f3;padding:0 .2em;border-radius:3px}
 figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
+.verdict{display:inline-block;padding:0 .45em;border-radius:.7em;color:#fff;font-size:.92em;white-space:nowrap}
+.v-held{background:#2e7d32}.v-not-held{background:#c62828}.v-inconclusive{background:#6d6d6d}
+.v-borderline{background:#e65100}.v-not-evaluated{background:#fff;color:#555;border:1px solid #999}
 """.strip()
+VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE, BORDERLINE, NOT_EVALUATED)
+"""Bold text that is exactly one of these renders as a coloured verdict badge in HTML."""
+
+
+def _strong(text: str) -> str:
+    if text in VERDICTS:
+        return f'<strong class="verdict v-{text.replace(" ", "-")}">{text}</strong>'
+    return f"<strong>{text}</strong>"
 
 
 def _inline_html(text: str) -> str:
     escaped = html.escape(text, quote=False)
     escaped = _CODE.sub(lambda m: f"<code>{m.group(1)}</code>", escaped)
-    return _BOLD.sub(lambda m: f"<strong>{m.group(1)}</strong>", escaped)
+    return _BOLD.sub(lambda m: _strong(m.group(1)), escaped)
 
 
 def render_html(blocks: Sequence[Block], base_dir: str | os.PathLike[str], title: str = "SUPO results") -> str:

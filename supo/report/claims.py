@@ -25,8 +25,6 @@ from supo.report.analysis import Cell, EnvResults, common
 from supo.report.stats import (
     BORDERLINE,
     CONFIDENCE,
-    HELD,
-    INCONCLUSIVE,
     NOT_EVALUATED,
     NOT_HELD,
     Effect,
@@ -72,6 +70,8 @@ class Claim:
     components: dict[str, VarianceComponents] = field(default_factory=dict)
     """comparison name → the variance components of its paired difference matrix."""
     effect: Effect | None = field(default=None, repr=False, compare=False)
+    threshold: float = 0.0
+    """The bound the interval is read against: 0, or −:data:`C2_MARGIN` for C2's non-inferiority."""
 
     @property
     def label(self) -> str:
@@ -198,7 +198,7 @@ def claim_c1(res: EnvResults) -> Claim:
                     res.cell(r.supo, s), res.cell(r.grpo_w, 0), f"{r.supo} − {r.grpo_w}")
 
 
-def _context_condition(a: Cell) -> tuple[bool, str]:
+def context_condition(a: Cell) -> tuple[bool, str]:
     """C2's working-context condition on SUPO's cell: the share of context segments over W ≤ the tolerance; for
     evaluations that predate that measure (or recorded no generation peak: largest peak 0), the mean per-segment
     peak ≤ W (said so in the evidence)."""
@@ -231,11 +231,12 @@ def claim_c2(res: EnvResults) -> Claim:
             f"peak ≤ W, and say so")
     a, b = res.cell(r.supo, s), res.cell(r.grpo_weff, 0)
     claim, comp = _opened("C2", rule, a, b)
+    claim.threshold = -C2_MARGIN
     if comp is None:
         return claim
     effect = comp.effect
     success = verdict_not_worse(effect, C2_MARGIN)
-    within, context = _context_condition(a)
+    within, context = context_condition(a)
     claim.verdict = NOT_HELD if not within else success
     claim.evidence += [_describe(a), _describe(b), f"{r.supo} − {r.grpo_weff}: {effect.fmt()}; margin −{C2_MARGIN}",
                        context]
@@ -313,6 +314,6 @@ def all_claims(res: EnvResults) -> list[Claim]:
     return [*c0, claim_c1(res), claim_c2(res), claim_c3(res), claim_c4(res)]
 
 
-__all__ = ["BORDERLINE", "C2_MARGIN", "C2_OVER_W_TOLERANCE", "Claim", "Comparison", "HELD", "INCONCLUSIVE",
-           "NOT_EVALUATED", "NOT_HELD", "STATEMENTS", "TARGET_MDE", "all_claims", "apply_holm", "claim_c0",
-           "claim_c1", "claim_c2", "claim_c3", "claim_c4", "compare", "paired", "power_numbers"]
+__all__ = ["C2_MARGIN", "C2_OVER_W_TOLERANCE", "Claim", "Comparison", "STATEMENTS", "TARGET_MDE", "all_claims",
+           "apply_holm", "claim_c0", "claim_c1", "claim_c2", "claim_c3", "claim_c4", "compare",
+           "context_condition", "paired", "power_numbers"]

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
-
-from supo.report.analysis import EnvResults, common
-from supo.report.blocks import DASH, Block, Bullets, Heading, Image, Para, Table, render_html, render_markdown
+from supo.report.analysis import EnvResults, edge_mean, success_interval
+from supo.report.blocks import DASH, Block, Bullets, Heading, Image, Para, Table
 from supo.report.claims import C2_MARGIN, TARGET_MDE, Claim
-from supo.report.stats import BOOTSTRAP_SAMPLES, BORDERLINE_MC_SES, bootstrap_effect
-from supo.report.tables import accuracy_table, failure_table, holm_table, power_table
+from supo.report.findings import EDGE_STEPS, key_findings
+from supo.report.stats import BOOTSTRAP_SAMPLES, BORDERLINE_MC_SES
+from supo.report.tables import accuracy_table, claim_interval, failure_table, holm_table, power_table
 
 # ---------------------------------------------------------------------------------------------------------------------
 # content
@@ -27,11 +26,10 @@ def _ci(res: EnvResults, arm: str, s: int | None) -> str:
     c = res.cell(arm, s)
     if c is None:
         return DASH
-    seeds, tasks = common(c)
-    if not seeds or not tasks:
+    e = success_interval(c)
+    if e is None:
         st = c.stat("success_rate")
         return st.fmt() if st else DASH
-    e = bootstrap_effect(c.matrix(seeds, tasks))
     return f"{e.effect:.3f} [{e.low:.3f}, {e.high:.3f}]"
 
 
@@ -44,8 +42,7 @@ def table1(res: EnvResults, claims: Sequence[Claim]) -> Table:
                                      "overlong_rate", "error_loop_rate")}
         claim = c0.get(arm)
         vs_warm = DASH if claim is None or "effect" not in claim.numbers else (
-            f"{claim.numbers['effect']:+.3f} [{claim.numbers['ci_low']:+.3f}, {claim.numbers['ci_high']:+.3f}] "
-            f"({claim.verdict})")
+            f"{claim_interval(claim)}: **{claim.verdict}**")
         rows.append((arm, res.roles.role_of(arm), str(s), DASH if w is None else str(w),
                      DASH if w is None else str(w * (s + 1)), _ci(res, arm, s), str(len(c.seeds)), vs_warm,
                      *(DASH if v is None else v.fmt(2 if k != "mean_working_context_tokens" else 0)
@@ -68,24 +65,18 @@ def table3(res: EnvResults) -> Table:
     return Table(("arm", "W", *[f"S_eval={s}" for s in res.grid]), tuple(rows))
 
 
-def training_table(res: EnvResults, edge: int = 3) -> Table:
+def training_table(res: EnvResults, edge: int = EDGE_STEPS) -> Table:
     """Per arm (mean over seeds): reward over the first and last ``edge`` steps, final clip fraction and KL, overlong
     and error-loop rates at the end."""
     rows = []
     for arm in dict.fromkeys(t.arm for t in res.training):
         runs = [t for t in res.training if t.arm == arm]
-
-        def edge_mean(key: str, last: bool) -> float | None:
-            vals = [np.mean([float(r[key]) for r in (t.history[-edge:] if last else t.history[:edge])
-                             if r.get(key) is not None and np.isfinite(r[key])] or [np.nan]) for t in runs]
-            vals = [v for v in vals if np.isfinite(v)]
-            return float(np.mean(vals)) if vals else None
-
+        at = lambda key, last, runs=runs: edge_mean(runs, key, edge, last)  # noqa: E731
         rows.append((arm, str(len(runs)), str(max(len(t.history) for t in runs)),
-                     _fmt(edge_mean("mean_reward", False)), _fmt(edge_mean("mean_reward", True)),
-                     _fmt(edge_mean("clip_frac", True), 4), _fmt(edge_mean("kl_to_init", True), 4),
-                     _fmt(edge_mean("overlong_rate", False)), _fmt(edge_mean("overlong_rate", True)),
-                     _fmt(edge_mean("error_loop_rate", True))))
+                     _fmt(at("mean_reward", False)), _fmt(at("mean_reward", True)),
+                     _fmt(at("clip_frac", True), 4), _fmt(at("kl_to_init", True), 4),
+                     _fmt(at("overlong_rate", False)), _fmt(at("overlong_rate", True)),
+                     _fmt(at("error_loop_rate", True))))
     return Table(("arm", "seeds", "steps", f"reward, first {edge}", f"reward, last {edge}", "clip frac (end)",
                   "KL to warm start (end)", "overlong (start)", "overlong (end)", "error loops (end)"), tuple(rows))
 
@@ -102,10 +93,8 @@ def _per_comparison(claim: Claim, name: str) -> str:
 def summary_table(results: Sequence[EnvResults]) -> Table:
     """Every claim of every environment: verdict, effect [95% CI], its bootstrap SE and minimum detectable effect."""
     return Table(("env", "claim", "statement", "verdict", "effect [95% CI]", "SE", "MDE (80% power)"),
-                 tuple((r.env, c.key, c.statement, f"**{c.verdict}**",
-                        (f"{c.numbers['effect']:+.3f} [{c.numbers['ci_low']:+.3f}, {c.numbers['ci_high']:+.3f}]"
-                         if "effect" in c.numbers else DASH), _per_comparison(c, "se"), _per_comparison(c, "mde"))
-                       for r in results for c in r.claims))
+                 tuple((r.env, c.key, c.statement, f"**{c.verdict}**", claim_interval(c), _per_comparison(c, "se"),
+                        _per_comparison(c, "mde")) for r in results for c in r.claims))
 
 
 def claim_blocks(claim: Claim) -> list[Block]:
@@ -170,6 +159,8 @@ def build_blocks(results: Sequence[EnvResults], figures: Mapping[str, Mapping[st
                "so the sampling noise itself is not shared")
     blocks: list[Block] = [
         Heading(title, 1),
+        *key_findings(results),
+        Heading("How to read this report", 2),
         Para(f"Generated by `supo-cli report` from {n_eval} evaluations (`{evals_dir}/<env>/seed<k>/<arm>/s<N>/`) and "
              f"{n_train} training runs (`{checkpoints_dir}/<env>/seed<k>/<arm>/`). Every number below is read from "
              f"those files. Evaluations are on the **{', '.join(splits) or '?'}** split (never used for tuning: "
@@ -207,21 +198,23 @@ def build_blocks(results: Sequence[EnvResults], figures: Mapping[str, Mapping[st
                        Heading("Table 3 analogue: success rate against S_eval", 3),
                        Para("Mean [95% CI]; bold: the arm's own setting."), table3(r)]
             if "success" in figs:
-                blocks.append(Image(figs["success"], f"{r.env}: success rate against S_eval"))
+                blocks.append(Image(figs["success"], f"{r.env}: success rate against S_eval (mean over "
+                                                    "seeds × tasks; bars: the 95% bootstrap intervals of Table 3; "
+                                                    "ring: the arm's own setting)"))
         blocks += _power_blocks(r) + _mechanism_blocks(r)
         if r.training:
             blocks += [Heading("Training", 3), training_table(r)]
             if "training" in figs:
-                blocks.append(Image(figs["training"], f"{r.env}: reward, success, clip fraction, KL to the warm "
-                                                      "start and summary state accuracy per step"))
+                blocks.append(Image(figs["training"], f"{r.env}: training reward and KL to the warm start per "
+                                                      "step (mean over seeds; band: min–max)"))
             if "overlong" in figs:
                 blocks.append(Image(figs["overlong"], f"{r.env}: overlong dynamics — never-finish, error-loop and "
-                                                      "budget-cut rates and summaries per rollout per step"))
+                                                      "budget-cut rates and summaries per rollout per step (mean "
+                                                      "over seeds; band: min–max)"))
         blocks.append(Heading("Claims", 3))
         for claim in r.claims:
             blocks += claim_blocks(claim)
     return blocks
 
 
-__all__ = ["Block", "Bullets", "DASH", "Heading", "Image", "Para", "Table", "build_blocks", "claim_blocks",
-           "render_html", "render_markdown", "summary_table", "table1", "table3", "training_table"]
+__all__ = ["build_blocks", "claim_blocks", "summary_table", "table1", "table3", "training_table"]

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from supo.report.analysis import DEFAULT_ROLES, ArmRoles, EnvResults, analyze, training_curves
+from supo.report.blocks import render_html, render_markdown
 from supo.report.claims import all_claims
-from supo.report.collect import TrainRun, collect_evals, collect_training
-from supo.report.document import build_blocks, render_html, render_markdown
-from supo.report.figures import OVERLONG_PANELS, TRAINING_PANELS, per_step, success_vs_s_eval, write_figures
+from supo.report.collect import TRAIN_CURVE_KEYS, TrainRun, collect_evals, collect_training
+from supo.report.document import build_blocks
+from supo.report.findings import headline
+from supo.report.figures import FILE_NAMES, build_figures, write_figures
 from supo.report.mechanism import failure_decomposition, summary_accuracy
 
 log = logging.getLogger(__name__)
@@ -115,16 +117,14 @@ def write_report(evals_dir: str | os.PathLike[str], checkpoints_dir: str | os.Pa
     success_rows = [(r.env, arm, s, round(st.mean, 6), round(st.std, 6), st.n)
                     for r in results for (arm, s), c in sorted(r.cells.items())
                     if (st := c.stat("success_rate")) is not None]
-    curve_rows = [(r.env, arm, row["step"], *(round(row[k], 6) if k in row else "" for k, _ in TRAINING_PANELS +
-                                                OVERLONG_PANELS))
-                  for r in results for arm, rows in training_curves(r.training, [k for k, _ in TRAINING_PANELS +
-                                                                                 OVERLONG_PANELS]).items()
+    curve_rows = [(r.env, arm, row["step"], *(round(row[k], 6) if k in row else "" for k in TRAIN_CURVE_KEYS))
+                  for r in results for arm, rows in training_curves(r.training, TRAIN_CURVE_KEYS).items()
                   for row in rows]
     plots = [
         _write_csv(out / "plots" / "success_vs_s_eval.csv",
                    ("env", "arm", "s_eval", "success_rate", "success_std", "n_seeds"), success_rows),
         _write_csv(out / "plots" / "training_curves.csv",
-                   ("env", "arm", "step", *(k for k, _ in TRAINING_PANELS + OVERLONG_PANELS)), curve_rows),
+                   ("env", "arm", "step", *TRAIN_CURVE_KEYS), curve_rows),
     ]
     return ReportFiles(out, markdown, page, summary_json, plots, {e: list(f.values()) for e, f in figures.items()},
                        summary, results)
@@ -141,21 +141,17 @@ def log_report(files: ReportFiles, tracking_uri: str, experiment: str, *, profil
     from mlflow.exceptions import MlflowException
 
     from supo.tracking import Tracker, log_figures
+    from supo.tracking_links import link_report
 
     tags = {"stage": "report", "profile": profile, "envs": ",".join(r.env for r in files.results)}
     with Tracker(tracking_uri, experiment, "report", params=params or {}, tags=tags) as tracker:
         for path in (files.markdown, files.html, files.summary_json):
             tracker.log_artifact(path)
         tracker.log_artifact(files.out_dir / "plots", "plots")
-        tracker.log_metrics(files.summary, step=0)
+        # "/" groups the report's numbers into sections in the UI (env / arm or claim / number)
+        tracker.log_metrics({k.replace(".", "/"): v for k, v in files.summary.items()}, step=0)
         report_run_id = tracker.run_id
-    figures = {}
-    for r in files.results:
-        if r.cells:
-            figures[f"{r.env}-success_vs_s_eval"] = success_vs_s_eval(r)
-        if r.training:
-            figures[f"{r.env}-training_curves"] = per_step(r, TRAINING_PANELS, "training")
-            figures[f"{r.env}-overlong_dynamics"] = per_step(r, OVERLONG_PANELS, "overlong dynamics")
+    figures = {f"{r.env}-{FILE_NAMES[kind]}": fig for r in files.results for kind, fig in build_figures(r).items()}
     log_figures(tracking_uri, report_run_id, figures)
     client = MlflowClient(tracking_uri=tracking_uri)
     attached: list[str] = []
@@ -171,4 +167,6 @@ def log_report(files: ReportFiles, tracking_uri: str, experiment: str, *, profil
         for fig in figs:
             client.log_artifact(run_id, str(fig), "report")
         attached.append(run_id)
+    link_report(tracking_uri, report_run_id, attached, headline=headline(files.results),
+                html=files.html.name)  # both ways: the report names its headline, the training runs their report
     return report_run_id, attached

@@ -21,6 +21,33 @@ def interval(e: Effect | None, signed: bool = True) -> str:
     return f"{e.effect:{f}} [{e.low:{f}}, {e.high:{f}}]"
 
 
+MAX_DECIMALS = 6
+"""The most decimals an interval is printed with to tell a bound from the threshold it is read against."""
+
+
+def bounded(effect: float, low: float, high: float, threshold: float = 0.0) -> str:
+    """``effect [low, high]`` (signed) read against ``threshold``: printed with 3 decimals, or more (up to
+    :data:`MAX_DECIMALS`) where a bound differs from the threshold but would print as it; a bound *equal* to the
+    threshold says so ("lower bound = 0"), so "+0.000" next to "inconclusive" never looks contradictory."""
+    d = 3
+    while d < MAX_DECIMALS and any(b != threshold and round(b, d) == round(threshold, d) for b in (low, high)):
+        d += 1
+    text = f"{effect:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}]"
+    touching = [name for name, b in (("lower", low), ("upper", high)) if b == threshold]
+    if len(touching) == 2:
+        return f"{text} (both bounds = {threshold:g})"
+    return f"{text} ({touching[0]} bound = {threshold:g})" if touching else text
+
+
+def claim_interval(c: Claim, prefix: str = "") -> str:
+    """A claim's effect [95% CI] (``prefix``: one comparison of a claim of several, e.g. "supo-eq4_") read against
+    its threshold (:func:`bounded`), or "–"."""
+    n = c.numbers
+    if f"{prefix}effect" not in n:
+        return DASH
+    return bounded(n[f"{prefix}effect"], n[f"{prefix}ci_low"], n[f"{prefix}ci_high"], c.threshold)
+
+
 def holm_table(claims: Sequence[Claim]) -> Table:
     """One line per C0 comparison: the unadjusted 95 % interval and verdict, the one-sided bootstrap p-value, its
     Holm rank and level, the interval at that level and the adjusted verdict (the claim's verdict)."""
@@ -32,10 +59,10 @@ def holm_table(claims: Sequence[Claim]) -> Table:
         if "holm_rank" not in n:
             rows.append((c.key[3:], DASH, c.unadjusted or c.verdict, DASH, DASH, DASH, DASH, f"**{c.verdict}**"))
             continue
-        rows.append((c.key[3:], f"{n['effect']:+.3f} [{n['ci_low']:+.3f}, {n['ci_high']:+.3f}]", c.unadjusted,
-                     f"{n['p_one_sided']:.4f}", f"{int(n['holm_rank'])} of {int(n['holm_m'])}",
-                     f"{n['holm_level']:.4f} ({1 - 2 * n['holm_level']:.2%})",
-                     f"[{n['holm_low']:+.3f}, {n['holm_high']:+.3f}]", f"**{c.verdict}**"))
+        adjusted = bounded(n["effect"], n["holm_low"], n["holm_high"], c.threshold).split(" ", 1)[1]
+        rows.append((c.key[3:], claim_interval(c), c.unadjusted, f"{n['p_one_sided']:.4f}",
+                     f"{int(n['holm_rank'])} of {int(n['holm_m'])}",
+                     f"{n['holm_level']:.4f} ({1 - 2 * n['holm_level']:.2%})", adjusted, f"**{c.verdict}**"))
     return Table(("arm", "arm − warm start [95% CI]", "unadjusted", "one-sided p", "Holm rank",
                   "read at one-sided (confidence)", "adjusted interval", "Holm verdict"), tuple(rows))
 
@@ -85,4 +112,5 @@ def failure_table(rows: Sequence[FailureRow]) -> Table:
     return Table(("arm", "S_eval", "W", "success", *(k.replace("_", " ") for k in FAILURES)), tuple(out))
 
 
-__all__ = ["accuracy_table", "failure_table", "holm_table", "interval", "power_table"]
+__all__ = ["MAX_DECIMALS", "accuracy_table", "bounded", "claim_interval", "failure_table", "holm_table", "interval",
+           "power_table"]
