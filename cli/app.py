@@ -71,7 +71,7 @@ def clean_errors(fn):
         from typer._click.exceptions import ClickException
 
         from supo.config import ConfigError
-        from supo.data import DataError
+        from supo.errors import DataError
         from supo.preflight import PreflightError
 
         try:
@@ -109,14 +109,26 @@ def tracker(cfg, run_name: str, uri_flag: str | None, tags: dict, link_run: str 
     """The MLflow run of a stage, tagged ``env``, ``seed``, ``profile`` and ``tags`` (``stage``, ``arm``, …).
     ``link_run``: the training run an eval belongs to — tagged ``checkpoint_run_id`` and linked from the run's
     description, not nested (a nested run hides under its parent in the UI's run table, so the README's filters
-    would list the parents)."""
+    would list the parents); the training run lists its evals in turn (:func:`supo.tracking_links.link_eval`). An
+    eval (``stage`` ``eval`` with ``arm`` and ``s_eval``) is tagged ``own_setting``; one of the warm start without
+    ``link_run`` is linked to the env's newest finished ``sft`` run."""
+    from supo.layout import is_warm_start
     from supo.tracking import Tracker, run_link
+    from supo.tracking_links import OWN_SETTING_TAG, link_eval, own_setting, sft_run_id
 
     uri = checked_tracking_uri(cfg, uri_flag)
+    is_eval = tags.get("stage") == "eval" and "arm" in tags and str(tags.get("s_eval", "")).isdigit()
+    if is_eval:
+        tags = {**tags, OWN_SETTING_TAG: str(own_setting(cfg, tags["arm"], int(tags["s_eval"]))).lower()}
+        if link_run is None and is_warm_start(tags["arm"]):
+            link_run = sft_run_id(uri, cfg.tracking.experiment, cfg.env.name)
     if link_run is not None:
         tags = {**tags, "checkpoint_run_id": link_run}
         link = run_link(uri, link_run)
         description += f"; trained in {link}" if link else f"; trained in run {link_run} (not in this store)"
-    return Tracker(uri, cfg.tracking.experiment, f"{cfg.env.name}-{run_name}", params=cfg.flat(),
-                   tags={"profile": cfg.profile, "seed": str(cfg.seed), "env": cfg.env.name, **tags},
-                   resume_run_id=resume_run_id, description=description or None)
+    run = Tracker(uri, cfg.tracking.experiment, f"{cfg.env.name}-{run_name}", params=cfg.flat(),
+                  tags={"profile": cfg.profile, "seed": str(cfg.seed), "env": cfg.env.name, **tags},
+                  resume_run_id=resume_run_id, description=description or None)
+    if is_eval and link_run is not None:
+        link_eval(uri, run.run_id, link_run)
+    return run

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,15 +13,10 @@ from supo.tracking import (
     DEFAULT_TRACKING_URI,
     Tracker,
     find_runs,
-    experiment_url,
     log_figures,
     resolve_tracking_uri,
     run_link,
-    save_comparison_view,
-    start_ui,
-    stop_ui,
     tracking_uri_source,
-    wait_for_ui,
 )
 
 
@@ -193,41 +183,6 @@ def test_tracking_uri_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert resolve_tracking_uri("http://127.0.0.1:5000", config_uri) == "http://127.0.0.1:5000"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.mark.slow
-def test_ui_starts_answers_health_and_stops_whole_group(store_uri: str) -> None:
-    with Tracker(store_uri, "exp-ui", "r") as tracker:
-        tracker.log_metrics({"success_rate": 0.5}, step=0)
-    port = _free_port()
-    proc = start_ui(store_uri, port=port, quiet=True)
-    pgid = os.getpgid(proc.pid)
-    assert pgid == proc.pid != os.getpgid(0)  # its own process group
-    try:
-        deadline = time.monotonic() + 90
-        body = ""
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"mlflow ui exited early with code {proc.returncode}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
-                    body = resp.read().decode()
-                    if resp.status == 200 and body.strip() == "OK":
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.5)
-        assert body.strip() == "OK", "mlflow ui did not answer /health within 90 s"
-    finally:
-        stop_ui(proc)
-    assert proc.poll() is not None
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pgid, 0)
-
-
 def _finished_run(uri: str) -> str:
     with Tracker(uri, "exp-resume", "train") as first:
         first.log_metrics({"loss": 1.0}, step=0)
@@ -281,68 +236,3 @@ def test_log_figures_stores_matplotlib_figures(store_uri: str, tmp_path: Path) -
     assert listed == set(paths)
     local = _client(store_uri).download_artifacts(tr.run_id, paths[0], str(tmp_path))
     assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_experiment_url_carries_the_filter_and_chart_view() -> None:
-    url = experiment_url("http://127.0.0.1:5000/", "7", "tags.stage = 'train'", charts=True)
-    assert url == ("http://127.0.0.1:5000/#/experiments/7/runs?searchFilter=tags.stage%20%3D%20%27train%27"
-                   "&compareRunsMode=CHART")
-    assert experiment_url("http://h:1", "3") == "http://h:1/#/experiments/3/runs"
-    assert experiment_url("http://h:1", "3", "ignored", charts=True, view="supo12") == (
-        "http://h:1/#/experiments/3/runs?viewStateShareKey=supo12&compareRunsMode=CHART")
-
-
-def test_a_saved_comparison_view_groups_by_arm_with_the_pinned_charts_first(store_uri: str) -> None:
-    """The view is stored as the UI stores its own (an experiment tag holding the deflated page state; checked in a
-    browser against views the UI saved itself)."""
-    import base64
-    import zlib
-
-    for arm in ("supo", "grpo-w"):
-        with Tracker(store_uri, "exp-view", f"array-train-{arm}", tags={"stage": "train", "env": "array", "arm": arm}) \
-                as tr:
-            tr.log_metrics({"clip_frac": 0.1, "success_rate": 0.5, "loss": 0.2, "mean_summaries": 1.0}, step=0)
-            exp_id = tr.experiment_id
-    flt = "tags.env = 'array' and tags.stage = 'train'"
-    key = save_comparison_view(store_uri, exp_id, flt, "arm", name="supo: array by arm")
-    assert save_comparison_view(store_uri, exp_id, flt, "arm") == key  # one view per filter, refreshed
-    tags = {k: v for k, v in _client(store_uri).get_experiment(exp_id).tags.items()
-            if k.startswith("mlflow.sharedViewState.")}
-    assert list(tags) == [f"mlflow.sharedViewState.{key}"]
-    view = json.loads(tags[f"mlflow.sharedViewState.{key}"])
-    assert view["state"].startswith("deflate;")
-    state = json.loads(zlib.decompress(base64.b64decode(view["state"][len("deflate;"):])))
-    assert state["searchFilter"] == flt and state["useGroupedValuesInCharts"]
-    assert state["groupBy"] == {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "arm"}]}
-    assert [c["metricKey"] for c in state["compareRunCharts"]] == ["success_rate", "mean_summaries", "clip_frac",
-                                                                   "loss"]
-    sections = {s["uuid"] for s in state["compareRunSections"]}
-    assert all(c["metricSectionId"] in sections for c in state["compareRunCharts"])
-
-
-def test_wait_for_ui_polls_until_health_answers(tmp_path: Path) -> None:
-    """A real HTTP server that starts answering /health only after a delay, like `mlflow ui`."""
-    import subprocess
-    import sys
-
-    port = _free_port()
-    server = tmp_path / "server.py"
-    server.write_text(
-        "import http.server, sys, time\n"
-        "time.sleep(1.5)\n"
-        "class H(http.server.BaseHTTPRequestHandler):\n"
-        "    def do_GET(self):\n"
-        "        self.send_response(200); self.end_headers(); self.wfile.write(b'OK')\n"
-        "    def log_message(self, *a): pass\n"
-        f"http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n")
-    proc = subprocess.Popen([sys.executable, str(server)])
-    try:
-        t0 = time.monotonic()
-        assert wait_for_ui(proc, f"http://127.0.0.1:{port}", timeout=60)
-        assert time.monotonic() - t0 >= 1.0  # it did wait for the server
-    finally:
-        proc.kill()
-        proc.wait()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    assert not wait_for_ui(dead, f"http://127.0.0.1:{_free_port()}", timeout=30)  # exited: no waiting it out
