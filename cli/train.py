@@ -70,11 +70,8 @@ def train(
 ) -> None:
     """RL training with SUPO or GRPO: rollouts on the vLLM engine, advantages grouped by task, clipped token-mean
     loss, weights pushed into the engine every step; writes an HF-format checkpoint per (seed, arm)."""
-    from supo.layout import STEPS_DIR, metrics_file
+    from supo.layout import metrics_file
     from supo.pipeline import plan_train
-    from supo.preflight import check_metrics_file, check_model_dir, check_resume, check_run_exists, check_writable_dir
-    from supo.train_loop import Actors, preflight, resume_info
-    from supo.train_loop import train as run
 
     seed_flag(seed)
     extra = {k: v for k, v in (("train.algo", algo), ("train.steps", steps), ("rollout.num_workers", workers),
@@ -95,6 +92,20 @@ def train(
         if not pipeline[spec.out] and metrics_file(spec.cfg.paths.metrics, "train").resolve() == \
                 pipeline_metrics.resolve():
             spec.cfg.paths.metrics = str(spec.out)
+    previous, init = _preflight(specs, resume, init, out, tracking_uri)
+    _run_all(specs, previous, init, resume, tracking_uri, pipeline, pipeline_metrics)
+    for target in dict.fromkeys(metrics_file(s.cfg.paths.metrics, "train") for s in specs):
+        record_wall(target)
+
+
+def _preflight(specs, resume: bool, init, out, tracking_uri) -> tuple[dict, str]:
+    """Every file a run reads or writes, the budgets, data and tracking store, before any actor starts or MLflow run
+    opens. Returns what each resumed run continues from (by checkpoint folder) and the initial model."""
+    from supo.checkpoint import STATE
+    from supo.layout import STEPS_DIR, metrics_file
+    from supo.preflight import check_metrics_file, check_model_dir, check_resume, check_run_exists, check_writable_dir
+    from supo.train_loop import preflight, resume_info
+
     previous = {}
     for spec in specs:  # every file the resume reads, before anything (the MLflow run included) is touched
         if resume:
@@ -109,10 +120,20 @@ def train(
         uri = checked_tracking_uri(spec.cfg, tracking_uri)
         prev = previous.get(spec.out, {})
         if prev.get("mlflow_run_id"):
-            check_run_exists(uri, prev["mlflow_run_id"], f"--resume: {prev['path']}/state.json")
+            check_run_exists(uri, prev["mlflow_run_id"], f"--resume: {prev['path']}/{STATE}")
         preflight(spec.cfg, prev.get("path", init))
         check_writable_dir(spec.out, "--out" if out else "checkpoint folder")  # before the first step, not after it
         check_metrics_file(metrics_file(spec.cfg.paths.metrics, "train"), "train metrics file")
+    return previous, init
+
+
+def _run_all(specs, previous: dict, init: str, resume: bool, tracking_uri, pipeline: dict, pipeline_metrics) -> None:
+    """Each planned run in turn, on actors shared by all of them (when there are several), with its tracker and
+    progress bar."""
+    from supo.layout import metrics_file
+    from supo.train_loop import Actors
+    from supo.train_loop import train as run
+
     with involving(f"the actors' start-up from {init}"):
         actors = Actors.start([s.cfg for s in specs], init, log=typer.echo) if len(specs) > 1 else None
     try:
@@ -138,5 +159,3 @@ def train(
     finally:
         if actors is not None:
             actors.shutdown()
-    for target in dict.fromkeys(metrics_file(s.cfg.paths.metrics, "train") for s in specs):
-        record_wall(target)

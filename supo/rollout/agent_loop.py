@@ -109,26 +109,10 @@ def run_rollouts(
     reaches it is the same under S = b. One run at the largest S_eval thus yields a whole test-time summary sweep on
     common trajectories (tests check it against runs at each S).
     """
-    per_item = [settings] * len(items) if isinstance(settings, LoopSettings) else list(settings)
-    if len(per_item) != len(items):
-        raise ValueError(f"{len(per_item)} LoopSettings for {len(items)} items: give one, or one per item")
-    for st in per_item:
-        if any(h > st.max_steps for h in (st.view_max_steps or {}).values()):
-            raise ValueError(f"view_max_steps {st.view_max_steps}: a view's H above this run's ({st.max_steps})")
-    live: list[_Live] = []
-    for key, (task, group_id, index) in enumerate(items):
-        env = make_env(task)
-        env.reset()
-        p = templates.prompt_ids(tokenizer, task)
-        base = p[: len(p) - len(templates.assistant_header)]
-        if p[len(base):] != templates.assistant_header:
-            raise ValueError(f"task {task.id}: the chat template's generation prompt is not the assistant header")
-        r = Rollout(task_id=task.id, group_id=group_id, index=index)
-        live.append(_Live(task, env, r, seed=seed, base_prompt=base, seg=OpenSegment(p)))
+    per_item = _per_item_settings(settings, len(items), views)
+    live = _open(items, make_env, templates, tokenizer, seed)
     rollouts = [lv.rollout for lv in live]
-    for b, view in (views or {}).items():
-        if any(b >= st.max_summaries for st in per_item):
-            raise ValueError(f"views: summary budget {b} is not below every item's S")
+    for view in (views or {}).values():
         view[:] = [None] * len(live)
     decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731 - parsing only
 
@@ -165,6 +149,38 @@ def run_rollouts(
         view[:] = [v if v is not None else r for v, r in zip(view, rollouts)]
     return rollouts
 
+
+
+def _per_item_settings(settings: LoopSettings | Sequence[LoopSettings], n: int,
+                       views: dict[int, list] | None) -> list[LoopSettings]:
+    """One :class:`LoopSettings` per item, checked: as many as the items, each view's H within the run's, each view's
+    summary budget below every item's S."""
+    per_item = [settings] * n if isinstance(settings, LoopSettings) else list(settings)
+    if len(per_item) != n:
+        raise ValueError(f"{len(per_item)} LoopSettings for {n} items: give one, or one per item")
+    for st in per_item:
+        if any(h > st.max_steps for h in (st.view_max_steps or {}).values()):
+            raise ValueError(f"view_max_steps {st.view_max_steps}: a view's H above this run's ({st.max_steps})")
+    for b in views or {}:
+        if any(b >= st.max_summaries for st in per_item):
+            raise ValueError(f"views: summary budget {b} is not below every item's S")
+    return per_item
+
+
+def _open(items: Sequence[tuple[Task, str, int]], make_env: Callable[[Task], Any], templates: Templates, tokenizer,
+          seed: int) -> list[_Live]:
+    """Every item's environment, reset, and its rollout at the initial prompt (R3's base prompt kept for resets)."""
+    live: list[_Live] = []
+    for task, group_id, index in items:
+        env = make_env(task)
+        env.reset()
+        p = templates.prompt_ids(tokenizer, task)
+        base = p[: len(p) - len(templates.assistant_header)]
+        if p[len(base):] != templates.assistant_header:
+            raise ValueError(f"task {task.id}: the chat template's generation prompt is not the assistant header")
+        r = Rollout(task_id=task.id, group_id=group_id, index=index)
+        live.append(_Live(task, env, r, seed=seed, base_prompt=base, seg=OpenSegment(p)))
+    return live
 
 def _env_steps(done, live: list[_Live], decode, pool, parser) -> list[tuple | None]:
     """Step the environment of every finished action generation (in a thread pool when given: one slow environment
