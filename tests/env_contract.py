@@ -246,3 +246,31 @@ def hostile_actions(tool: str, param: str) -> dict[str, tuple[str, str | None]]:
 
 TEXT_WITHOUT_A_CALL = ("no_tags", "plain_text", "empty", "huge_plain_text")
 """The hostile messages that hold no tool call (an env whose text ends the user's turn takes them as that)."""
+
+
+def run_expert(task: Task, make_env: Any, make_expert: Any, *, summarize_at=frozenset(), drop_before_summary=False,
+               env=None, expert=None, max_actions: int = 500, allow_errors: bool = False):
+    """Drive a scripted expert (``make_expert(task)`` after ``env.reset()``, unless ``expert`` is given) through
+    ``env.step`` until the episode ends, summarizing before the actions in ``summarize_at`` (optionally dropping the
+    last pair first, as the loop's trigger does); returns (reward, actions taken), or (None, max_actions)."""
+    from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN
+
+    env = env if env is not None else make_env(task)
+    if expert is None:
+        env.reset()
+        expert = make_expert(task)
+    for k in range(max_actions):
+        if k in summarize_at:
+            if drop_before_summary:
+                expert.drop()
+            text = expert.summarize()
+            assert text.startswith(SUMMARY_OPEN) and text.endswith(SUMMARY_CLOSE)
+        action = expert.act()
+        obs, done, reward, _ = env.step(action)
+        if not allow_errors:
+            assert not obs.startswith("Error"), (action, obs)
+        if done:
+            return reward, k + 1
+        expert.observe(action, obs)
+    return None, max_actions
+

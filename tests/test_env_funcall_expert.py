@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
+from env_contract import run_expert
 from funcall_fixtures import funcall_tasks, task_of
 
 from supo.config import load_config
@@ -19,7 +20,6 @@ from supo.envs.funcall import (
     wrong_value,
 )
 from supo.models import (
-    SUMMARY_CLOSE,
     SUMMARY_OPEN,
     build_tokenizer,
 )
@@ -33,24 +33,9 @@ def tasks() -> list[Task]:
 
 def _run_expert(task: Task, error_rate: float = 0.0, summarize_at=frozenset(), drop_before_summary=False,
                 env=None, expert=None, max_actions: int = 200, allow_errors: bool = False):
-    env = env if env is not None else make_env(task)
-    if expert is None:
-        env.reset()
-        expert = FuncallExpert(task, error_rate=error_rate, seed=1)
-    for k in range(max_actions):
-        if k in summarize_at:
-            if drop_before_summary:
-                expert.drop()
-            text = expert.summarize()
-            assert text.startswith(SUMMARY_OPEN) and text.endswith(SUMMARY_CLOSE)
-        action = expert.act()
-        obs, done, reward, _ = env.step(action)
-        if not allow_errors:
-            assert not obs.startswith("Error"), (action, obs)
-        if done:
-            return reward, k + 1
-        expert.observe(action, obs)
-    return None, max_actions
+    return run_expert(task, make_env, lambda t: FuncallExpert(t, error_rate=error_rate, seed=1),
+                      summarize_at=summarize_at, drop_before_summary=drop_before_summary, env=env, expert=expert,
+                      max_actions=max_actions, allow_errors=allow_errors)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

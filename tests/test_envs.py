@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from env_contract import tagged
+from env_contract import run_expert, tagged
 
 from supo.envs.array import (
     APIS,
@@ -22,7 +22,7 @@ from supo.envs.array import (
     task_prompt,
 )
 from supo.envs.base import ToolCall, ToolCallError, format_tool_call, parse_tool_call
-from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN, TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from supo.models import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from supo.types import Task
 
 
@@ -35,24 +35,10 @@ def _task(family: str = "max", values: list[int] | None = None, tid: str = "t-0"
 
 def _run_expert(task: Task, error_rate: float = 0.0, summarize_at: set[int] = frozenset(), drop_before_summary=False,
                 env=None, expert=None, max_actions: int = 500):
-    """Drive the expert through ``env.step`` until the episode ends; returns (reward, actions taken)."""
-    env = env if env is not None else make_env(task)
-    if expert is None:
-        env.reset()
-        expert = ArrayExpert(task, error_rate=error_rate, seed=1)
-    for k in range(max_actions):
-        if k in summarize_at:
-            if drop_before_summary:
-                expert.drop()
-            text = expert.summarize()
-            assert text.startswith(SUMMARY_OPEN) and text.endswith(SUMMARY_CLOSE)
-        action = expert.act()
-        obs, done, reward, _ = env.step(action)
-        assert not obs.startswith("Error"), (action, obs)
-        expert.observe(action, obs)
-        if done:
-            return reward, k + 1
-    return None, max_actions
+    """Drive the array expert through ``env.step`` until the episode ends; returns (reward, actions taken)."""
+    return run_expert(task, make_env, lambda t: ArrayExpert(t, error_rate=error_rate, seed=1),
+                      summarize_at=summarize_at, drop_before_summary=drop_before_summary, env=env, expert=expert,
+                      max_actions=max_actions)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
