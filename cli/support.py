@@ -16,9 +16,9 @@ T0 = time.time()  # the command's start, for the wall time each stage records (b
 
 def record_wall(path: str | Path) -> None:
     """Add ``wall_seconds`` (this command's wall time so far) to the JSON metrics file the stage wrote."""
-    from supo.data import update_json
+    from supo.data import record_wall_seconds
 
-    update_json(path, {"wall_seconds": round(time.time() - T0, 2)})
+    record_wall_seconds(path, T0)
 
 
 def load(config: str, overrides: list[str] | None, extra: dict | None = None, env: str | None = None,

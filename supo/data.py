@@ -257,3 +257,9 @@ def update_json(path: str | Path, entries: dict) -> dict:
         merge(data, entries)
         _write_atomic(p, json.dumps(data, indent=2) + "\n")
     return data
+
+
+def record_wall_seconds(path: str | Path, since: float) -> dict:
+    """Merge ``wall_seconds`` (the wall time from ``since``, a ``time.time()``, to now) into a stage's metrics file
+    (``bench/stage_times.py`` reads them); the merged object."""
+    return update_json(path, {"wall_seconds": round(time.time() - since, 2)})
