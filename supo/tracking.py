@@ -37,13 +37,16 @@ from mlflow.utils.validation import (
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
+    "NOTE_TAG",
     "PARAMS_PER_BATCH",
     "Tracker",
+    "default_artifact_location",
     "find_runs",
     "flatten_params",
     "log_figures",
     "resolve_tracking_uri",
     "run_link",
+    "tag_value",
     "tracking_uri_source",
 ]
 
@@ -56,7 +59,7 @@ PARAMS_PER_BATCH = min(100, MAX_PARAMS_TAGS_PER_BATCH)
 """Params are sent with ``log_batch`` in chunks of this many."""
 
 _PARENT_RUN_TAG = "mlflow.parentRunId"
-_NOTE_TAG = "mlflow.note.content"  # the run's description in the UI (markdown)
+NOTE_TAG = "mlflow.note.content"  # the run's description in the UI (markdown)
 _SQLITE_PREFIX = "sqlite:///"
 
 
@@ -123,7 +126,7 @@ def _param_value(value: Any) -> str:
     return str(value)[:MAX_PARAM_VAL_LENGTH]
 
 
-def _tag_value(value: Any) -> str:
+def tag_value(value: Any) -> str:
     """Stringify a tag value and truncate it to MLflow's tag value limit."""
     return str(value)[:MAX_TAG_VAL_LENGTH]
 
@@ -144,7 +147,7 @@ def _is_finite_number(value: Any) -> bool:
         return False
 
 
-def _default_artifact_location(uri: str, experiment: str) -> str | None:
+def default_artifact_location(uri: str, experiment: str) -> str | None:
     """For a sqlite store, keep artifacts next to the database instead of in ``./mlruns``.
 
     Returns None (MLflow's default) for other stores, e.g. a tracking server that proxies
@@ -164,7 +167,7 @@ def _get_or_create_experiment(client: MlflowClient, uri: str, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location=_default_artifact_location(uri, name))
+            return client.create_experiment(name, artifact_location=default_artifact_location(uri, name))
         except MlflowException:
             # Another process may have created it in between; anything else re-raises below.
             experiment = client.get_experiment_by_name(name)
@@ -214,9 +217,9 @@ class Tracker:
         self._logged = False
         self._status_before: str | None = None  # a resumed run's status before this tracker reopened it
 
-        run_tags = {key: _tag_value(value) for key, value in (tags or {}).items()}
+        run_tags = {key: tag_value(value) for key, value in (tags or {}).items()}
         if description:
-            run_tags[_NOTE_TAG] = _tag_value(description)
+            run_tags[NOTE_TAG] = tag_value(description)
         if parent_run_id:
             self._require_run(parent_run_id, "parent_run_id")
             run_tags[_PARENT_RUN_TAG] = parent_run_id
@@ -289,7 +292,7 @@ class Tracker:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags on the run (values stringified and truncated to MLflow's tag limit)."""
-        entries = [RunTag(key, _tag_value(value)) for key, value in tags.items()]
+        entries = [RunTag(key, tag_value(value)) for key, value in tags.items()]
         for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(self._run_id, tags=chunk, synchronous=True)
 

@@ -22,9 +22,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from supo.tracking import (
-    _NOTE_TAG,
-    _default_artifact_location,
-    _tag_value,
+    NOTE_TAG,
+    default_artifact_location,
+    tag_value,
     sqlite_db_path,
 )
 
@@ -162,13 +162,13 @@ def link_eval(uri: str, eval_run_id: str, train_run_id: str) -> None:
     ids.append(eval_run_id)
     while len(",".join(ids)) > 5000:
         ids.pop(0)
-    others, body = _section(train.data.tags.get(_NOTE_TAG, ""), _EVALS_HEADING)
+    others, body = _section(train.data.tags.get(NOTE_TAG, ""), _EVALS_HEADING)
     new = f"[{ev.info.run_name}]({run_path(ev.info.experiment_id, eval_run_id)})"
     links = [*(body.split(" · ") if body else []), new]
     while links and len(_with_section("\n\n".join(others), _EVALS_HEADING, " · ".join(links))) > 7500:
         links.pop(0)
     client.set_tag(train_run_id, EVAL_RUNS_TAG, ",".join(ids))
-    client.set_tag(train_run_id, _NOTE_TAG, _with_section("\n\n".join(others), _EVALS_HEADING, " · ".join(links)))
+    client.set_tag(train_run_id, NOTE_TAG, _with_section("\n\n".join(others), _EVALS_HEADING, " · ".join(links)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,7 +185,7 @@ def link_report(uri: str, report_run_id: str, training_run_ids: Iterable[str], h
     report = client.get_run(report_run_id)
     exp_id = report.info.experiment_id
     page = f"[{html}]({run_path(exp_id, report_run_id, html)})"
-    client.set_tag(report_run_id, _NOTE_TAG, _tag_value(f"{headline}\n\nThe full report: {page}" if headline
+    client.set_tag(report_run_id, NOTE_TAG, tag_value(f"{headline}\n\nThe full report: {page}" if headline
                                                          else f"The full report: {page}"))
     link = f"[{report.info.run_name}]({run_path(exp_id, report_run_id)}) ({page})"
     for run_id in dict.fromkeys(training_run_ids):
@@ -194,7 +194,7 @@ def link_report(uri: str, report_run_id: str, training_run_ids: Iterable[str], h
         except MlflowException:
             continue
         client.set_tag(run_id, REPORT_RUN_TAG, report_run_id)
-        client.set_tag(run_id, _NOTE_TAG, _tag_value(_with_section(run.data.tags.get(_NOTE_TAG, ""), _REPORT_HEADING,
+        client.set_tag(run_id, NOTE_TAG, tag_value(_with_section(run.data.tags.get(NOTE_TAG, ""), _REPORT_HEADING,
                                                                    link)))
 
 
@@ -209,7 +209,7 @@ def relocate_artifacts(uri: str, experiment: str) -> str | None:
     (``<db folder>/mlartifacts/<experiment>``) exists, point the experiment and its runs there. Returns the old
     location when it changed something, else None."""
     db = sqlite_db_path(uri)
-    new = _default_artifact_location(uri, experiment)
+    new = default_artifact_location(uri, experiment)
     if db is None or new is None or not db.exists():
         return None
     exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
