@@ -14,7 +14,8 @@ from pathlib import Path
 
 from supo.config import Config
 from supo.data import read_tasks, split_path, update_json, write_rollouts_jsonl
-from supo.engines.vllm_engine import VLLMPolicy
+from supo.contracts import Policy
+from supo.engines.registry import make_engine
 from supo.layout import EVAL_METRICS_FILE, ROLLOUTS_FILE, s_dir, seed_dir
 from supo.metrics import rollout_metrics
 from supo.models import load_policy
@@ -33,17 +34,17 @@ def write_eval(folder: str | Path, result: EvalResult, rollouts: Sequence, judge
     return folder
 
 
-def open_engine(cfgs: Sequence[Config], checkpoint: str | Path) -> VLLMPolicy:
+def open_engine(cfgs: Sequence[Config], checkpoint: str | Path) -> Policy:
     """One engine able to evaluate every config of ``cfgs`` (its sequence limit is the largest of theirs), serving
-    ``checkpoint`` first; :func:`evaluate` with ``engine=`` loads each checkpoint's weights into it in place."""
+    ``checkpoint`` first (``engine.backend``: vLLM or transformers); :func:`evaluate` with ``engine=`` loads each checkpoint's weights into it in place."""
     cfg = cfgs[0]
-    return VLLMPolicy(checkpoint, shared_engine(cfgs), seed=cfg.seed, temperature=cfg.eval.temperature,
-                      top_p=cfg.rollout.top_p)
+    return make_engine(checkpoint, shared_engine(cfgs), seed=cfg.seed, temperature=cfg.eval.temperature,
+                       top_p=cfg.rollout.top_p)
 
 
 def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str | None = None, tracker=None,
              progress=None, log=print, sweep: Sequence[int] | None = None, trackers=None,
-             engine: VLLMPolicy | None = None) -> dict:
+             engine: Policy | None = None) -> dict:
     """Evaluate ``checkpoint`` at S_eval = ``eval.max_summaries``, or at every S of ``sweep``; write
     ``<out>/metrics.json`` (single S) or ``<out>/s<N>/metrics.json`` per S (sweep), with the rollouts beside.
 
@@ -110,7 +111,7 @@ def evaluate(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str |
 
 
 def evaluate_into(cfg: Config, *, checkpoint: str | Path, out: str | Path, arm: str, values: Sequence[int],
-                  sweep: bool, engine: VLLMPolicy, trackers, metrics_target: str | Path, log=print,
+                  sweep: bool, engine: Policy, trackers, metrics_target: str | Path, log=print,
                   progress=None) -> list[EvalResult]:
     """The eval stage's unit: :func:`evaluate` ``checkpoint`` at S_eval = ``values[0]``, or (``sweep``) at every S of
     ``values`` read off one run, each S with its tracker (``trackers(S)``, a context manager); then merge

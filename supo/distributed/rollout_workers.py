@@ -1,4 +1,4 @@
-"""Rollout workers: Ray actors that each hold a vLLM engine and step their own environments.
+"""Rollout workers: Ray actors that each hold an engine (``engine.backend``: vLLM or transformers) and step their own environments.
 
 The driver hands a step's rollouts to the pool; the pool cuts them into one contiguous shard per worker, runs the
 shards in parallel and returns the rollouts in the driver's order. After each policy update trainer rank 0 sends the
@@ -47,13 +47,13 @@ class RolloutWorker:
             os.environ["OMP_NUM_THREADS"] = str(threads)
         import torch
 
-        from supo.engines.vllm_engine import VLLMPolicy
+        from supo.engines.registry import make_engine
         from supo.models import load_tokenizer
         from supo.rollout.templates import Templates
 
         if threads:
             torch.set_num_threads(threads)
-        self.policy = VLLMPolicy(model_path, cfg.engine, seed=seed, temperature=temperature, top_p=top_p)
+        self.policy = make_engine(model_path, cfg.engine, seed=seed, temperature=temperature, top_p=top_p)
         self.receiver = make_receiver(cfg.trainer.weight_sync)
         self.tokenizer = load_tokenizer(model_path)
         self.templates = Templates.from_config(self.tokenizer, cfg)
