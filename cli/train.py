@@ -10,7 +10,7 @@ import typer
 
 from cli.app import ConfigOpt, EnvOpt, SetOpt, UriOpt, app, checked, clean_errors, fail, seed_flag, tracker
 from cli.errors import involving
-from cli.support import arm_choices, defined_arms, load, progress, record_wall
+from cli.support import arm_choices, check_tracked_run, defined_arms, load, progress, record_wall
 from cli.support import tracking_uri as checked_tracking_uri
 
 
@@ -68,8 +68,9 @@ def train(
                                                         "MLflow run"),
     tracking_uri: Optional[str] = UriOpt,
 ) -> None:
-    """RL training with SUPO or GRPO: rollouts on the vLLM engine, advantages grouped by task, clipped token-mean
-    loss, weights pushed into the engine every step; writes an HF-format checkpoint per (seed, arm)."""
+    """RL training with SUPO or GRPO: rollouts on the engine (engine.backend: vLLM or transformers), advantages grouped by task, clipped token-mean
+    loss, weights pushed into the engine every step (trainer.backend: Ray actors, or local: one process); writes an
+    HF-format checkpoint per (seed, arm)."""
     from supo.layout import metrics_file
     from supo.pipeline import plan_train
 
@@ -103,7 +104,7 @@ def _preflight(specs, resume: bool, init, out, tracking_uri) -> tuple[dict, str]
     opens. Returns what each resumed run continues from (by checkpoint folder) and the initial model."""
     from supo.checkpoint import STATE
     from supo.layout import STEPS_DIR, metrics_file
-    from supo.preflight import check_metrics_file, check_model_dir, check_resume, check_run_exists, check_writable_dir
+    from supo.preflight import check_metrics_file, check_model_dir, check_resume, check_writable_dir
     from supo.train_loop import preflight, resume_info
 
     previous = {}
@@ -120,7 +121,8 @@ def _preflight(specs, resume: bool, init, out, tracking_uri) -> tuple[dict, str]
         uri = checked_tracking_uri(spec.cfg, tracking_uri)
         prev = previous.get(spec.out, {})
         if prev.get("mlflow_run_id"):
-            check_run_exists(uri, prev["mlflow_run_id"], f"--resume: {prev['path']}/{STATE}")
+            check_tracked_run(uri, spec.cfg.tracking.experiment, prev["mlflow_run_id"],
+                              f"--resume: {prev['path']}/{STATE}")
         preflight(spec.cfg, prev.get("path", init))
         check_writable_dir(spec.out, "--out" if out else "checkpoint folder")  # before the first step, not after it
         check_metrics_file(metrics_file(spec.cfg.paths.metrics, "train"), "train metrics file")
@@ -131,11 +133,12 @@ def _run_all(specs, previous: dict, init: str, resume: bool, tracking_uri, pipel
     """Each planned run in turn, on actors shared by all of them (when there are several), with its tracker and
     progress bar."""
     from supo.layout import metrics_file
-    from supo.train_loop import Actors
+    from supo.train_loop import actors_class
     from supo.train_loop import train as run
 
     with involving(f"the actors' start-up from {init}"):
-        actors = Actors.start([s.cfg for s in specs], init, log=typer.echo) if len(specs) > 1 else None
+        actors = actors_class(specs[0].cfg.trainer.backend).start([s.cfg for s in specs], init, log=typer.echo) \
+            if len(specs) > 1 else None
     try:
         for spec in specs:
             cfg, prev = spec.cfg, previous.get(spec.out, {})

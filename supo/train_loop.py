@@ -5,7 +5,8 @@ The driver runs the loop; the heavy parts are Ray actors. Each step: sample task
 advantages grouped by task (R8) → broadcast onto segments with overlong masking (R9) → the policy update on
 ``trainer.world_size`` FSDP2 ranks (R10) → trainer rank 0 sends the new weights to every rollout worker itself
 (``trainer.weight_sync``: Ray's object store, or NCCL on CUDA). GRPO is the same loop with S = 0 (R11). A laptop runs
-the very same code with one worker and one rank. With ``train.overlap`` the next step's rollouts are sampled while
+the very same code with one worker and one rank; ``trainer.backend: local`` runs the same loop with the engine and
+one rank in the driver's process, without Ray (``supo.local_actors``). With ``train.overlap`` the next step's rollouts are sampled while
 this step's update runs (one-step off-policy, logged as ``policy_lag``).
 
 The driver never holds the model: the ranks read the initial weights from their folder, rank 0 sends them to the
@@ -34,6 +35,7 @@ from supo.checkpoint import STATE, latest_checkpoint, load_checkpoint, rng_state
 from supo.config import Config
 from supo.data import read_tasks, split_path, update_json, write_rollouts_jsonl
 from supo.layout import STEPS_DIR, metrics_file, seed_dir
+from supo.local_actors import LocalActors
 from supo.metrics import overlong_warning
 from supo.plugins import import_plugins
 from supo.results import TrainResult
@@ -134,12 +136,22 @@ class Actors:
         self.group.shutdown()
 
 
+def actors_class(backend: str) -> type:
+    """The actors of ``trainer.backend`` (``supo.config.schema.TRAINER_BACKENDS``): :class:`Actors` (ray) or
+    :class:`~supo.local_actors.LocalActors` (local)."""
+    classes = {"ray": Actors, "local": LocalActors}
+    if backend not in classes:
+        raise KeyError(f"trainer.backend: unknown backend {backend!r}; choose one of {', '.join(classes)}")
+    return classes[backend]
+
+
 def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = None, tracker=None, progress=None,
           resume: bool = False, log=print, actors: Actors | None = None, hooks: Sequence[StepHook] = ()) -> dict:
     """Run ``train.steps`` RL steps (:func:`supo.step.run_step`) from the model at ``init`` (or from the latest
     checkpoint in ``out``), with tracking, checkpoints and the run's files around them.
 
-    ``actors``: run on these (reset to ``init``'s weights, a fresh optimizer and this run's seed) and leave them up;
+    ``actors``: run on these (:class:`Actors`, or ``trainer.backend: local``'s
+    :class:`~supo.local_actors.LocalActors`; reset to ``init``'s weights, a fresh optimizer and this run's seed) and leave them up;
     without, start them for this run and shut them down at the end. ``hooks``: looks inside each step.
     """
     t_run = time.perf_counter()
@@ -159,7 +171,7 @@ def train(cfg: Config, *, init: str | Path, out: str | Path, arm: str | None = N
     t0 = time.perf_counter()
     own = actors is None
     if own:
-        actors = Actors.start([cfg], init, log=log)
+        actors = actors_class(cfg.trainer.backend).start([cfg], init, log=log)
     try:
         _prepare_actors(actors, cfg, init, rt, state, fresh=own)
         log(f"train {arm}: algo={cfg.train.algo} S={cfg.train_max_summaries} W={cfg.budget.working_context} "
