@@ -111,7 +111,12 @@ def tracker(cfg, run_name: str, uri_flag: str | None, tags: dict, link_run: str 
     description, not nested (a nested run hides under its parent in the UI's run table, so the README's filters
     would list the parents); the training run lists its evals in turn (:func:`supo.tracking_links.link_eval`). An
     eval (``stage`` ``eval`` with ``arm`` and ``s_eval``) is tagged ``own_setting``; one of the warm start without
-    ``link_run`` is linked to the env's newest finished ``sft`` run."""
+    ``link_run`` is linked to the env's newest finished ``sft`` run. Without MLflow installed the run is a
+    :class:`supo.tracking_json.JsonTracker` (:func:`json_tracker`)."""
+    from supo.tracking_json import mlflow_available
+
+    if not mlflow_available():
+        return json_tracker(cfg, run_name, tags, link_run, resume_run_id, description)
     from supo.layout import is_warm_start
     from supo.tracking import Tracker, run_link
     from supo.tracking_links import OWN_SETTING_TAG, link_eval, own_setting, sft_run_id
@@ -132,3 +137,27 @@ def tracker(cfg, run_name: str, uri_flag: str | None, tags: dict, link_run: str 
     if is_eval and link_run is not None:
         link_eval(uri, run.run_id, link_run)
     return run
+
+
+def json_tracker(cfg, run_name: str, tags: dict, link_run: str | None = None, resume_run_id: str | None = None,
+                 description: str = ""):
+    """The stage's run as JSON files under ``tracking_runs/`` (MLflow is not installed; the note saying so is printed
+    once per process): the tags and params of :func:`tracker`, ``link_run`` as the tag ``checkpoint_run_id``; no
+    links between runs are looked up or written."""
+    from supo.tracking_json import DEFAULT_ROOT, JsonTracker, announce_fallback
+
+    announce_fallback(lambda line: typer.echo(line, err=True))
+    tags = dict(tags)
+    if tags.get("stage") == "eval" and "arm" in tags and str(tags.get("s_eval", "")).isdigit():
+        try:  # the own-setting test lives next to the MLflow links; without them the tag is left out
+            from supo.tracking_links import OWN_SETTING_TAG, own_setting
+        except ImportError:
+            pass
+        else:
+            tags[OWN_SETTING_TAG] = str(own_setting(cfg, tags["arm"], int(tags["s_eval"]))).lower()
+    if link_run is not None:
+        tags["checkpoint_run_id"] = link_run
+        description += f"; trained in run {link_run}"
+    return JsonTracker(cfg.tracking.experiment, f"{cfg.env.name}-{run_name}", params=cfg.flat(),
+                       tags={"profile": cfg.profile, "seed": str(cfg.seed), "env": cfg.env.name, **tags},
+                       resume_run_id=resume_run_id, description=description or None, root=DEFAULT_ROOT)

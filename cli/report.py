@@ -23,10 +23,15 @@ def report(
     """Write the report from every environment's eval and training outputs: report.md and a self-contained
     report.html (Table 1 and Table 3 analogues, training curves, overlong dynamics, the claims C0–C4 decided by their
     confidence intervals), PNG figures, summary.json (DVC metrics) and plots/*.csv (DVC plots); then log it to MLflow
-    as the run `report` and attach each environment's figures to its training runs."""
+    as the run `report` and attach each environment's figures to its training runs (without MLflow installed: the
+    files only, as with --no-mlflow, and a note saying so)."""
     from supo.report import log_report, roles_from_config, write_report
+    from supo.tracking_json import announce_fallback, mlflow_available
 
     cfg = load(config, set_)
+    if not no_mlflow and not mlflow_available():
+        announce_fallback(lambda line: typer.echo(line, err=True), root=None)
+        no_mlflow = True
     uri = None if no_mlflow else checked_tracking_uri(cfg, tracking_uri)
     roles = roles_from_config(cfg.pipeline.arms, cfg.arms)
     try:

@@ -104,9 +104,22 @@ def arm_choices() -> str:
 _CHECKED_URIS: set[str] = set()
 
 
+def _echo_err(line: str) -> None:
+    """Print ``line`` to stderr."""
+    import typer
+
+    typer.echo(line, err=True)
+
+
 def tracking_uri(cfg, flag: str | None) -> str:
     """The tracking URI a command logs to (flag, else MLFLOW_TRACKING_URI, else ``tracking.uri``), checked once per
-    process by :func:`supo.preflight.check_tracking_uri` (scheme, sqlite folder, server answering)."""
+    process by :func:`supo.preflight.check_tracking_uri` (scheme, sqlite folder, server answering). Without MLflow
+    installed it is returned unchecked (runs go to JSON files instead; the note saying so is printed once)."""
+    from supo.tracking_json import announce_fallback, mlflow_available
+
+    if not mlflow_available():
+        announce_fallback(_echo_err)
+        return flag or os.environ.get("MLFLOW_TRACKING_URI", "") or cfg.tracking.uri or "sqlite:///mlflow.db"
     from supo.preflight import check_tracking_uri
     from supo.tracking import tracking_uri_source
 
@@ -116,6 +129,19 @@ def tracking_uri(cfg, flag: str | None) -> str:
         check_tracking_uri(uri, source)
         _CHECKED_URIS.add(key)
     return uri
+
+
+def check_tracked_run(uri: str, experiment: str, run_id: str, what: str) -> None:
+    """Run ``run_id`` (``what`` says where the id came from, e.g. a checkpoint's state) is in the store ``uri`` — or,
+    without MLflow installed, a run folder of ``experiment`` under ``tracking_runs/``; else a PreflightError."""
+    from supo.preflight import PreflightError, check_run_exists
+    from supo.tracking_json import mlflow_available, run_folder
+
+    if mlflow_available():
+        check_run_exists(uri, run_id, what)
+    elif not (run_folder(experiment, run_id) / "run.json").is_file():
+        raise PreflightError(f"{what}: run {run_id} is not in {run_folder(experiment, run_id).parent} (MLflow is not "
+                             "installed: runs are JSON files there)")
 
 
 def check_eval_tasks(cfg, num_tasks_flag: int | None, sizes: dict[str, int], echo=print) -> None:

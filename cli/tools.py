@@ -37,6 +37,11 @@ def ui(
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 over the run store (one server worker, no job runner); its URL is printed
     once its API answers. Ctrl-C or SIGTERM stops it and every process it started."""
+    from supo.tracking_json import DEFAULT_ROOT, mlflow_available
+
+    if not mlflow_available():
+        fail(f"supo-cli ui needs mlflow, which is not installed (pip install mlflow); without it runs are logged as "
+             f"JSON files under {DEFAULT_ROOT}")
     from supo.tracking_ui import experiment_url, serve_ui
 
     cfg = load(config, None)

@@ -7,6 +7,9 @@
   of :mod:`supo.tracking_views` filters on);
 * :func:`link_report` (called by the report) links the report run to report.html and the training runs to it;
 * :func:`relocate_artifacts` repairs the absolute artifact paths MLflow stores when a project folder was moved.
+
+MLflow is imported by the functions that talk to it: :func:`own_setting` also serves the JSON tracking of a machine
+without MLflow (``supo.tracking_json``).
 """
 
 from __future__ import annotations
@@ -18,15 +21,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-
-from supo.tracking import (
-    NOTE_TAG,
-    default_artifact_location,
-    tag_value,
-    sqlite_db_path,
-)
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +103,8 @@ def config_from_params(params: dict[str, str]) -> Any:
 def tag_own_setting(uri: str, experiment_id: str) -> int:
     """Tag ``own_setting`` on the eval runs of the experiment that lack it (tracked before it existed), from their
     params; returns how many were tagged."""
+    from mlflow import MlflowClient
+
     client, done = MlflowClient(tracking_uri=uri), 0
     for run in client.search_runs([experiment_id], "tags.stage = 'eval'", max_results=5000):
         tags = run.data.tags
@@ -127,6 +123,8 @@ def tag_own_setting(uri: str, experiment_id: str) -> int:
 
 def sft_run_id(uri: str, experiment: str, env: str) -> str | None:
     """The newest finished ``sft`` run of ``env`` in ``experiment`` (the warm start's training run), or None."""
+    from mlflow import MlflowClient
+
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -151,6 +149,11 @@ def _with_section(description: str, heading: str, body: str) -> str:
 def link_eval(uri: str, eval_run_id: str, train_run_id: str) -> None:
     """List eval run ``eval_run_id`` on its training run: tag ``eval_run_ids`` and a description section linking each
     eval by name (appended; MLflow's tag limit keeps the newest). A training run missing from the store is skipped."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from supo.tracking import NOTE_TAG
+
     client = MlflowClient(tracking_uri=uri)
     try:
         train, ev = client.get_run(train_run_id), client.get_run(eval_run_id)
@@ -181,6 +184,11 @@ def link_report(uri: str, report_run_id: str, training_run_ids: Iterable[str], h
     """Link the report run both ways: its description states ``headline`` (markdown) and links its ``html`` artifact's
     preview; each training run in the store gets tag ``report_run_id`` and a description section linking the report.
     Call it once the report run holds ``html``."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from supo.tracking import NOTE_TAG, tag_value
+
     client = MlflowClient(tracking_uri=uri)
     report = client.get_run(report_run_id)
     exp_id = report.info.experiment_id
@@ -208,6 +216,10 @@ def relocate_artifacts(uri: str, experiment: str) -> str | None:
     sqlite store moved, the experiment's old artifact folder is gone. If the default one next to the database
     (``<db folder>/mlartifacts/<experiment>``) exists, point the experiment and its runs there. Returns the old
     location when it changed something, else None."""
+    from mlflow import MlflowClient
+
+    from supo.tracking import default_artifact_location, sqlite_db_path
+
     db = sqlite_db_path(uri)
     new = default_artifact_location(uri, experiment)
     if db is None or new is None or not db.exists():
