@@ -1,11 +1,15 @@
-"""Rollout throughput: supo's vLLM rollout path against a Hugging Face ``generate`` loop, at two model sizes.
+"""Rollout throughput: supo's two engines (``engine.backend`` vllm and hf) and a Hugging Face ``generate`` loop, at
+two model sizes.
 
-Both engines implement the agent loop's ``Policy`` protocol and are driven through the very same
+All three implement the agent loop's ``Policy`` protocol and are driven through the very same
 ``supo.rollout.agent_loop.run_rollouts`` over the same array-env tasks, loop settings, number of rollouts and sampling
 settings (temperature, top_p, no top-k, the per-turn token budget):
 
 * **vLLM** — ``supo.engines.vllm_engine.VLLMPolicy``: the in-process vLLM engine the trainer uses (prefix caching on,
   so each turn prefills only what the previous turn appended);
+* **hf** — ``supo.engines.hf_engine.HFPolicy`` (``engine.backend: hf``): ``transformers`` forward passes over a KV
+  cache, batched across live rollouts, rows leaving the batch as they finish, per-request seeds (no prefix cache
+  across turns: each turn prefills its whole context);
 * **HF** — :class:`HFGeneratePolicy` below: per loop turn, one left-padded ``model.generate`` over every live rollout's
   full context, re-encoding the growing context each turn (the KV cache lives only within one ``generate`` call).
 
@@ -19,7 +23,7 @@ Measured per (model, engine), after a one-request warm-up that is timed separate
 prefix-cache reset): engine start-up, the wall time of ``run_rollouts``, turns (actions + summaries), generated tokens,
 tokens processed (prefill + decode as the loop counts them: every turn's full context plus its output, i.e. without
 caching), and the rates per second of rollout wall time. Random models produce different numbers of tokens, hence the
-rates; the ratio column is vLLM / HF. Everything runs in one process, both engines with ``--threads`` torch threads
+rates; the ratio columns are vLLM / hf and vLLM / HF. Everything runs in one process, both engines with ``--threads`` torch threads
 (default 1: with two threads on a machine shared with other jobs, timings swing by an order of magnitude); models
 are built in a scratch folder (``--workdir``, default a temporary folder removed afterwards). Usage:
 
@@ -52,7 +56,7 @@ from supo.contracts import GenRequest, GenResult, Policy  # noqa: E402
 from supo.rollout.agent_loop import run_rollouts  # noqa: E402
 from supo.types import Rollout, Task  # noqa: E402
 
-ENGINES = ("vLLM", "HF")
+ENGINES = ("vLLM", "hf", "HF")
 
 
 class HFGeneratePolicy:
@@ -174,17 +178,20 @@ def _counts(rollouts: Sequence[Rollout]) -> tuple[int, int, int]:
 
 
 def run_model(model_dir: Path, cfg: Any, work: Workload) -> dict[str, EngineRun]:
-    """Time both engines on one model, HF first (so vLLM's thread settings cannot affect the baseline)."""
+    """Time the three engines on one model, vLLM last (so its thread settings cannot affect the others)."""
+    from supo.engines.hf_engine import HFPolicy
     from supo.engines.vllm_engine import VLLMPolicy
 
     tok, r = work.runtime.tokenizer, cfg.rollout
     hf = time_engine(lambda: HFGeneratePolicy(model_dir, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
                                               seed=cfg.seed, temperature=r.temperature, top_p=r.top_p),
                      work, lambda _: None)
+    ours = time_engine(lambda: HFPolicy(model_dir, cfg.engine, seed=cfg.seed, temperature=r.temperature, top_p=r.top_p),
+                       work, lambda _: None)
     vllm = time_engine(lambda: VLLMPolicy(model_dir, cfg.engine, seed=cfg.seed,
                                           temperature=r.temperature, top_p=r.top_p),
                        work, lambda p: p.llm.reset_prefix_cache())
-    return {"vLLM": vllm, "HF": hf}
+    return {"vLLM": vllm, "hf": ours, "HF": hf}
 
 
 def build_workload(cfg: Any, tokenizer: Any, model_dir: Path, args: argparse.Namespace) -> Workload:
@@ -223,16 +230,17 @@ def print_table(results: list[tuple[str, int, dict[str, EngineRun]]], args: argp
 
     print(f"workload: {args.rollouts} rollouts, H = {args.max_steps}, S = {args.max_summaries}, "
           f"W = {args.working_context}, max_model_len {args.max_model_len}")
-    table = Table(title="rollout throughput (rates per second of rollout wall time; ratio = vLLM / HF)")
-    for col in ("model", "params", "metric", *ENGINES, "vLLM/HF"):
-        table.add_column(col, justify="left" if col in ("model", "metric") else "right")
+    table = Table(title="rollout throughput (rates per second of rollout wall time; vLLM = engine.backend vllm, hf = "
+                        "engine.backend hf, HF = a transformers generate loop)")
+    for col in ("model", "params", "metric", *ENGINES, "vLLM/hf", "vLLM/HF"):
+        table.add_column(col, justify="left" if col in ("model", "metric") else "right", no_wrap=True)
     for name, params, runs in results:
         for i, (label, value, fmt) in enumerate(ROWS):
-            v, h = value(runs["vLLM"]), value(runs["HF"])
-            ratio = f"{v / h:.2f}x" if h else "-"
+            v, o, h = value(runs["vLLM"]), value(runs["hf"]), value(runs["HF"])
+            ratios = [f"{v / x:.2f}x" if x else "-" for x in (o, h)]
             table.add_row(name if i == 0 else "", f"{params / 1e6:.2f}M" if i == 0 else "", label, fmt.format(v),
-                          fmt.format(h), ratio, end_section=i == len(ROWS) - 1)
-    Console(width=160).print(table)
+                          fmt.format(o), fmt.format(h), *ratios, end_section=i == len(ROWS) - 1)
+    Console(width=1000).print(table)
     for name, params, _ in results:
         print(f"{name}: {params:,} parameters")
 
@@ -292,7 +300,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[tuple[str, int, dict[st
     work = build_workload(cfg, tok, models[0][1], args)
     results = []
     for name, model_dir, params in models:
-        print(f"{name}: {params:,} parameters; timing HF then vLLM ...", flush=True)
+        print(f"{name}: {params:,} parameters; timing HF, hf, then vLLM ...", flush=True)
         results.append((name, params, run_model(model_dir, cfg, work)))
     return results
 

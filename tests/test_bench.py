@@ -47,12 +47,12 @@ def positive(cell: str) -> float:
 def test_rollout_throughput_quick(tmp_path):
     out = run_bench("rollout_throughput.py", "--workdir", str(tmp_path))
     header, rows = parse_table(out)
-    assert "vLLM/HF" in header
-    col = {name: header.index(name) for name in ("metric", "vLLM", "HF", "vLLM/HF")}
+    assert "vLLM/HF" in header and "vLLM/hf" in header
+    col = {name: header.index(name) for name in ("metric", "vLLM", "hf", "HF", "vLLM/hf", "vLLM/HF")}
     rates = [r for r in rows if r[col["metric"]].startswith(("generated tok/s", "processed tok/s", "turns/s"))]
     assert len(rates) == 6  # three rates for each of the two models
     for r in rates:
-        for name in ("vLLM", "HF", "vLLM/HF"):
+        for name in ("vLLM", "hf", "HF", "vLLM/hf", "vLLM/HF"):
             positive(r[col[name]])
     assert re.search(r"25M \(random\): [\d,]+ parameters", out)
 
