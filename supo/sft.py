@@ -39,6 +39,8 @@ def run_sft(cfg: Config, *, tracker=None, progress=None, log=print) -> SftResult
     torch.manual_seed(cfg.seed)
     tok = load_tokenizer(cfg.paths.model)
     model = load_policy(cfg.paths.model)
+    if torch.cuda.is_available():  # a GPU machine (scripts/gpu_smollm2.sh): the warm start trains there
+        model = model.to("cuda")
     segs = read_demos(Path(cfg.paths.data) / "demos.parquet", vocab_size=len(tok))
     samples = [TrainingSample(sg.prompt_ids, sg.response_ids, sg.response_mask, sg.logprobs,
                               [0.0] * len(sg.response_ids), rollout=i) for i, sg in enumerate(segs)]
@@ -74,5 +76,6 @@ def run_sft(cfg: Config, *, tracker=None, progress=None, log=print) -> SftResult
     tok.save_pretrained(str(out))
     result = SftResult(sft_steps=s.steps, sft_rows=len(samples), sft_final_loss_ema=ema, sft_seconds=seconds)
     result.write(metrics_file(cfg.paths.metrics, "sft"))
-    log(f"sft: {s.steps} steps on {len(samples)} rows in {seconds:.0f}s, loss {ema:.4f} -> {out}")
+    log(f"sft: {s.steps} steps on {len(samples)} rows in {seconds:.0f}s on {next(model.parameters()).device.type}, "
+        f"loss {ema:.4f} -> {out}")
     return result

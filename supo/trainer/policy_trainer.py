@@ -340,15 +340,16 @@ class PolicyTrainer:
 def sft_loss(model, samples: Sequence[TrainingSample], pad_id: int, max_seq_len: int | None = None, *,
              packing: bool = True, pack_tokens: int = 512) -> torch.Tensor:
     """Cross-entropy on the mask-1 (policy) tokens, token-mean over the batch (packed: shared prefixes computed once
-    and the output head only where a token is predicted — the same loss)."""
-    dtype = next(model.parameters()).dtype
+    and the output head only where a token is predicted — the same loss), on the model's device."""
+    first = next(model.parameters())
+    dtype, device = first.dtype, first.device
     if packing:
         rows = pack_rows(samples, pack_tokens, keep_zero_advantage=True)
         if not rows:
             return sum(p.sum() * 0.0 for p in model.parameters())
-        batch = collate_rows(rows, pad_id, dtype=dtype)
+        batch = collate_rows(rows, pad_id, dtype=dtype).to(device)
         lp, _ = packed_logprobs(model, batch)
     else:
-        batch = collate(samples, pad_id, max_seq_len, dtype=dtype)
+        batch = _to_device(collate(samples, pad_id, max_seq_len, dtype=dtype), device)
         lp, _ = token_logprobs(model, batch)
     return -(lp * batch.loss_mask).sum() / batch.loss_mask.sum().clamp_min(1.0)
