@@ -149,12 +149,9 @@ def json_tracker(cfg, run_name: str, tags: dict, link_run: str | None = None, re
     announce_fallback(lambda line: typer.echo(line, err=True))
     tags = dict(tags)
     if tags.get("stage") == "eval" and "arm" in tags and str(tags.get("s_eval", "")).isdigit():
-        try:  # the own-setting test lives next to the MLflow links; without them the tag is left out
-            from supo.tracking_links import OWN_SETTING_TAG, own_setting
-        except ImportError:
-            pass
-        else:
-            tags[OWN_SETTING_TAG] = str(own_setting(cfg, tags["arm"], int(tags["s_eval"]))).lower()
+        from supo.tracking_links import OWN_SETTING_TAG, own_setting  # imports MLflow only where it talks to it
+
+        tags[OWN_SETTING_TAG] = str(own_setting(cfg, tags["arm"], int(tags["s_eval"]))).lower()
     if link_run is not None:
         tags["checkpoint_run_id"] = link_run
         description += f"; trained in run {link_run}"

@@ -43,8 +43,9 @@ def test_prepare_sft_train_eval_without_ray_mlflow_or_vllm(tmp_path: Path):
     outcomes = json.loads((tmp_path / "evals/supo/outcomes.json").read_text())
     assert outcomes  # one outcome per task (and S_eval view)
     runs = list((tmp_path / "tracking_runs").glob("*/*/run.json"))
-    stages = sorted(json.loads(p.read_text())["tags"].get("stage", "") for p in runs)
-    assert {"sft", "train", "eval"} <= set(stages)
+    tags = [json.loads(p.read_text())["tags"] for p in runs]
+    assert {"sft", "train", "eval"} <= {t.get("stage") for t in tags}
+    assert all(t.get("own_setting") == "true" for t in tags if t.get("stage") == "eval")  # supo at its own S, W
     metrics = [json.loads(line) for p in (tmp_path / "tracking_runs").glob("*/*/metrics.jsonl")
                for line in p.read_text().splitlines()]
     assert any(m["key"] == "mean_reward" for m in metrics)
