@@ -76,18 +76,12 @@ class LocalActors:
         from supo.distributed.trainer_rank import TrainerRank
         from supo.engines.registry import make_engine
         from supo.models import load_tokenizer
-        from supo.plugins import import_plugins
         from supo.rollout.templates import Templates
-        from supo.runtime import shared_engine
+        from supo.runtime import shared_actor_settings
 
         cfg = cfgs[0]
-        for c in cfgs[1:]:
-            for section in ("rollout", "trainer"):
-                if getattr(c, section) != getattr(cfg, section):
-                    raise ValueError(f"runs that share actors need the same {section} settings")
         t0 = time.perf_counter()
-        engine_cfg = shared_engine(cfgs)
-        plugins = import_plugins(dict.fromkeys(p for c in cfgs for p in c.train.plugins))
+        engine_cfg, plugins = shared_actor_settings(cfgs)
         threads = torch.get_num_threads()
         engine = make_engine(init, engine_cfg, seed=cfg.seed, temperature=cfg.rollout.temperature,
                              top_p=cfg.rollout.top_p)

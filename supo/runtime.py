@@ -44,3 +44,18 @@ def shared_engine(cfgs: Sequence[Config]):
     """The engine settings of one engine that serves every config of ``cfgs`` in turn: the first config's, with the
     largest sequence limit of all (the training actors and a multi-checkpoint evaluation share one engine)."""
     return dataclasses.replace(cfgs[0].engine, max_model_len=max(c.engine.max_model_len for c in cfgs))
+
+
+def shared_actor_settings(cfgs: Sequence[Config]) -> tuple:
+    """What actors shared by the runs of ``cfgs`` one after another need (``supo.train_loop.Actors``,
+    ``supo.local_actors.LocalActors``): the same ``rollout`` and ``trainer`` sections (a ValueError naming the section
+    otherwise), one engine for the largest sequence limit (:func:`shared_engine`) and every run's plugins imported
+    (``train.plugins``). Returns ``(engine settings, plugin refs)``."""
+    from supo.plugins import import_plugins
+
+    cfg = cfgs[0]
+    for c in cfgs[1:]:
+        for section in ("rollout", "trainer"):
+            if getattr(c, section) != getattr(cfg, section):
+                raise ValueError(f"runs that share actors need the same {section} settings")
+    return shared_engine(cfgs), import_plugins(dict.fromkeys(p for c in cfgs for p in c.train.plugins))

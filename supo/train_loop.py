@@ -39,7 +39,7 @@ from supo.local_actors import LocalActors
 from supo.metrics import overlong_warning
 from supo.plugins import import_plugins
 from supo.results import TrainResult
-from supo.runtime import build_runtime, shared_engine
+from supo.runtime import build_runtime, shared_actor_settings
 from supo.step import StepContext, StepHook, run_step
 
 
@@ -74,12 +74,7 @@ class Actors:
         from supo.distributed.trainer_group import TrainerGroup
 
         cfg = cfgs[0]
-        for c in cfgs[1:]:
-            for section in ("rollout", "trainer"):
-                if getattr(c, section) != getattr(cfg, section):
-                    raise ValueError(f"runs that share actors need the same {section} settings")
-        engine_cfg = shared_engine(cfgs)
-        plugins = import_plugins(dict.fromkeys(p for c in cfgs for p in c.train.plugins))  # every run's, in the actors
+        engine_cfg, plugins = shared_actor_settings(cfgs)  # every run's plugins, imported in the actors too
         run_cfg = dataclasses.replace(cfg, engine=engine_cfg)
         t0 = time.perf_counter()
         n_actors = cfg.rollout.num_workers + cfg.trainer.world_size
