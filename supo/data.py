@@ -21,7 +21,8 @@ from supo.errors import DataError
 from supo.types import Rollout, Segment, Task
 
 __all__ = ["DEMO_COLUMNS", "TASK_COLUMNS", "check_parquet", "json_file_lock", "read_demos", "read_json_metrics",
-           "read_tasks", "split_path", "update_json", "write_demos", "write_rollouts_jsonl", "write_tasks"]
+           "read_tasks", "split_path", "update_json", "write_atomic", "write_demos", "write_rollouts_jsonl",
+           "write_tasks"]
 
 TASK_COLUMNS = ("id", "env", "env_config", "split", "prompt", "reference", "difficulty")
 DEMO_COLUMNS = ("task_id", "segment_index", "kind", "prompt_ids", "response_ids", "response_mask")
@@ -220,7 +221,7 @@ def read_json_metrics(path: str | Path, what: str = "metrics file") -> dict:
                     f"{p.name}, and merge the old entries back from {aside.name} by hand if needed")
 
 
-def _write_atomic(p: Path, text: str) -> None:
+def write_atomic(p: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``p``, flush it to disk and rename it over ``p``: a reader sees the
     old file or the new one, never half of one, and a kill mid-write leaves the old one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
@@ -255,7 +256,7 @@ def update_json(path: str | Path, entries: dict) -> dict:
                     into[key] = value
 
         merge(data, entries)
-        _write_atomic(p, json.dumps(data, indent=2) + "\n")
+        write_atomic(p, json.dumps(data, indent=2) + "\n")
     return data
 
 

@@ -70,11 +70,11 @@ def _is_finite_number(value: Any) -> bool:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    """:func:`supo.data.write_atomic` (temporary file, fsync, rename), with the folder made first."""
+    from supo.data import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 class JsonTracker:
