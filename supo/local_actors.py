@@ -60,10 +60,11 @@ class LocalActors:
     """An engine and a trainer rank in this process, for the runs of ``cfgs`` one after another."""
 
     def __init__(self, engine: Any, group: LocalGroup, runtime: Any, cfg: Any) -> None:
-        self.engine, self.group, self.runtime = engine, group, runtime
-        self.make_env = cfg.env_spec.make_env
-        self.judge_summary = cfg.env_spec.summary_oracle
-        self.env_threads = cfg.rollout.env_threads
+        from supo.step import LocalRollouts
+
+        self.engine, self.group = engine, group
+        self.rollouts = LocalRollouts(engine, runtime, cfg.env_spec.make_env, judge_summary=cfg.env_spec.summary_oracle,
+                                      env_threads=cfg.rollout.env_threads)
 
     @classmethod
     def start(cls, cfgs: list[Any], init: str | Path, log=print) -> "LocalActors":
@@ -99,18 +100,10 @@ class LocalActors:
     # -- the step's contracts (supo.step) ---------------------------------------------------------------------------
 
     def submit(self, items: list[tuple], settings, seed: int) -> tuple:
-        return items, settings, seed
+        return self.rollouts.submit(items, settings, seed)
 
     def collect(self, pending: tuple) -> list:
-        import torch
-
-        from supo.rollout.agent_loop import run_rollouts
-
-        items, settings, seed = pending
-        torch.manual_seed(seed)  # as a rollout worker does before its shard (one shard: index 0)
-        rt = self.runtime
-        return run_rollouts(items, self.engine, rt.tokenizer, rt.templates, settings, self.make_env, seed=seed,
-                            keep_transcript=True, env_threads=self.env_threads, judge_summary=self.judge_summary)
+        return self.rollouts.collect(pending)  # torch seeded with the step's seed, as a worker's only shard is
 
     def update(self, samples):
         return self.group.update(samples)

@@ -172,8 +172,12 @@ class LocalRollouts:
     records the work, ``collect`` runs the agent loop (``torch`` seeded with the step's seed, as a rollout worker
     does)."""
 
-    def __init__(self, engine: Any, runtime: Any, make_env: Callable, *, keep_transcript: bool = True) -> None:
+    def __init__(self, engine: Any, runtime: Any, make_env: Callable, *, keep_transcript: bool = True,
+                 judge_summary: Callable | None = None, env_threads: int = 0) -> None:
+        """``judge_summary``, ``env_threads``: the env's summary oracle and the env-stepping threads, as a rollout
+        worker passes them to the loop."""
         self.engine, self.runtime, self.make_env, self.keep_transcript = engine, runtime, make_env, keep_transcript
+        self.judge_summary, self.env_threads = judge_summary, env_threads
 
     def submit(self, items: list[tuple], settings: Any, seed: int) -> tuple:
         return items, settings, seed
@@ -187,7 +191,8 @@ class LocalRollouts:
         torch.manual_seed(seed)
         rt = self.runtime
         return run_rollouts(items, self.engine, rt.tokenizer, rt.templates, settings, self.make_env, seed=seed,
-                            keep_transcript=self.keep_transcript)
+                            keep_transcript=self.keep_transcript, env_threads=self.env_threads,
+                            judge_summary=self.judge_summary)
 
 
 class LocalLearner:
