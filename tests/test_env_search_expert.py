@@ -12,9 +12,18 @@ import pytest
 from search_fixtures import search_tasks, search_world
 
 from supo.config import load_config
+from supo.envs import get_env_spec
 from supo.envs import search as S
 from supo.envs.base import format_tool_call, parse_tool_call
-from supo.envs.search_expert import ExpertState, SearchExpert, extract, parse_summary, summary_text
+from supo.envs.search_expert import (
+    NO_MATCH,
+    ExpertState,
+    SearchExpert,
+    extract,
+    parse_summary,
+    summary_oracle,
+    summary_text,
+)
 from supo.models import SUMMARY_CLOSE, SUMMARY_OPEN
 from supo.types import Task
 
@@ -213,6 +222,83 @@ def test_expert_summary_keeps_documents_still_to_open(tasks):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# the summary oracle (EnvSpec.summary_oracle): the summaries themselves measured
+
+
+class _Recorded(SearchExpert):
+    """The expert, keeping each summary it writes as (text, deliberately wrong, its state faithful before)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.written: list[tuple[str, bool, bool]] = []
+
+    def summarize(self) -> str:
+        errors = self.summary_errors
+        text = super().summarize()
+        self.written.append((text, self.summary_errors > errors, errors == 0))
+        return text
+
+
+def _written(task: Task, error_rate: float, summarize: Callable, drop_before_summary: bool = True):
+    env, ex = S.make_env(task), _Recorded(task, error_rate=error_rate, seed=1)
+    env.reset()
+    _run(task, summarize=summarize, drop_before_summary=drop_before_summary, env=env, expert=ex)
+    return ex.written
+
+
+def test_summary_oracle_passes_every_faithful_summary(tasks):
+    written = [(t, text) for t in tasks[::5] for every in (2, 3)
+               for text, *_ in _written(t, 0.0, lambda k, ex, every=every: k > 0 and k % every == 0)]
+    assert len(written) > 150
+    assert sum("found: nothing yet" not in text for _, text in written) > 50  # most carry facts to check
+    assert all(summary_oracle(t, text) is True for t, text in written)
+    assert get_env_spec("search").summary_oracle is summary_oracle
+
+
+def test_summary_oracle_fails_deliberately_wrong_summaries(tasks):
+    """error_rate 1: each summary with a fact states a namesake's for the last one; from a faithful state, each such
+    summary is judged wrong (the ones before any fact is found have nothing to corrupt and stay right)."""
+    judged = []
+    for t in tasks[::3]:
+        for text, wrong, clean_before in _written(t, 1.0, _after_each_new_fact(), drop_before_summary=False):
+            if wrong and clean_before:
+                judged.append(summary_oracle(t, text))
+    assert len(judged) >= 90 and all(v is False for v in judged)
+
+
+def test_summary_oracle_refuses_text_not_in_the_experts_wording(tasks):
+    t = next(t for t in tasks if len(t.env_config["relations"]) == 3)
+    rels, chain = t.env_config["relations"], t.env_config["chain"]
+    right = f"hop 3 of 3; found: {rels[0]} = {chain[1]}, {rels[1]} = {chain[2]}"
+    assert summary_oracle(t, right) is True
+    for text in ("garbage", "", f"{SUMMARY_OPEN}{SUMMARY_CLOSE}", f"So far: {right}", right + ";",
+                 right.replace("hop 3 of 3", "hop 2 of 3"),  # the head miscounts the facts
+                 right.replace("hop 3 of 3", "hop 3 of 4"),
+                 right.replace(f"{rels[0]} = ", "first = "),  # a relation the question does not follow
+                 f"hop 3 of 3; found: {rels[1]} = {chain[2]}, {rels[0]} = {chain[1]}",  # out of order
+                 (f"all 3 hops done; found: {rels[0]} = {chain[1]}, {rels[1]} = {chain[2]}, {rels[2]} = {chain[3]}, "
+                  f"{rels[2]} = {chain[3]}")):  # more facts than hops
+        assert summary_oracle(t, text) is False, text
+
+
+def test_summary_oracle_on_hand_made_summaries(tasks):
+    t = next(t for t in tasks if len(t.env_config["relations"]) == 3)
+    rels, chain = t.env_config["relations"], t.env_config["chain"]
+    found = lambda *vs: ", ".join(f"{r} = {v}" for r, v in zip(rels, vs))  # noqa: E731
+    for text in ("hop 1 of 3; found: nothing yet", f"hop 2 of 3; found: {found(chain[1])}",
+                 f"{SUMMARY_OPEN}hop 3 of 3; found: {found(*chain[1:3])}; open next: d0001 d0002{SUMMARY_CLOSE}",
+                 f"hop 3 of 3; found: {found(*chain[1:3])}; {NO_MATCH}",
+                 f"all 3 hops done; found: {found(*chain[1:])}"):
+        assert summary_oracle(t, text) is True, text
+    other = next(e.name for e in search_world().entities if e.name not in chain)
+    for text in (f"hop 2 of 3; found: {found(other)}", f"hop 3 of 3; found: {found(chain[1], other)}",
+                 f"hop 2 of 3; found: {found(chain[2])}",  # a later fact in an earlier hop's place
+                 f"hop 3 of 3; found: {found(chain[1], chain[2].upper())}",  # the exact name, as the expert writes
+                 f"all 3 hops done; found: {found(*chain[1:3], other)}"):
+        assert summary_oracle(t, text) is False, text
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # the expert through the real agent loop
 
 
@@ -236,7 +322,8 @@ def _loop(loop_setup, tasks, L: int, error_rate: float = 0.0, S_max: int = 8):
                        max_obs_tokens=400, engine_max_len=2048)
     experts = {k: SearchExpert(task, error_rate=error_rate, seed=k) for k, task in enumerate(tasks)}
     items = [(task, f"{task.id}@0", 0) for task in tasks]
-    return run_rollouts(items, ExpertPolicy(tok, experts, t.eos_id), tok, t, st_, S.make_env), experts
+    return run_rollouts(items, ExpertPolicy(tok, experts, t.eos_id), tok, t, st_, S.make_env,
+                        judge_summary=summary_oracle), experts
 
 
 def test_expert_solves_through_the_agent_loop_with_summaries(loop_setup, tasks):
@@ -248,6 +335,8 @@ def test_expert_solves_through_the_agent_loop_with_summaries(loop_setup, tasks):
     assert not any(r.overlong for r in rollouts)
     assert any(r.num_summaries >= 2 for r in rollouts)
     assert sum(e.summary_errors for e in experts.values()) == 0
+    # the oracle judges every summary, as the loop decodes it, and finds each faithful one right
+    assert all(r.summaries_judged == r.summaries_correct == r.num_summaries for r in rollouts)
 
 
 def test_wrong_summaries_through_the_agent_loop(loop_setup, tasks):
@@ -255,3 +344,4 @@ def test_wrong_summaries_through_the_agent_loop(loop_setup, tasks):
     summarized_with_facts = [r for r, e in zip(rollouts, experts.values()) if e.summary_errors]
     assert len(summarized_with_facts) >= 0.3 * len(rollouts)
     assert statistics.mean(r.reward for r in summarized_with_facts) <= 0.1
+    assert all(r.summaries_correct < r.summaries_judged for r in summarized_with_facts)

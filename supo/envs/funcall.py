@@ -16,6 +16,7 @@ what it has seen: literal arguments come from the plan,
 referenced ones (a zip code, a ticket id) from its own memory of earlier observations. Its summaries state how many
 calls are done and the remembered values still needed; with probability ``error_rate`` a summary loses or corrupts a
 needed value, or claims a step done that is not, and the expert then continues from what it wrote, so it fails.
+The env's summary oracle (:func:`summary_oracle`) checks a summary against the error-free expert's own at its count.
 """
 
 from __future__ import annotations
@@ -110,6 +111,17 @@ def summary_text(pos: int, facts: list[tuple[str, str]]) -> str:
     return f"{SUMMARY_OPEN}{body}{SUMMARY_CLOSE}"
 
 
+def read_summary(text: str) -> tuple[int, list[tuple[str, str]]] | None:
+    """The (calls done, [(name, value), ...]) of a summary in :func:`summary_text`'s wording, with or without the
+    summary tags around it; None when the text does not follow the wording."""
+    body = text.strip().removeprefix(SUMMARY_OPEN).removesuffix(SUMMARY_CLOSE).strip()
+    m = _SUMMARY_RE.match(body)
+    if not m:
+        return None
+    facts = [fact.partition(" ") for fact in filter(None, m.group(2).split("; "))]
+    return int(m.group(1)), [(name, value) for name, _, value in facts]
+
+
 def wrong_value(value: str, rng: random.Random) -> str:
     """A plausible but different value: another number in the last digit run, else another last word."""
     runs = list(re.finditer(r"\d+", value))
@@ -199,19 +211,15 @@ class FuncallExpert:
 
     # summaries ----------------------------------------------------------------------------------------------------
     def parse_summary(self, text: str) -> _ExpertState:
-        body = text.strip()
-        if body.startswith(SUMMARY_OPEN):
-            body = body[len(SUMMARY_OPEN):]
-        if body.endswith(SUMMARY_CLOSE):
-            body = body[: -len(SUMMARY_CLOSE)]
-        m = _SUMMARY_RE.match(body.strip())
-        if not m:
+        """The state a summary describes (:func:`read_summary`; nothing done when it does not follow the wording):
+        each value goes to the last step still read later whose output has its name; other names are ignored."""
+        read = read_summary(text)
+        if read is None:
             return _ExpertState()
-        pos = int(m.group(1))
+        pos, facts = read
         live = self.live(pos)
         mem = {}
-        for fact in filter(None, m.group(2).split("; ")):
-            name, _, value = fact.partition(" ")
+        for name, value in facts:
             match = [i for i in live if self.out_name[i] == name]
             if match:
                 mem[match[-1]] = value
@@ -343,6 +351,52 @@ def validate_env_config(cfg: dict) -> None:
     check_env_field(cfg, "plan", _is_plan, "a list of calls ({name, refs, ...})", required=False)
 
 
+
+def faithful_summary(task: Task, calls_done: int) -> str | None:
+    """The summary the error-free expert writes after the first ``calls_done`` ground-truth calls (the task's
+    ``plan``) on a fresh environment; None without a plan, outside ``0..len(plan) - 1`` or where a call is refused."""
+    plan = task.env_config.get("plan")
+    if not plan or not 0 <= calls_done < len(plan):
+        return None
+    env, expert = make_env(task), FuncallExpert(task)
+    env.reset()
+    for _ in range(calls_done):
+        action = expert.act()
+        observation, done, _, _ = env.step(action)
+        if done or observation.startswith("Error"):
+            return None
+        expert.observe(action, observation)
+    return expert.summarize()
+
+
+def summary_oracle(task: Task, text: str) -> bool | None:
+    """Does a summary carry the state needed to continue (``EnvSpec.summary_oracle``: the summaries themselves
+    measured)? The text must follow the expert's wording (:func:`read_summary`) with ``k`` in ``0..n - 1`` calls done,
+    else False; for every name the faithful summary at ``k`` writes (:func:`faithful_summary`: the expert alone
+    decides wording and values), the values written under it must be exactly the faithful ones, in order — a needed
+    value missing, wrong or doubled is False; other names are ignored (no later call reads them). Ids a backend
+    issues at run time are judged as the plan's first ``k`` calls issue them (every tool is repeat-safe), so a run
+    that issued other ids on a detour is judged False. Invisible here: a summary claiming calls not made whose text
+    equals the faithful one at the claimed ``k``. None (not judged) only where the right state cannot be had."""
+    read = read_summary(text)
+    if read is None:
+        return False
+    calls_done, facts = read
+    plan = task.env_config.get("plan")
+    if not plan:
+        return None
+    if not 0 <= calls_done < len(plan):
+        return False
+    right = faithful_summary(task, calls_done)
+    right_read = read_summary(right) if right is not None else None
+    if right_read is None:
+        return None
+    needed = right_read[1]
+    names = {name for name, _ in needed}
+    values = lambda fs: {n: [_norm(v) for m, v in fs if m == n] for n in names}  # noqa: E731
+    return values(facts) == values(needed)
+
+
 SPEC = EnvSpec(name="funcall", options=FuncallEnvConfig, make_split=make_split, make_env=make_env,
                make_expert=expert_factory, corpus=corpus, validate_env_config=validate_env_config,
-               make_tasks=make_tasks)
+               make_tasks=make_tasks, summary_oracle=summary_oracle)

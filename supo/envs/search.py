@@ -38,7 +38,8 @@ until one meets the constraint (reading and skipping namesakes), and reading the
 hops + 1`` calls plus one per namesake it opens. Its summaries (``<summary>hop 2 of 3; found: maker = Torlo; open next:
 d0412</summary>``) carry the facts found so far and the hits still to open. At ``error_rate`` a summary replaces the
 last fact with the one a namesake of its source states; the expert then finds no document that meets the constraint,
-takes the first hit titled with the wrong entity and answers wrong.
+takes the first hit titled with the wrong entity and answers wrong. The env's summary oracle
+(:func:`~supo.envs.search_expert.summary_oracle`) checks a summary's facts against the question's chain.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import random
 from dataclasses import dataclass, replace
 
 from supo.envs.base import Tool, ToolCallError, ToolEnv
-from supo.envs.search_expert import ExpertState, SearchExpert, expert_factory, summary_text
+from supo.envs.search_expert import ExpertState, SearchExpert, expert_factory, summary_oracle, summary_text
 from supo.envs.search_world import (
     OUT_RELATIONS,
     PHRASE,
@@ -338,7 +339,7 @@ def validate_env_config(cfg: dict) -> None:
 
 SPEC = EnvSpec(name="search", options=SearchEnvConfig, make_split=make_split, make_env=make_env,
                make_expert=expert_factory, corpus=corpus, validate_env_config=validate_env_config,
-               make_tasks=make_tasks)
+               make_tasks=make_tasks, summary_oracle=summary_oracle)
 
 __all__ = [
     "CORPUS_CHARS", "SPEC", "SearchEnv", "SearchEnvConfig", "anchor_phrase", "build_split", "corpus", "make_env",

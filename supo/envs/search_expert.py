@@ -187,8 +187,10 @@ _SUMMARY_RE = re.compile(r"^(?:hop \d+ of \d+|all \d+ hops done); found: (.*?)(?
 
 
 def parse_summary(text: str, relations: list[str]) -> ExpertState | None:
-    """The expert state a summary written by :func:`summary_text` describes (None if it is not one)."""
-    body = text.removeprefix(SUMMARY_OPEN).removesuffix(SUMMARY_CLOSE)
+    """The expert state a summary written by :func:`summary_text` describes, with or without the summary tags around
+    it (None if it is not one: the state read must write back to the same text, so a head that miscounts the hops or
+    more facts than hops is refused)."""
+    body = text.strip().removeprefix(SUMMARY_OPEN).removesuffix(SUMMARY_CLOSE).strip()
     m = _SUMMARY_RE.match(body)
     if not m:
         return None
@@ -200,7 +202,22 @@ def parse_summary(text: str, relations: list[str]) -> ExpertState | None:
                 return None
             facts.append(value)
     cands = tuple(m.group(2).split()) if m.group(2) else None
-    return ExpertState(facts=tuple(facts), cands=cands, attempt=1 if m.group(3) else 0)
+    state = ExpertState(facts=tuple(facts), cands=cands, attempt=1 if m.group(3) else 0)
+    return state if summary_text(relations, state) == f"{SUMMARY_OPEN}{body}{SUMMARY_CLOSE}" else None
+
+
+def summary_oracle(task: Task, text: str) -> bool:
+    """Does a summary carry the state needed to continue (``EnvSpec.summary_oracle``; the summaries themselves
+    measured)? The state is the chain resolved so far: the text must be in the expert's wording (:func:`parse_summary`
+    reads it back, else False), and the facts it states, one per hop in the task's ``relations`` order, must be a
+    prefix of the task's ground-truth ``chain`` after the anchor (``found: nothing yet`` is the empty prefix and
+    passes). The search progress it may also carry (the hits still to open, "take the first") is not judged: it costs
+    steps, not the answer; so does restating an earlier, still correct prefix."""
+    cfg = task.env_config
+    state = parse_summary(text, list(cfg["relations"]))
+    if state is None:
+        return False
+    return list(state.facts) == list(cfg["chain"][1: 1 + len(state.facts)])
 
 
 def expert_factory(task: Task, error_rate: float, seed: int) -> SearchExpert:
