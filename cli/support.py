@@ -116,14 +116,14 @@ def tracking_uri(cfg, flag: str | None) -> str:
     process by :func:`supo.preflight.check_tracking_uri` (scheme, sqlite folder, server answering). Without MLflow
     installed it is returned unchecked (runs go to JSON files instead; the note saying so is printed once)."""
     from supo.tracking_json import announce_fallback, mlflow_available
-
-    if not mlflow_available():
-        announce_fallback(_echo_err)
-        return flag or os.environ.get("MLFLOW_TRACKING_URI", "") or cfg.tracking.uri or "sqlite:///mlflow.db"
-    from supo.preflight import check_tracking_uri
-    from supo.tracking import tracking_uri_source
+    from supo.tracking_params import tracking_uri_source
 
     uri, source = tracking_uri_source(flag, cfg.tracking.uri)
+    if not mlflow_available():
+        announce_fallback(_echo_err)
+        return uri
+    from supo.preflight import check_tracking_uri
+
     key = f"{os.getcwd()}\n{uri}"  # a relative sqlite path depends on the current folder
     if key not in _CHECKED_URIS:
         check_tracking_uri(uri, source)

@@ -280,7 +280,7 @@ def check_tracking_uri(uri: str, source: str = "tracking.uri", timeout: float = 
 
 
 def _check_sqlite(uri: str, where: str) -> None:
-    from supo.tracking import sqlite_db_path
+    from supo.tracking_params import sqlite_db_path
 
     db = sqlite_db_path(uri)
     if db is None:  # in-memory
@@ -346,7 +346,7 @@ def check_run_exists(uri: str, run_id: str, what: str) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from supo.tracking import sqlite_db_path
+    from supo.tracking_params import sqlite_db_path
 
     db = sqlite_db_path(uri)
     if db is not None and not db.exists():  # no store there yet: do not create one to look

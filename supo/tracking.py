@@ -16,7 +16,6 @@ Known MLflow 3.17 behaviour this module works around:
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import time
@@ -33,6 +32,14 @@ from mlflow.utils.validation import (
     MAX_PARAM_VAL_LENGTH,
     MAX_PARAMS_TAGS_PER_BATCH,
     MAX_TAG_VAL_LENGTH,
+)
+
+from supo.tracking_params import (
+    DEFAULT_TRACKING_URI,
+    flatten_params,
+    is_finite_number,
+    sqlite_db_path,
+    tracking_uri_source,
 )
 
 __all__ = [
@@ -52,46 +59,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-"""Tracking URI used when neither the CLI flag, the environment nor the config sets one."""
-
 PARAMS_PER_BATCH = min(100, MAX_PARAMS_TAGS_PER_BATCH)
 """Params are sent with ``log_batch`` in chunks of this many."""
 
 _PARENT_RUN_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # the run's description in the UI (markdown)
-_SQLITE_PREFIX = "sqlite:///"
 
 
 # --------------------------------------------------------------------------------------------
 # Tracking URI
 # --------------------------------------------------------------------------------------------
-
-
-def sqlite_db_path(uri: str) -> Path | None:
-    """Return the database file of a ``sqlite:///`` URI, or None for other URIs.
-
-    ``sqlite:///rel/path.db`` is relative to the current directory and ``sqlite:////abs.db``
-    is absolute (the usual SQLAlchemy convention). In-memory databases give None.
-    """
-    if not uri.startswith(_SQLITE_PREFIX):
-        return None
-    path = uri[len(_SQLITE_PREFIX) :].split("?", 1)[0]
-    if path in ("", ":memory:"):
-        return None
-    return Path(path)
-
-
-def tracking_uri_source(flag: str | None, config_uri: str = DEFAULT_TRACKING_URI) -> tuple[str, str]:
-    """``(uri, where it came from)``: the CLI flag (``--tracking-uri``), else ``$MLFLOW_TRACKING_URI``, else the
-    config value (``tracking.uri``). Empty strings count as unset; an empty config value gives
-    ``sqlite:///mlflow.db``."""
-    env_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if flag:
-        return flag, "--tracking-uri"
-    if env_uri:
-        return env_uri, "MLFLOW_TRACKING_URI"
-    return config_uri or DEFAULT_TRACKING_URI, "tracking.uri"
 
 
 def resolve_tracking_uri(flag: str | None, config_uri: str = DEFAULT_TRACKING_URI) -> str:
@@ -109,18 +86,6 @@ def resolve_tracking_uri(flag: str | None, config_uri: str = DEFAULT_TRACKING_UR
 # --------------------------------------------------------------------------------------------
 
 
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested mappings into dotted keys: ``{"train": {"lr": 1e-6}}`` -> ``{"train.lr": 1e-6}``."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        full_key = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            flat.update(flatten_params(value, full_key))
-        else:
-            flat[full_key] = value
-    return flat
-
-
 def _param_value(value: Any) -> str:
     """Stringify a param value and truncate it to MLflow's param value limit."""
     return str(value)[:MAX_PARAM_VAL_LENGTH]
@@ -135,16 +100,6 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     """Yield consecutive slices of ``items`` of at most ``size`` elements."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _is_finite_number(value: Any) -> bool:
-    """True for real numbers (bools excluded) that are neither NaN nor infinite."""
-    if value is None or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def default_artifact_location(uri: str, experiment: str) -> str | None:
@@ -279,7 +234,7 @@ class Tracker:
         entries = [
             Metric(key=key, value=float(value), timestamp=timestamp, step=int(step))
             for key, value in metrics.items()
-            if _is_finite_number(value)
+            if is_finite_number(value)
         ]
         self._logged = True
         for chunk in _chunks(entries, MAX_METRICS_PER_BATCH):

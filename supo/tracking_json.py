@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -18,6 +17,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from supo.tracking_params import flatten_params, is_finite_number
 
 __all__ = ["DEFAULT_ROOT", "JsonTracker", "announce_fallback", "fallback_note", "mlflow_available", "run_folder"]
 
@@ -52,21 +53,6 @@ def announce_fallback(echo: Callable[[str], Any], root: str | Path | None = DEFA
 def run_folder(experiment: str, run_id: str, root: str | Path = DEFAULT_ROOT) -> Path:
     """The folder of run ``run_id`` of ``experiment`` (which may not exist)."""
     return Path(root) / (re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment).strip("._") or "default") / run_id
-
-
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as dotted keys: ``{"train": {"lr": 1e-6}}`` -> ``{"train.lr": 1e-6}``."""
-    return {name: v for key, value in params.items()
-            for name, v in (_flatten(value, f"{prefix}{key}.") if isinstance(value, Mapping)
-                            else {f"{prefix}{key}": value}).items()}
-
-
-def _is_finite_number(value: Any) -> bool:
-    """True for real numbers (bools excluded) that are neither NaN nor infinite."""
-    try:
-        return not isinstance(value, bool) and value is not None and math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -132,7 +118,7 @@ class JsonTracker:
         """Append metrics at ``step``; None, NaN, infinite and non-numeric values are skipped silently."""
         timestamp = int(time.time() * 1000)
         lines = "".join(json.dumps({"key": key, "value": float(value), "step": int(step), "timestamp": timestamp})
-                        + "\n" for key, value in metrics.items() if _is_finite_number(value))
+                        + "\n" for key, value in metrics.items() if is_finite_number(value))
         self._logged = True
         if lines:  # one write of whole lines: a reader sees each line complete or not at all
             with open(self.folder / "metrics.jsonl", "a", encoding="utf-8") as f:
@@ -187,7 +173,7 @@ class JsonTracker:
     def _add_params(self, params: Mapping[str, Any]) -> None:
         """Add ``params`` as strings, keeping (with a warning when it differs) any value the run already has."""
         existing = self._run["params"]
-        for key, value in _flatten(params).items():
+        for key, value in flatten_params(params).items():
             if key not in existing:
                 existing[key] = str(value)
             elif existing[key] != str(value):

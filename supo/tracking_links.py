@@ -218,7 +218,8 @@ def relocate_artifacts(uri: str, experiment: str) -> str | None:
     location when it changed something, else None."""
     from mlflow import MlflowClient
 
-    from supo.tracking import default_artifact_location, sqlite_db_path
+    from supo.tracking import default_artifact_location
+    from supo.tracking_params import sqlite_db_path
 
     db = sqlite_db_path(uri)
     new = default_artifact_location(uri, experiment)
