@@ -351,7 +351,6 @@ def validate_env_config(cfg: dict) -> None:
     check_env_field(cfg, "plan", _is_plan, "a list of calls ({name, refs, ...})", required=False)
 
 
-
 def faithful_summary(task: Task, calls_done: int) -> str | None:
     """The summary the error-free expert writes after the first ``calls_done`` ground-truth calls (the task's
     ``plan``) on a fresh environment; None without a plan, outside ``0..len(plan) - 1`` or where a call is refused."""
